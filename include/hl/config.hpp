@@ -1,0 +1,27 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cstdint>
+
+namespace hl {
+
+/// The sizes of a sandbox's memory regions, in bytes. Each is rounded up to whole 4 KiB pages; the
+/// layout is computed and validated when a sandbox is created (errc::invalid_config names the field).
+/// Hyperlight's equivalent is `SandboxConfiguration`; the defaults match it.
+struct sandbox_config {
+    /// Guest heap (malloc, operator new, FlatBuffers builders). 4 KiB .. 16 GiB.
+    std::uint64_t heap_size = 128 * 1024;
+    /// Guest stack, with an unmapped guard page below it. 8 KiB .. 1 GiB.
+    std::uint64_t stack_size = 64 * 1024;
+    /// Host-to-guest messages: a serialized call must fit, with 8 bytes of header. 4 KiB .. 4 GiB.
+    std::uint64_t input_buffer_size = 16 * 1024;
+    /// Guest-to-host messages: a serialized result must fit, with 8 bytes of header. 4 KiB .. 4 GiB.
+    std::uint64_t output_buffer_size = 16 * 1024;
+
+    sandbox_config& set_heap_size(std::uint64_t bytes) { heap_size = bytes; return *this; }
+    sandbox_config& set_stack_size(std::uint64_t bytes) { stack_size = bytes; return *this; }
+    sandbox_config& set_input_buffer_size(std::uint64_t bytes) { input_buffer_size = bytes; return *this; }
+    sandbox_config& set_output_buffer_size(std::uint64_t bytes) { output_buffer_size = bytes; return *this; }
+};
+
+}  // namespace hl

@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <string>
+#include <system_error>
+
+namespace hl {
+
+/// Every error the library reports, in one `std::error_category` ("hyperlight"). OS failures keep the
+/// system category; these codes say what went wrong at the level of a sandbox.
+enum class errc {
+    guest_error = 1,       ///< a guest function returned an error; the sandbox stays usable
+    guest_aborted,         ///< the guest aborted (abort, assertion, runtime failure); poisons
+    guest_fault,           ///< the guest raised a CPU exception (page fault, #UD, #DE, #GP); poisons
+    stack_overflow,        ///< the guest ran into its stack guard page; poisons
+    cancelled,             ///< the call was interrupted by the host; poisons
+    timed_out,             ///< the call exceeded its deadline; poisons
+    poisoned,              ///< the sandbox refuses calls until it is restored
+    unknown_function,      ///< the guest has no function with that name
+    parameter_mismatch,    ///< wrong number or types of arguments for that function
+    return_type_mismatch,  ///< the function returns another type than the one asked for
+    argument_too_large,    ///< the serialized call does not fit the input buffer
+    result_too_large,      ///< the guest's result does not fit the output buffer
+    protocol_error,        ///< the guest broke the wire protocol (bad buffer, bad FlatBuffer); poisons
+    out_of_memory,         ///< the guest ran out of heap
+    kvm_unavailable,       ///< /dev/kvm is missing, not permitted, or lacks a needed capability
+    invalid_config,        ///< the sandbox configuration cannot be laid out
+    invalid_guest,         ///< the guest binary is not a loadable hyperlight guest
+    host_function_error,   ///< a host function failed; its message is carried along
+    vm_error,              ///< KVM reported a failure the library cannot recover from; poisons
+};
+
+const std::error_category& error_category() noexcept;
+
+inline std::error_code make_error_code(errc e) noexcept {
+    return {static_cast<int>(e), error_category()};
+}
+
+/// The exception thrown by the synchronous API: an `errc` plus a message with the details (which
+/// function, which address, what to do).
+class error : public std::system_error {
+public:
+    error(errc code, const std::string& what) : std::system_error(make_error_code(code), what) {}
+    error(std::error_code code, const std::string& what) : std::system_error(code, what) {}
+};
+
+}  // namespace hl
+
+template <>
+struct std::is_error_code_enum<hl::errc> : std::true_type {};

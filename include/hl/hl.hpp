@@ -1,0 +1,8 @@
+// SPDX-License-Identifier: Apache-2.0
+// The whole public host API.
+#pragma once
+
+#include "hl/config.hpp"
+#include "hl/error.hpp"
+#include "hl/sandbox.hpp"
+#include "hl/value.hpp"

@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include "hl/config.hpp"
+#include "hl/error.hpp"
+#include "hl/value.hpp"
+
+namespace hl {
+
+namespace detail {
+class sandbox_core;
+}
+
+class multi_use_sandbox;
+
+/// A guest loaded into fresh sandbox memory but not yet run (Hyperlight's `UninitializedSandbox`).
+/// Creating one validates the guest and the configuration; evolve() runs the guest's initialisation.
+///
+/// Thread-safety: a sandbox may be moved between threads but used by one thread at a time.
+class uninitialized_sandbox {
+public:
+    /// Loads the guest ELF at `path`. Throws hl::error: invalid_guest (unreadable or malformed binary),
+    /// invalid_config, or a system error.
+    static uninitialized_sandbox from_file(const std::filesystem::path& path, const sandbox_config& config = {});
+
+    /// Loads a guest ELF from memory (the bytes are copied). Throws as from_file().
+    static uninitialized_sandbox from_bytes(std::span<const std::byte> elf, const sandbox_config& config = {});
+
+    uninitialized_sandbox(uninitialized_sandbox&&) noexcept;
+    uninitialized_sandbox& operator=(uninitialized_sandbox&&) noexcept;
+    ~uninitialized_sandbox();
+
+    /// Creates the VM and runs the guest's initialisation (constructors and hl_guest_init()).
+    /// Consumes the sandbox. Throws hl::error: kvm_unavailable with what to do when /dev/kvm cannot be
+    /// used, or the guest's failure (guest_fault, guest_aborted, ...) when initialisation fails.
+    multi_use_sandbox evolve() &&;
+
+private:
+    explicit uninitialized_sandbox(std::unique_ptr<detail::sandbox_core> core) noexcept;
+    std::unique_ptr<detail::sandbox_core> core_;
+};
+
+/// An initialised sandbox whose guest functions can be called any number of times
+/// (Hyperlight's `MultiUseSandbox`). Guest state persists from one call to the next.
+///
+/// Thread-safety: one thread at a time; calls do not nest.
+class multi_use_sandbox {
+public:
+    multi_use_sandbox(multi_use_sandbox&&) noexcept;
+    multi_use_sandbox& operator=(multi_use_sandbox&&) noexcept;
+    ~multi_use_sandbox();
+
+    /// Calls the guest function `name` with `args` and returns its result as R. R and the argument
+    /// types are int32_t, uint32_t, int64_t, uint64_t, float, double, bool, std::string (arguments: any
+    /// string type), std::vector<uint8_t> (arguments: also std::span<const uint8_t>), or void for R.
+    ///
+    /// Throws hl::error. Leaves the sandbox usable: unknown_function, parameter_mismatch,
+    /// return_type_mismatch, argument_too_large, result_too_large, guest_error. Poisons it (every
+    /// later call fails with errc::poisoned): guest_fault, stack_overflow, guest_aborted,
+    /// protocol_error, vm_error.
+    template <class R = void, class... Args>
+        requires(detail::return_type<R> && sizeof...(Args) <= max_parameters)
+    R call(std::string_view name, const Args&... args) {
+        const argument arguments[sizeof...(Args) + 1] = {detail::to_argument(args)..., argument{}};
+        return detail::from_return_value<R>(
+            call_dynamic(name, detail::value_traits<R>::type, std::span(arguments, sizeof...(Args))));
+    }
+
+    /// The untyped form of call(): the result holds `return_type`'s alternative.
+    return_value call_dynamic(std::string_view name, value_type return_type, std::span<const argument> args);
+
+    /// True after a fault, abort or other failure that left the guest in an unknown state.
+    bool poisoned() const noexcept;
+
+private:
+    friend class uninitialized_sandbox;
+    explicit multi_use_sandbox(std::unique_ptr<detail::sandbox_core> core) noexcept;
+    std::unique_ptr<detail::sandbox_core> core_;
+};
+
+}  // namespace hl

@@ -1,0 +1,417 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "loader/elf_image.hpp"
+
+#include "hl/error.hpp"
+#include "mem/address.hpp"
+
+#include <elf.h>
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace hl::loader {
+namespace {
+
+using mem::page_round_down;
+using mem::page_round_up;
+using mem::page_size;
+
+[[noreturn]] void fail(const std::string& what) { throw error(errc::invalid_guest, "invalid guest ELF: " + what); }
+
+std::string hex(std::uint64_t value) {
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string out;
+    do {
+        out.insert(out.begin(), digits[value & 0xf]);
+        value >>= 4;
+    } while (value != 0);
+    return "0x" + out;
+}
+
+/// [offset, offset + length) lies inside [0, limit), without overflow.
+constexpr bool fits(std::uint64_t offset, std::uint64_t length, std::uint64_t limit) noexcept {
+    return offset <= limit && length <= limit - offset;
+}
+
+/// Copies a T out of `file`; `what` names it for the error message and is only called on failure.
+template <class T, class Name>
+T read_struct(std::span<const std::byte> file, std::uint64_t offset, Name what) {
+    if (!fits(offset, sizeof(T), file.size())) {
+        fail(what() + " at file offset " + hex(offset) + " (" + std::to_string(sizeof(T)) +
+             " bytes) extends past the end of the " + std::to_string(file.size()) + "-byte file");
+    }
+    T value;
+    std::memcpy(&value, file.data() + offset, sizeof(T));
+    return value;
+}
+
+std::string machine_name(unsigned machine) {
+    switch (machine) {
+    case EM_386: return "i386";
+    case EM_ARM: return "32-bit ARM";
+    case EM_AARCH64: return "AArch64";
+    case EM_RISCV: return "RISC-V";
+    case EM_PPC64: return "PowerPC 64";
+    case EM_S390: return "s390";
+    case EM_MIPS: return "MIPS";
+    case EM_LOONGARCH: return "LoongArch";
+    default: return "an unknown machine";
+    }
+}
+
+std::string relocation_name(std::uint32_t type) {
+    switch (type) {
+    case R_X86_64_64: return "R_X86_64_64";
+    case R_X86_64_PC32: return "R_X86_64_PC32";
+    case R_X86_64_COPY: return "R_X86_64_COPY";
+    case R_X86_64_GLOB_DAT: return "R_X86_64_GLOB_DAT";
+    case R_X86_64_JUMP_SLOT: return "R_X86_64_JUMP_SLOT";
+    case R_X86_64_RELATIVE: return "R_X86_64_RELATIVE";
+    case R_X86_64_DTPMOD64: return "R_X86_64_DTPMOD64";
+    case R_X86_64_DTPOFF64: return "R_X86_64_DTPOFF64";
+    case R_X86_64_TPOFF64: return "R_X86_64_TPOFF64";
+    case R_X86_64_IRELATIVE: return "R_X86_64_IRELATIVE";
+    default: return "type " + std::to_string(type);
+    }
+}
+
+Elf64_Ehdr read_header(std::span<const std::byte> file) {
+    if (file.size() < sizeof(Elf64_Ehdr)) {
+        fail("the file is " + std::to_string(file.size()) + " bytes, too small for the " +
+             std::to_string(sizeof(Elf64_Ehdr)) + "-byte ELF64 header");
+    }
+    const auto h = read_struct<Elf64_Ehdr>(file, 0, [] { return std::string("the ELF header"); });
+    if (std::memcmp(h.e_ident, ELFMAG, SELFMAG) != 0) fail("bad magic: the file is not an ELF binary");
+    if (h.e_ident[EI_CLASS] != ELFCLASS64) {
+        fail(h.e_ident[EI_CLASS] == ELFCLASS32
+                 ? std::string("it is a 32-bit ELF (ELFCLASS32); guests must be ELF64 x86-64")
+                 : "unknown ELF class " + std::to_string(h.e_ident[EI_CLASS]));
+    }
+    if (h.e_ident[EI_DATA] != ELFDATA2LSB) {
+        fail(h.e_ident[EI_DATA] == ELFDATA2MSB ? std::string("it is big-endian (ELFDATA2MSB); x86-64 is little-endian")
+                                               : "unknown ELF data encoding " + std::to_string(h.e_ident[EI_DATA]));
+    }
+    if (h.e_ident[EI_VERSION] != EV_CURRENT || h.e_version != EV_CURRENT) {
+        fail("unsupported ELF version " + std::to_string(h.e_version) + " (ident " +
+             std::to_string(h.e_ident[EI_VERSION]) + "), expected 1");
+    }
+    if (h.e_machine != EM_X86_64) {
+        fail("built for " + machine_name(h.e_machine) + " (machine " + std::to_string(h.e_machine) +
+             "), expected x86-64 (machine " + std::to_string(EM_X86_64) + ")");
+    }
+    if (h.e_type != ET_DYN) {
+        const std::string kind = h.e_type == ET_EXEC   ? "a fixed-address executable (ET_EXEC)"
+                                 : h.e_type == ET_REL  ? "a relocatable object (ET_REL)"
+                                 : h.e_type == ET_CORE ? "a core dump (ET_CORE)"
+                                                       : "of ELF type " + std::to_string(h.e_type);
+        fail("it is " + kind + "; guests must be static-PIE (ET_DYN), linked with -static-pie");
+    }
+    if (h.e_phentsize != sizeof(Elf64_Phdr)) {
+        fail("e_phentsize is " + std::to_string(h.e_phentsize) + ", expected " + std::to_string(sizeof(Elf64_Phdr)));
+    }
+    if (h.e_phnum == PN_XNUM) fail("extended program header numbering (e_phnum == PN_XNUM) is not supported");
+    if (!fits(h.e_phoff, std::uint64_t{h.e_phnum} * sizeof(Elf64_Phdr), file.size())) {
+        fail("the " + std::to_string(h.e_phnum) + " program headers at file offset " + hex(h.e_phoff) +
+             " extend past the end of the " + std::to_string(file.size()) + "-byte file");
+    }
+    return h;
+}
+
+/// A PT_LOAD as validated by check_load, with its page span.
+struct pt_load {
+    std::size_t index;  // program header index, for messages
+    Elf64_Phdr phdr;
+    std::uint64_t page_begin;
+    std::uint64_t page_end;
+    access perms;
+};
+
+std::string describe(std::size_t index, const char* type) {
+    return "program header " + std::to_string(index) + " (" + type + ")";
+}
+
+pt_load check_load(std::size_t index, const Elf64_Phdr& p, std::uint64_t file_size) {
+    const auto what = describe(index, "PT_LOAD");
+    if (p.p_filesz > p.p_memsz) {
+        fail(what + ": p_filesz " + hex(p.p_filesz) + " exceeds p_memsz " + hex(p.p_memsz));
+    }
+    if (!fits(p.p_offset, p.p_filesz, file_size)) {
+        fail(what + ": file bytes [" + hex(p.p_offset) + ", +" + hex(p.p_filesz) + ") lie outside the " +
+             std::to_string(file_size) + "-byte file");
+    }
+    if (!fits(p.p_vaddr, p.p_memsz, max_image_size)) {
+        fail(what + ": memory [" + hex(p.p_vaddr) + ", +" + hex(p.p_memsz) + ") reaches past the " +
+             hex(max_image_size) + "-byte image limit");
+    }
+    if (p.p_vaddr % page_size != p.p_offset % page_size) {
+        fail(what + ": p_vaddr " + hex(p.p_vaddr) + " and p_offset " + hex(p.p_offset) +
+             " are not congruent modulo the 4 KiB page size");
+    }
+    if ((p.p_flags & PF_W) && (p.p_flags & PF_X)) {
+        fail(what + " at " + hex(p.p_vaddr) + " is both writable and executable (W^X)");
+    }
+    access perms{};
+    if (p.p_flags & PF_R) perms = perms | access::read;
+    if (p.p_flags & PF_W) perms = perms | access::write;
+    if (p.p_flags & PF_X) perms = perms | access::execute;
+    return {index, p, page_round_down(p.p_vaddr), page_round_up(p.p_vaddr + p.p_memsz), perms};
+}
+
+/// The load whose page span holds `page`, or nullptr. `loads` is sorted and non-overlapping.
+const pt_load* load_at(std::span<const pt_load> loads, std::uint64_t page) {
+    auto it = std::upper_bound(loads.begin(), loads.end(), page,
+                               [](std::uint64_t p, const pt_load& l) { return p < l.page_begin; });
+    if (it == loads.begin()) return nullptr;
+    --it;
+    return page < it->page_end ? &*it : nullptr;
+}
+
+/// Maps [vaddr, vaddr + size) to the file offset of the same bytes, if all of them are file-backed.
+std::optional<std::uint64_t> file_offset_of(std::span<const pt_load> loads, std::uint64_t vaddr, std::uint64_t size) {
+    for (const auto& l : loads) {
+        if (vaddr >= l.phdr.p_vaddr && fits(vaddr - l.phdr.p_vaddr, size, l.phdr.p_filesz)) {
+            return l.phdr.p_offset + (vaddr - l.phdr.p_vaddr);
+        }
+    }
+    return std::nullopt;
+}
+
+struct rela_table {
+    std::uint64_t file_offset = 0;
+    std::uint64_t count = 0;
+};
+
+/// Reads the dynamic section and returns where the RELA table is; rejects anything that needs a
+/// dynamic linker (libraries, REL/RELR/PLT relocations, text relocations).
+rela_table read_dynamic(std::span<const std::byte> file, std::size_t index, const Elf64_Phdr& dyn,
+                        std::span<const pt_load> loads) {
+    const auto what = describe(index, "PT_DYNAMIC");
+    const auto inside = std::ranges::find_if(loads, [&](const pt_load& l) {
+        return dyn.p_offset >= l.phdr.p_offset && fits(dyn.p_offset - l.phdr.p_offset, dyn.p_filesz, l.phdr.p_filesz);
+    });
+    if (inside == loads.end()) {
+        fail(what + ": file bytes [" + hex(dyn.p_offset) + ", +" + hex(dyn.p_filesz) +
+             ") are not inside the file bytes of any PT_LOAD");
+    }
+    if (dyn.p_vaddr - inside->phdr.p_vaddr != dyn.p_offset - inside->phdr.p_offset) {
+        fail(what + ": p_vaddr " + hex(dyn.p_vaddr) + " does not match p_offset " + hex(dyn.p_offset) +
+             " within program header " + std::to_string(inside->index));
+    }
+
+    std::optional<std::uint64_t> rela, relasz, relaent;
+    std::uint64_t pltrelsz = 0;
+    bool terminated = false;
+    for (std::uint64_t i = 0; i < dyn.p_filesz / sizeof(Elf64_Dyn) && !terminated; ++i) {
+        const auto entry = [i] { return "dynamic entry " + std::to_string(i); };
+        const auto d = read_struct<Elf64_Dyn>(file, dyn.p_offset + i * sizeof(Elf64_Dyn), entry);
+        const auto set_once = [&](std::optional<std::uint64_t>& slot, const char* name) {
+            if (slot) fail(entry() + ": " + name + " appears more than once");
+            slot = d.d_un.d_val;
+        };
+        switch (d.d_tag) {
+        case DT_NULL: terminated = true; break;
+        case DT_NEEDED: fail(entry() + ": DT_NEEDED: the guest depends on a shared library; link it with -static-pie");
+        case DT_REL:
+        case DT_RELSZ:
+        case DT_RELENT:
+            fail(entry() + ": the guest uses REL relocations (DT_REL/DT_RELSZ/DT_RELENT); only RELA is supported");
+        case DT_RELR:
+        case DT_RELRSZ:
+        case DT_RELRENT:
+            fail(entry() + ": the guest uses packed DT_RELR relocations; link without -z pack-relative-relocs");
+        case DT_TEXTREL: fail(entry() + ": DT_TEXTREL: the guest needs relocations in read-only code");
+        case DT_FLAGS:
+            if (d.d_un.d_val & DF_TEXTREL)
+                fail(entry() + ": DT_FLAGS has DF_TEXTREL: the guest needs relocations in read-only code");
+            break;
+        case DT_RELA: set_once(rela, "DT_RELA"); break;
+        case DT_RELASZ: set_once(relasz, "DT_RELASZ"); break;
+        case DT_RELAENT: set_once(relaent, "DT_RELAENT"); break;
+        case DT_PLTRELSZ: pltrelsz = d.d_un.d_val; break;
+        default: break;
+        }
+    }
+    if (!terminated) fail(what + ": the dynamic section has no DT_NULL terminator");
+    if (pltrelsz != 0) {
+        fail("the guest has PLT relocations (DT_JMPREL, DT_PLTRELSZ " + hex(pltrelsz) +
+             "); static-PIE guests must not need lazy binding");
+    }
+    if (relaent && *relaent != sizeof(Elf64_Rela)) {
+        fail("DT_RELAENT is " + std::to_string(*relaent) + ", expected " + std::to_string(sizeof(Elf64_Rela)));
+    }
+    if (!rela) {
+        if (relasz.value_or(0) != 0) fail("DT_RELASZ " + hex(*relasz) + " is given without DT_RELA");
+        return {};
+    }
+    if (!relasz) fail("DT_RELA " + hex(*rela) + " is given without DT_RELASZ");
+    if (*relasz % sizeof(Elf64_Rela) != 0) {
+        fail("DT_RELASZ " + hex(*relasz) + " is not a multiple of the " + std::to_string(sizeof(Elf64_Rela)) +
+             "-byte RELA entry");
+    }
+    const auto offset = file_offset_of(loads, *rela, *relasz);
+    if (!offset) {
+        fail("the RELA table [" + hex(*rela) + ", +" + hex(*relasz) +
+             ") is not inside the file-backed part of a PT_LOAD");
+    }
+    return {*offset, *relasz / sizeof(Elf64_Rela)};
+}
+
+/// Half-open page range [begin, end) that PT_GNU_RELRO makes read-only after relocation.
+struct page_range {
+    std::uint64_t begin = 0;
+    std::uint64_t end = 0;
+    bool contains(std::uint64_t page) const noexcept { return page >= begin && page < end; }
+};
+
+page_range check_relro(std::size_t index, const Elf64_Phdr& p, std::span<const pt_load> loads,
+                       std::uint64_t image_size) {
+    const auto what = describe(index, "PT_GNU_RELRO");
+    if (!fits(p.p_vaddr, p.p_memsz, image_size)) {
+        fail(what + ": [" + hex(p.p_vaddr) + ", +" + hex(p.p_memsz) + ") reaches past the image end " +
+             hex(image_size));
+    }
+    // Both ends round down, as glibc's _dl_protect_relro does: the partial page at the end holds
+    // ordinary data that must stay writable.
+    const page_range range{page_round_down(p.p_vaddr), page_round_down(p.p_vaddr + p.p_memsz)};
+    for (const auto& l : loads) {
+        if (has(l.perms, access::execute) && range.begin < l.page_end && l.page_begin < range.end) {
+            fail(what + ": [" + hex(range.begin) + ", " + hex(range.end) +
+                 ") covers pages of the executable program header " + std::to_string(l.index) +
+                 "; RELRO would make code non-executable");
+        }
+    }
+    return range;
+}
+
+/// The segments of `loads`, with the RELRO pages split off as read-only.
+std::vector<segment> make_segments(std::span<const pt_load> loads, page_range relro) {
+    std::vector<segment> out;
+    const auto add = [&](std::uint64_t begin, std::uint64_t end, access perms) {
+        if (begin < end) out.push_back({begin, end - begin, perms});
+    };
+    for (const auto& l : loads) {
+        const auto mid_begin = std::clamp(relro.begin, l.page_begin, l.page_end);
+        const auto mid_end = std::clamp(relro.end, mid_begin, l.page_end);
+        add(l.page_begin, mid_begin, l.perms);
+        add(mid_begin, mid_end, access::read);
+        add(mid_end, l.page_end, l.perms);
+    }
+    return out;
+}
+
+}  // namespace
+
+elf_image elf_image::parse(std::vector<std::byte> file) {
+    const auto h = read_header(file);
+
+    std::vector<pt_load> loads;
+    std::optional<std::pair<std::size_t, Elf64_Phdr>> dynamic, relro;
+    for (std::size_t i = 0; i < h.e_phnum; ++i) {
+        const auto p = read_struct<Elf64_Phdr>(file, h.e_phoff + i * sizeof(Elf64_Phdr),
+                                               [i] { return "program header " + std::to_string(i); });
+        switch (p.p_type) {
+        case PT_LOAD:
+            if (auto l = check_load(i, p, file.size()); p.p_memsz != 0) loads.push_back(l);
+            break;
+        case PT_INTERP:
+            fail(describe(i, "PT_INTERP") + ": the guest asks for a dynamic linker; link it with -static-pie");
+        case PT_DYNAMIC:
+            if (dynamic) fail(describe(i, "PT_DYNAMIC") + ": a second PT_DYNAMIC");
+            dynamic.emplace(i, p);
+            break;
+        case PT_GNU_RELRO:
+            if (relro) fail(describe(i, "PT_GNU_RELRO") + ": a second PT_GNU_RELRO");
+            relro.emplace(i, p);
+            break;
+        default: break;
+        }
+    }
+    if (loads.empty()) fail("no PT_LOAD segment with a non-zero p_memsz");
+
+    std::ranges::sort(loads, {}, &pt_load::page_begin);
+    for (std::size_t i = 1; i < loads.size(); ++i) {
+        const auto& a = loads[i - 1];
+        const auto& b = loads[i];
+        if (b.page_begin < a.page_end) {
+            fail("program headers " + std::to_string(a.index) + " and " + std::to_string(b.index) +
+                 " (PT_LOAD) both map the page at " + hex(b.page_begin) + "; their permissions would be ambiguous");
+        }
+    }
+
+    elf_image image;
+    image.image_size_ = loads.back().page_end;
+
+    const bool entry_ok = std::ranges::any_of(loads, [&](const pt_load& l) {
+        return has(l.perms, access::execute) && h.e_entry >= l.phdr.p_vaddr &&
+               h.e_entry - l.phdr.p_vaddr < l.phdr.p_memsz;
+    });
+    if (!entry_ok) fail("the entry point " + hex(h.e_entry) + " is not inside an executable PT_LOAD");
+    image.entry_offset_ = h.e_entry;
+
+    const auto relro_pages = relro ? check_relro(relro->first, relro->second, loads, image.image_size_) : page_range{};
+    const auto table = dynamic ? read_dynamic(file, dynamic->first, dynamic->second, loads) : rela_table{};
+
+    // The table lies inside the file (read_dynamic checked), so this reservation is bounded by its size.
+    image.relocations_.reserve(table.count);
+    for (std::uint64_t i = 0; i < table.count; ++i) {
+        const auto entry = [i] { return "relocation " + std::to_string(i); };
+        const auto r = read_struct<Elf64_Rela>(file, table.file_offset + i * sizeof(Elf64_Rela), entry);
+        const auto type = static_cast<std::uint32_t>(ELF64_R_TYPE(r.r_info));
+        if (type == R_X86_64_NONE) continue;
+        const auto where = [&] {
+            return entry() + " (" + relocation_name(type) + " at offset " + hex(r.r_offset) + ")";
+        };
+        if (type != R_X86_64_RELATIVE) fail(where() + ": only R_X86_64_RELATIVE relocations are supported");
+        if (ELF64_R_SYM(r.r_info) != 0) {
+            fail(where() + ": refers to symbol " + std::to_string(ELF64_R_SYM(r.r_info)) + ", expected none (0)");
+        }
+        if (!fits(r.r_offset, sizeof(std::uint64_t), image.image_size_)) {
+            fail(where() + ": the 8-byte target lies outside the " + hex(image.image_size_) + "-byte image");
+        }
+        // An 8-byte target may straddle two pages; both must be writable until RELRO applies.
+        for (const auto page : {page_round_down(r.r_offset), page_round_down(r.r_offset + 7)}) {
+            const auto* l = load_at(loads, page);
+            if (!l || !(has(l->perms, access::write) || relro_pages.contains(page))) {
+                fail(where() + ": the target page " + hex(page) + " is not in a writable segment or RELRO");
+            }
+        }
+        image.relocations_.push_back({r.r_offset, static_cast<std::uint64_t>(r.r_addend)});
+    }
+
+    for (const auto& l : loads) {
+        if (l.phdr.p_filesz != 0) image.copies_.push_back({l.phdr.p_offset, l.phdr.p_vaddr, l.phdr.p_filesz});
+    }
+    image.segments_ = make_segments(loads, relro_pages);
+    image.file_ = std::move(file);
+    return image;
+}
+
+void elf_image::load(std::span<std::byte> dest, std::uint64_t base) const {
+    if (dest.size() != image_size_) {
+        throw std::invalid_argument("elf_image::load: destination is " + std::to_string(dest.size()) +
+                                    " bytes, the image needs exactly " + std::to_string(image_size_));
+    }
+    if (base % page_size != 0)
+        throw std::invalid_argument("elf_image::load: base " + hex(base) + " is not page-aligned");
+
+    std::ranges::fill(dest, std::byte{0});
+    for (const auto& c : copies_) {
+        if (!fits(c.file_offset, c.size, file_.size()) || !fits(c.image_offset, c.size, dest.size())) {
+            fail("a PT_LOAD copy [" + hex(c.image_offset) + ", +" + hex(c.size) + ") is out of bounds");
+        }
+        std::memcpy(dest.data() + c.image_offset, file_.data() + c.file_offset, c.size);
+    }
+    for (const auto& r : relocations_) {
+        if (!fits(r.offset, sizeof(std::uint64_t), dest.size())) {
+            fail("relocation target " + hex(r.offset) + " lies outside the image");
+        }
+        const std::uint64_t value = base + r.addend;
+        std::memcpy(dest.data() + r.offset, &value, sizeof value);
+    }
+}
+
+}  // namespace hl::loader

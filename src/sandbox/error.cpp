@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "hl/error.hpp"
+
+namespace hl {
+namespace {
+
+class category final : public std::error_category {
+public:
+    const char* name() const noexcept override { return "hyperlight"; }
+
+    std::string message(int value) const override {
+        switch (static_cast<errc>(value)) {
+        case errc::guest_error: return "the guest function returned an error";
+        case errc::guest_aborted: return "the guest aborted; restore the sandbox before calling again";
+        case errc::guest_fault: return "the guest raised a CPU exception; restore the sandbox before calling again";
+        case errc::stack_overflow:
+            return "the guest overflowed its stack; raise sandbox_config::stack_size or restore the sandbox";
+        case errc::cancelled: return "the guest call was cancelled by the host";
+        case errc::timed_out: return "the guest call exceeded its deadline";
+        case errc::poisoned: return "the sandbox is poisoned by an earlier failure; restore it before calling again";
+        case errc::unknown_function: return "the guest has no function with that name";
+        case errc::parameter_mismatch: return "the arguments do not match the guest function's parameters";
+        case errc::return_type_mismatch: return "the guest function returns a different type than requested";
+        case errc::argument_too_large:
+            return "the call does not fit the input buffer; raise sandbox_config::input_buffer_size";
+        case errc::result_too_large:
+            return "the guest's result does not fit the output buffer; raise sandbox_config::output_buffer_size";
+        case errc::protocol_error: return "the guest broke the host/guest protocol";
+        case errc::out_of_memory: return "the guest ran out of heap; raise sandbox_config::heap_size";
+        case errc::kvm_unavailable: return "KVM is not available";
+        case errc::invalid_config: return "the sandbox configuration is invalid";
+        case errc::invalid_guest: return "the guest binary cannot be loaded";
+        case errc::host_function_error: return "a host function failed";
+        case errc::vm_error: return "KVM reported an unrecoverable error";
+        }
+        return "unknown hyperlight error";
+    }
+};
+
+}  // namespace
+
+const std::error_category& error_category() noexcept {
+    static const category instance;
+    return instance;
+}
+
+}  // namespace hl

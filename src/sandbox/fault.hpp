@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "hl/error.hpp"
+
+namespace hl::detail {
+
+/// The guest's general registers when KVM reported the shutdown, plus CR2. The host resets CR2 to 0
+/// before every run, so a non-zero CR2 means a page fault at that address happened.
+struct cpu_state {
+    std::uint64_t rax = 0, rbx = 0, rcx = 0, rdx = 0, rsi = 0, rdi = 0, rsp = 0, rbp = 0;
+    std::uint64_t r8 = 0, r9 = 0, r10 = 0, r11 = 0, r12 = 0, r13 = 0, r14 = 0, r15 = 0;
+    std::uint64_t rip = 0, rflags = 0, cr2 = 0;
+};
+
+/// How the guest (at CPL3) sees one 4 KiB page. `user` false means the page is mapped for the
+/// supervisor only, which the guest can neither read nor execute.
+struct page_info {
+    bool present = false, user = false, writable = false, executable = false;
+};
+
+/// Everything the classifier may look at. All three callables must be set; they are called only
+/// during classify_fault and never after it returns.
+struct fault_context {
+    cpu_state cpu;
+    /// Copies up to out.size() bytes of guest memory at addr into out; returns how many were readable
+    /// (stops at the first page the guest could not read; 0 if none).
+    std::function<std::size_t(std::uint64_t addr, std::span<std::byte> out)> read;
+    /// The guest's view of the 4 KiB page holding addr.
+    std::function<page_info(std::uint64_t addr)> page;
+    /// Names the region holding addr for messages: "null page", "heap", "code", "stack guard page", ...
+    std::function<std::string(std::uint64_t addr)> describe;
+    /// [begin, end): the guard page below the stack; an access there is a stack overflow.
+    std::uint64_t stack_guard_begin = 0, stack_guard_end = 0;
+};
+
+/// What the guest did wrong, as precisely as its registers and memory tell.
+struct fault_report {
+    hl::errc code = hl::errc::guest_fault;  ///< guest_fault, or stack_overflow for the guard page
+    std::string kind;                       ///< "page fault (write)", "invalid opcode", "divide error", ...
+    std::uint64_t rip = 0;
+    std::optional<std::uint64_t> address;  ///< the faulting data or fetch address when known
+    std::string instruction;               ///< "mov dword ptr [rax], 1", or "" if it could not be decoded
+    std::string message;                   ///< one line for users, naming the addresses and their regions
+};
+
+/// Names the CPU exception that ended a guest run (KVM_EXIT_SHUTDOWN: no IDT, so every exception
+/// triple-faults and the vector is lost) by decoding the instruction at RIP and checking the
+/// addresses it touches against ctx.page. Never throws for any guest state (a hostile guest controls
+/// every register and byte); it throws only what the callables throw, or std::bad_alloc.
+/// Thread-safe: it keeps no state between calls.
+fault_report classify_fault(const fault_context& ctx);
+
+}  // namespace hl::detail

@@ -1,0 +1,258 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "sandbox/sandbox_core.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "hl/abi/hl_abi.h"
+#include "loader/elf_image.hpp"
+#include "protocol/codec.hpp"
+#include "sandbox/fault.hpp"
+#include "util/strfmt.hpp"
+#include "vmm/x86_64_tables.hpp"
+
+namespace hl::detail {
+namespace {
+
+constexpr std::uint64_t rflags_reserved = 0x2;  // bit 1 is always set; IOPL 0, interrupts off
+constexpr std::size_t max_abort_message = 4096;
+constexpr std::size_t builder_keep_limit = 1 << 20;
+
+mem::perms region_perms(loader::access a) {
+    mem::perms p = mem::perms::user;
+    if (loader::has(a, loader::access::read)) p = p | mem::perms::read;
+    if (loader::has(a, loader::access::write)) p = p | mem::perms::write;
+    if (loader::has(a, loader::access::execute)) p = p | mem::perms::execute | mem::perms::read;
+    return p;
+}
+
+const char* segment_name(loader::access a) {
+    if (loader::has(a, loader::access::execute)) return "guest code";
+    if (loader::has(a, loader::access::write)) return "guest data";
+    return "guest read-only data";
+}
+
+errc errc_for(protocol::guest_error_kind kind) {
+    switch (kind) {
+    case protocol::guest_error_kind::user: return errc::guest_error;
+    case protocol::guest_error_kind::function_not_found: return errc::unknown_function;
+    case protocol::guest_error_kind::parameter_mismatch: return errc::parameter_mismatch;
+    case protocol::guest_error_kind::return_type_mismatch: return errc::return_type_mismatch;
+    case protocol::guest_error_kind::malformed_call: return errc::protocol_error;
+    case protocol::guest_error_kind::out_of_memory: return errc::out_of_memory;
+    case protocol::guest_error_kind::result_too_large: return errc::result_too_large;
+    }
+    return errc::protocol_error;
+}
+
+}  // namespace
+
+sandbox_core::sandbox_core(mem::layout layout, mem::guest_memory memory, std::vector<mem::region> regions,
+                           mem::gpa entry) noexcept
+    : layout_(layout), memory_(std::move(memory)), regions_(std::move(regions)), entry_(entry) {}
+
+std::unique_ptr<sandbox_core> sandbox_core::create(std::vector<std::byte> elf, const sandbox_config& config) {
+    const auto image = loader::elf_image::parse(std::move(elf));
+    const auto layout = mem::layout::compute(config, image.image_size());
+    auto memory = mem::guest_memory::create(layout.total_size());
+
+    image.load(memory.span(layout.image(), layout.image_size()), layout.image().value);
+
+    std::vector<mem::region> regions = layout.fixed_regions();
+    for (const auto& s : image.segments()) {
+        regions.push_back({segment_name(s.perms), layout.image() + s.offset, s.size, region_perms(s.perms)});
+    }
+    std::sort(regions.begin(), regions.end(), [](const auto& a, const auto& b) { return a.begin < b.begin; });
+
+    vmm::cpu_setup setup = vmm::x86_64::write_descriptor_tables(memory, layout.gdt(), layout.tss(), HL_PORT_FIRST,
+                                                                HL_PORT_LAST);
+    setup.cr3 = vmm::x86_64::write_page_tables(memory, layout.page_tables(), layout.page_table_pages(), regions);
+
+    hl_peb peb{};
+    peb.abi_version = HL_ABI_VERSION;
+    peb.input_addr = layout.input().value;
+    peb.input_size = layout.input_size();
+    peb.output_addr = layout.output().value;
+    peb.output_size = layout.output_size();
+    peb.heap_addr = layout.heap().value;
+    peb.heap_size = layout.heap_size();
+    peb.stack_top = layout.stack_top().value;
+    peb.stack_size = layout.stack_size();
+    peb.image_addr = layout.image().value;
+    peb.image_size = layout.image_size();
+    memory.write(layout.peb(), peb);
+
+    auto core = std::unique_ptr<sandbox_core>(
+        new sandbox_core(layout, std::move(memory), std::move(regions), layout.image() + image.entry_offset()));
+    core->setup_ = setup;
+    return core;
+}
+
+void sandbox_core::initialize() {
+    vm_.emplace(vmm::vm::create(memory_, setup_));
+    enter(HL_OP_INIT);
+}
+
+return_value sandbox_core::call(std::string_view name, value_type return_type, std::span<const argument> args) {
+    if (poisoned()) {
+        throw error(errc::poisoned, util::strfmt("cannot call '%.*s': the sandbox is poisoned (%s); restore it first",
+                                                 static_cast<int>(name.size()), name.data(), poison_reason_.c_str()));
+    }
+    const auto message = protocol::encode_call(builder_, name, return_type, args);
+    const std::uint64_t capacity = layout_.input_size() - HL_BUFFER_HEADER_SIZE;
+    if (message.size() > capacity) {
+        throw error(errc::argument_too_large,
+                    util::strfmt("the call to '%.*s' is %zu bytes serialized; the input buffer holds %llu "
+                                 "(raise sandbox_config::input_buffer_size)",
+                                 static_cast<int>(name.size()), name.data(), message.size(),
+                                 static_cast<unsigned long long>(capacity)));
+    }
+    memory_.write(layout_.input(), hl_buffer_header{message.size()});
+    std::memcpy(memory_.span(layout_.input() + HL_BUFFER_HEADER_SIZE, message.size()).data(), message.data(),
+                message.size());
+    if (builder_.GetSize() > builder_keep_limit) builder_.Reset();
+
+    enter(HL_OP_DISPATCH);
+    return read_result(name, return_type);
+}
+
+return_value sandbox_core::read_result(std::string_view name, value_type return_type) {
+    const auto size = memory_.read<hl_buffer_header>(layout_.output()).size;
+    if (size > layout_.output_size() - HL_BUFFER_HEADER_SIZE) {
+        poison_and_throw(errc::protocol_error,
+                         util::strfmt("the guest reported a %llu-byte result in a %llu-byte output buffer",
+                                      static_cast<unsigned long long>(size),
+                                      static_cast<unsigned long long>(layout_.output_size())));
+    }
+    protocol::call_result result;
+    try {
+        result = protocol::decode_result(memory_.span(layout_.output() + HL_BUFFER_HEADER_SIZE, size));
+    } catch (const error& e) {
+        poison_and_throw(errc::protocol_error, e.what());
+    }
+    if (result.error) {
+        const auto& e = *result.error;
+        const errc code = errc_for(e.kind);
+        if (code == errc::guest_error) {
+            throw error(code, util::strfmt("guest function '%.*s' failed with code %d: %s", static_cast<int>(name.size()),
+                                           name.data(), e.code, e.message.c_str()));
+        }
+        throw error(code, e.message);
+    }
+    if (type_of(result.value) != return_type) {
+        poison_and_throw(errc::protocol_error,
+                         util::strfmt("'%.*s' returned %s where %s was asked for", static_cast<int>(name.size()),
+                                      name.data(), type_name(type_of(result.value)), type_name(return_type)));
+    }
+    return std::move(result.value);
+}
+
+void sandbox_core::enter(std::uint64_t op) {
+    vmm::registers r;
+    r.rip = entry_.value;
+    r.rsp = layout_.stack_top().value - 8;  // as if called: the ABI wants rsp + 8 16-byte aligned
+    r.rdi = layout_.peb().value;
+    r.rsi = op;
+    r.rflags = rflags_reserved;
+    vm_->set_registers(r);
+
+    for (;;) {
+        const vmm::vm_exit exit = vm_->run();
+        switch (exit.what) {
+        case vmm::vm_exit::kind::io_out:
+            if (exit.port == HL_PORT_DONE) {
+                if (exit.value != HL_STATUS_OK) {
+                    poison_and_throw(errc::guest_aborted,
+                                     util::strfmt("the guest reported failure status %u", exit.value));
+                }
+                return;
+            }
+            if (exit.port == HL_PORT_ABORT) throw_abort(exit.value);
+            poison_and_throw(errc::protocol_error,
+                             util::strfmt("the guest wrote 0x%x to I/O port 0x%x, which the library does not serve",
+                                          exit.value, exit.port));
+        case vmm::vm_exit::kind::shutdown: throw_fault();
+        case vmm::vm_exit::kind::interrupted: poison_and_throw(errc::cancelled, "the guest call was interrupted");
+        case vmm::vm_exit::kind::io_in:
+            poison_and_throw(errc::protocol_error, util::strfmt("the guest read from I/O port 0x%x", exit.port));
+        case vmm::vm_exit::kind::mmio:
+            poison_and_throw(errc::guest_fault, util::strfmt("the guest accessed unbacked physical address 0x%llx",
+                                                             static_cast<unsigned long long>(exit.address)));
+        case vmm::vm_exit::kind::internal_error:
+            poison_and_throw(errc::vm_error, util::strfmt("KVM internal error (suberror %u) at rip 0x%llx", exit.detail,
+                                                          static_cast<unsigned long long>(vm_->regs().rip)));
+        case vmm::vm_exit::kind::other:
+            poison_and_throw(errc::vm_error, util::strfmt("unexpected KVM exit reason %u", exit.detail));
+        }
+    }
+}
+
+void sandbox_core::poison_and_throw(errc code, const std::string& message) {
+    poison_reason_ = message;
+    throw error(code, message);
+}
+
+void sandbox_core::throw_abort(std::uint32_t code) {
+    const auto size = memory_.read<hl_buffer_header>(layout_.output()).size;
+    const std::uint64_t room = layout_.output_size() - HL_BUFFER_HEADER_SIZE;
+    const auto text = memory_.span(layout_.output() + HL_BUFFER_HEADER_SIZE, std::min<std::uint64_t>({size, room, max_abort_message}));
+    std::string message(reinterpret_cast<const char*>(text.data()), text.size());
+    poison_and_throw(errc::guest_aborted, util::strfmt("the guest aborted with code 0x%x: %s", code, message.c_str()));
+}
+
+void sandbox_core::throw_fault() {
+    fault_context ctx;
+    const vmm::registers r = vm_->regs();
+    ctx.cpu = {r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11,
+               r.r12, r.r13, r.r14, r.r15, r.rip, r.rflags, vm_->read_cr2()};
+    ctx.page = [this](std::uint64_t address) {
+        page_info info;
+        if (const auto* region = region_at(mem::gpa{address})) {
+            info.present = mem::has(region->access, mem::perms::read);
+            info.user = mem::has(region->access, mem::perms::user);
+            info.writable = mem::has(region->access, mem::perms::write);
+            info.executable = mem::has(region->access, mem::perms::execute);
+        }
+        return info;
+    };
+    ctx.read = [this, page = ctx.page](std::uint64_t address, std::span<std::byte> out) {
+        std::size_t n = 0;
+        while (n < out.size()) {
+            const auto info = page(address + n);
+            if (!info.present || !info.user) break;
+            const std::uint64_t in_page = mem::page_size - ((address + n) % mem::page_size);
+            const std::size_t chunk = std::min<std::size_t>(out.size() - n, in_page);
+            const auto src = memory_.span(mem::gpa{address + n}, chunk);
+            std::memcpy(out.data() + n, src.data(), chunk);
+            n += chunk;
+        }
+        return n;
+    };
+    ctx.describe = [this](std::uint64_t address) { return describe(address); };
+    ctx.stack_guard_begin = layout_.stack_guard().value;
+    ctx.stack_guard_end = layout_.stack().value;
+
+    fault_report report = classify_fault(ctx);
+    vm_->reset_cpu();
+    poison_and_throw(report.code, report.message);
+}
+
+const mem::region* sandbox_core::region_at(mem::gpa address) const noexcept {
+    auto it = std::upper_bound(regions_.begin(), regions_.end(), address,
+                               [](mem::gpa a, const mem::region& r) { return a < r.begin; });
+    if (it == regions_.begin()) return nullptr;
+    --it;
+    return it->contains(address) ? &*it : nullptr;
+}
+
+std::string sandbox_core::describe(std::uint64_t address) const {
+    if (address < mem::page_size) return "null page";
+    if (address >= layout_.stack_guard().value && address < layout_.stack().value) return "stack guard page";
+    if (const auto* region = region_at(mem::gpa{address})) {
+        return mem::has(region->access, mem::perms::user) ? region->name : "supervisor-only " + region->name;
+    }
+    if (address >= memory_.size()) return "outside guest memory";
+    return "unmapped memory";
+}
+
+}  // namespace hl::detail

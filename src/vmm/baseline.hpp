@@ -1,0 +1,22 @@
+// SPDX-License-Identifier: Apache-2.0
+// Raw KVM floors for the benchmarks, measured with plain ioctls and nothing of the library on top: the
+// numbers every sandbox figure is reported against.
+#pragma once
+
+#include <memory>
+
+namespace hl::vmm::baseline {
+
+/// A minimal VM whose CPL3 guest loops on `out`: each roundtrip() is one KVM_RUN that exits on the
+/// port write and comes back. The same CPU setup as a sandbox (long mode, CPL3, TSS I/O bitmap).
+class exit_loop {
+public:
+    static std::unique_ptr<exit_loop> create();
+    virtual ~exit_loop() = default;
+    virtual void roundtrip() = 0;
+};
+
+/// KVM_CREATE_VM + one memory slot + KVM_CREATE_VCPU + mmap of kvm_run, then teardown.
+void create_and_destroy_vm_vcpu();
+
+}  // namespace hl::vmm::baseline

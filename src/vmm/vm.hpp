@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cstdint>
+
+#include "mem/guest_memory.hpp"
+#include "util/mapping.hpp"
+#include "util/unique_fd.hpp"
+#include "vmm/vm_exit.hpp"
+
+struct kvm_run;
+
+namespace hl::vmm {
+
+/// One KVM virtual machine with one memory slot and one vCPU in 64-bit long mode at CPL3. The
+/// hypervisor seam: nothing above it sees a KVM structure.
+///
+/// Thread-safety: a vm is driven by one thread at a time (run, registers, reset).
+class vm {
+public:
+    /// Creates the VM, maps `memory` as slot 0 at guest physical 0 and creates the vCPU with `setup`.
+    /// Throws hl::error(errc::kvm_unavailable) with what to do when /dev/kvm is missing or not
+    /// permitted, std::system_error for other failures.
+    static vm create(const mem::guest_memory& memory, const cpu_setup& setup);
+
+    vm(vm&&) noexcept = default;
+    vm& operator=(vm&&) noexcept = default;
+    ~vm();
+
+    /// Enters the guest until it exits. Registers set with set_registers() go in with no extra ioctl
+    /// (KVM_CAP_SYNC_REGS); after the exit, registers() holds the guest's registers.
+    vm_exit run();
+
+    registers regs() const noexcept;
+    void set_registers(const registers& r) noexcept;
+
+    /// Reads CR2 (an ioctl: for the fault path only).
+    std::uint64_t read_cr2() const;
+
+    /// Puts the special registers, FPU/SSE state and CR2 back to their initial values, after a fault.
+    void reset_cpu();
+
+private:
+    vm(util::unique_fd vm_fd, util::unique_fd vcpu_fd, util::mapping run, cpu_setup setup) noexcept;
+    kvm_run* run_state() const noexcept;
+    void set_initial_cpu_state();
+
+    util::unique_fd vm_fd_;
+    util::unique_fd vcpu_fd_;
+    util::mapping run_;
+    cpu_setup setup_;
+};
+
+}  // namespace hl::vmm
