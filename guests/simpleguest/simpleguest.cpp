@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: Apache-2.0
+// The C++ test guest: echoes of every type, small workloads, and one function per kind of fault.
+#include <cstdint>
+#include <cstdio>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hl/guest.hpp"
+
+namespace {
+
+std::string echo(std::string_view s) { return std::string(s); }
+std::int32_t echo_int32(std::int32_t v) { return v; }
+std::uint32_t echo_uint32(std::uint32_t v) { return v; }
+std::int64_t echo_int64(std::int64_t v) { return v; }
+std::uint64_t echo_uint64(std::uint64_t v) { return v; }
+float echo_float(float v) { return v; }
+double echo_double(double v) { return v; }
+bool echo_bool(bool v) { return v; }
+std::vector<std::uint8_t> echo_bytes(std::span<const std::uint8_t> v) { return {v.begin(), v.end()}; }
+std::int32_t add(std::int32_t a, std::int32_t b) { return a + b; }
+
+// Hyperlight's sample workload: 24 KiB in, 8 KiB out.
+std::vector<std::uint8_t> in24k_out8k(std::span<const std::uint8_t> input) {
+    std::vector<std::uint8_t> out(8 * 1024);
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = input.empty() ? 0 : input[i % input.size()];
+    return out;
+}
+
+void large_parameters(std::span<const std::uint8_t> bytes, std::string_view text) {
+    volatile std::size_t sink = bytes.size() + text.size();
+    (void)sink;
+}
+
+std::string format_all(std::int32_t a, std::uint32_t b, std::int64_t c, std::uint64_t d, float e, double f, bool g,
+                       std::string_view h, std::span<const std::uint8_t> i) {
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "%d %u %lld %llu %.2f %.3f %s %.*s %zu", a, b, static_cast<long long>(c),
+                  static_cast<unsigned long long>(d), static_cast<double>(e), f, g ? "true" : "false",
+                  static_cast<int>(h.size()), h.data(), i.size());
+    return buf;
+}
+
+std::int64_t sum32(std::int32_t a0, std::int32_t a1, std::int32_t a2, std::int32_t a3, std::int32_t a4,
+                   std::int32_t a5, std::int32_t a6, std::int32_t a7, std::int32_t a8, std::int32_t a9,
+                   std::int32_t a10, std::int32_t a11, std::int32_t a12, std::int32_t a13, std::int32_t a14,
+                   std::int32_t a15, std::int32_t a16, std::int32_t a17, std::int32_t a18, std::int32_t a19,
+                   std::int32_t a20, std::int32_t a21, std::int32_t a22, std::int32_t a23, std::int32_t a24,
+                   std::int32_t a25, std::int32_t a26, std::int32_t a27, std::int32_t a28, std::int32_t a29,
+                   std::int32_t a30, std::int32_t a31) {
+    const std::int32_t all[] = {a0,  a1,  a2,  a3,  a4,  a5,  a6,  a7,  a8,  a9,  a10, a11, a12, a13, a14, a15,
+                                a16, a17, a18, a19, a20, a21, a22, a23, a24, a25, a26, a27, a28, a29, a30, a31};
+    std::int64_t sum = 0;
+    for (std::size_t i = 0; i < std::size(all); ++i) sum += static_cast<std::int64_t>(i + 1) * all[i];
+    return sum;
+}
+
+std::int32_t counter = 0;
+std::int32_t increment_counter() { return ++counter; }
+
+// Allocates and frees `n` blocks of varying sizes; returns how many bytes were allocated in total.
+std::int64_t heap_churn(std::int32_t n) {
+    std::vector<std::vector<std::uint8_t>> live;
+    std::int64_t total = 0;
+    for (std::int32_t i = 0; i < n; ++i) {
+        live.emplace_back(static_cast<std::size_t>(16 + (i * 37) % 2048), static_cast<std::uint8_t>(i));
+        total += static_cast<std::int64_t>(live.back().size());
+        if (live.size() > 64) live.erase(live.begin());
+    }
+    return total;
+}
+
+void spin() {
+    for (;;) __asm__ volatile("pause");
+}
+
+std::int32_t read_null() { return *static_cast<volatile std::int32_t*>(nullptr); }
+
+void write_null() { *static_cast<volatile std::int32_t*>(nullptr) = 1; }
+
+void invalid_opcode() { __asm__ volatile("ud2"); }
+
+std::int32_t divide_by_zero(std::int32_t a, std::int32_t b) {
+    std::int32_t result;
+    __asm__ volatile("cltd\n\tidivl %2" : "=a"(result) : "a"(a), "r"(b) : "rdx", "cc");
+    return result;
+}
+
+std::int32_t recurse(std::int32_t depth) {
+    volatile char frame[512];
+    frame[0] = static_cast<char>(depth);
+    if (depth < 0) return 0;  // never true; keeps the recursion from being provably infinite
+    return recurse(depth + 1) + frame[0];
+}
+std::int32_t stack_overflow() { return recurse(0); }
+
+void write_to_code() { *reinterpret_cast<volatile std::uint8_t*>(reinterpret_cast<std::uintptr_t>(&spin)) = 0xc3; }
+
+void execute_heap() {
+    auto* code = new std::uint8_t[16]{0xc3};
+    reinterpret_cast<void (*)()>(code)();
+}
+
+}  // namespace
+
+extern "C" void hl_guest_init() {
+    using hl::guest::register_function;
+    register_function<echo>("Echo");
+    register_function<echo>("EchoString");
+    register_function<echo_int32>("EchoInt32");
+    register_function<echo_uint32>("EchoUInt32");
+    register_function<echo_int64>("EchoInt64");
+    register_function<echo_uint64>("EchoUInt64");
+    register_function<echo_float>("EchoFloat");
+    register_function<echo_double>("EchoDouble");
+    register_function<echo_bool>("EchoBool");
+    register_function<echo_bytes>("EchoBytes");
+    register_function<add>("Add");
+    register_function<in24k_out8k>("24K_in_8K_out");
+    register_function<large_parameters>("LargeParameters");
+    register_function<format_all>("FormatAll");
+    register_function<sum32>("Sum32");
+    register_function<increment_counter>("IncrementCounter");
+    register_function<heap_churn>("HeapChurn");
+    register_function<spin>("Spin");
+    register_function<read_null>("ReadNull");
+    register_function<write_null>("WriteNull");
+    register_function<invalid_opcode>("InvalidOpcode");
+    register_function<divide_by_zero>("DivideByZero");
+    register_function<stack_overflow>("StackOverflow");
+    register_function<write_to_code>("WriteToCode");
+    register_function<execute_heap>("ExecuteHeap");
+}
