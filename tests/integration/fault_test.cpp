@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "guest_paths.hpp"
+#include "hl/hl.hpp"
+
+namespace {
+
+using hl::errc;
+
+struct fault_case {
+    const char* function;
+    errc code;
+    const char* must_mention;  // a word the message has to contain
+};
+
+class GuestFault : public ::testing::TestWithParam<std::tuple<const char*, fault_case>> {
+protected:
+    void SetUp() override { HL_REQUIRE_KVM(); }
+};
+
+TEST_P(GuestFault, IsReportedByNameAndPoisonsTheSandbox) {
+    const auto& [guest, c] = GetParam();
+    auto sb = hl::uninitialized_sandbox::from_file(guest).evolve();
+    ASSERT_EQ(sb.call<std::int32_t>("Add", 1, 1), 2);
+    try {
+        if (std::string(c.function) == "DivideByZero") {
+            sb.call<std::int32_t>(c.function, 1, 0);
+        } else {
+            sb.call_dynamic(c.function, std::string(c.function) == "ReadNull" ? hl::value_type::int32
+                                        : std::string(c.function) == "StackOverflow" ? hl::value_type::int32
+                                                                                      : hl::value_type::void_type,
+                            {});
+        }
+        FAIL() << c.function << " returned";
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), c.code) << e.what();
+        EXPECT_NE(std::string(e.what()).find(c.must_mention), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("rip 0x"), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(sb.poisoned());
+    try {
+        sb.call<std::int32_t>("Add", 1, 1);
+        FAIL() << "a poisoned sandbox ran a call";
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), errc::poisoned) << e.what();
+    }
+}
+
+const fault_case cases[] = {
+    {"ReadNull", errc::guest_fault, "null page"},
+    {"WriteNull", errc::guest_fault, "writing 0x0"},
+    {"InvalidOpcode", errc::guest_fault, "invalid opcode"},
+    {"DivideByZero", errc::guest_fault, "divide error"},
+    {"StackOverflow", errc::stack_overflow, "stack"},
+    {"WriteToCode", errc::guest_fault, "guest code"},
+};
+
+INSTANTIATE_TEST_SUITE_P(Faults, GuestFault,
+                         ::testing::Combine(::testing::Values(hl::test::simpleguest(), hl::test::c_simpleguest()),
+                                            ::testing::ValuesIn(cases)),
+                         [](const auto& info) {
+                             return std::string(std::get<0>(info.param) == hl::test::simpleguest() ? "cpp_" : "c_") +
+                                    std::get<1>(info.param).function;
+                         });
+
+TEST(GuestFaultCpp, ExecutingHeapMemoryIsAPageFaultOnExecute) {
+    HL_REQUIRE_KVM();
+    auto sb = hl::uninitialized_sandbox::from_file(hl::test::simpleguest()).evolve();
+    try {
+        sb.call<void>("ExecuteHeap");
+        FAIL() << "ExecuteHeap returned";
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), errc::guest_fault) << e.what();
+        EXPECT_NE(std::string(e.what()).find("heap"), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(sb.poisoned());
+}
+
+}  // namespace

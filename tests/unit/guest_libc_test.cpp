@@ -1,0 +1,798 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cfloat>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "hl_libc.h"
+
+namespace {
+
+int g_corruptions = 0;
+
+}  // namespace
+
+extern "C" void hl_heap_corrupted(void) { ++g_corruptions; }
+
+namespace {
+
+struct Formatted {
+    int result;
+    std::string text;
+    bool operator==(const Formatted&) const = default;
+};
+
+std::ostream& operator<<(std::ostream& os, const Formatted& f) { return os << f.result << " \"" << f.text << '"'; }
+
+Formatted formatted(int result, const char* buf, size_t size) {
+    size_t len = result < 0 ? 0 : std::min(static_cast<size_t>(result), size ? size - 1 : 0);
+    return {result, std::string(buf, len)};
+}
+
+// glibc 2.36 prints printf("%#g", 999999.5) as "1.e+06": when rounding carries into a new power of ten
+// it drops the zeros that '#' must keep. We print the standard "1.00000e+06" and skip such comparisons.
+bool glibc_drops_alternate_g_zeros(const std::string& format, const std::string& glibc_output) {
+    if (format.find_first_of("gG") == std::string::npos || format.find('#') == std::string::npos) return false;
+    size_t dot = format.find('.');
+    int precision = dot == std::string::npos ? 6 : std::atoi(format.c_str() + dot + 1);
+    return precision > 1 &&
+           (glibc_output.find("1.e") != std::string::npos || glibc_output.find("1.E") != std::string::npos);
+}
+
+template <typename... Args>
+void expect_same(const char* format, Args... args) {
+    static char want[8192], got[8192];
+    int w = std::snprintf(want, sizeof want, format, args...);
+    int g = hl_snprintf(got, sizeof got, format, args...);
+    if (glibc_drops_alternate_g_zeros(format, want)) {
+        auto without_zeros_and_padding = [](std::string s) {
+            std::erase_if(s, [](char c) { return c == '0' || c == ' '; });
+            return s;
+        };
+        ASSERT_EQ(without_zeros_and_padding(want), without_zeros_and_padding(got)) << "format: " << format;
+        return;
+    }
+    ASSERT_EQ(formatted(w, want, sizeof want), formatted(g, got, sizeof got)) << "format: " << format;
+}
+
+// Every combination of the five flags, in a fixed order.
+std::vector<std::string> flag_sets() {
+    std::vector<std::string> sets;
+    for (int mask = 0; mask < 32; mask++) {
+        std::string flags;
+        for (int bit = 0; bit < 5; bit++)
+            if (mask & (1 << bit)) flags += "-+ #0"[bit];
+        sets.push_back(flags);
+    }
+    return sets;
+}
+
+std::vector<std::string> specs(const std::vector<std::string>& widths, const std::vector<std::string>& precisions,
+                               const std::string& length, const std::string& conversions) {
+    std::vector<std::string> out;
+    for (const auto& flags : flag_sets())
+        for (const auto& width : widths)
+            for (const auto& precision : precisions)
+                for (char c : conversions) out.push_back("[%" + flags + width + precision + length + c + "]");
+    return out;
+}
+
+TEST(GuestPrintf, MatchesGlibcForEveryFlagWidthAndPrecisionOfIntConversions) {
+    const int values[] = {0, 1, -1, 7, 42, -42, 255, 256, 65535, 123456789, INT_MAX, INT_MIN, INT_MIN + 1};
+    for (const auto& format : specs({"", "1", "6", "25"}, {"", ".", ".0", ".1", ".4", ".30"}, "", "diouxX"))
+        for (int v : values) expect_same(format.c_str(), v);
+}
+
+TEST(GuestPrintf, MatchesGlibcForLengthModifiersAtTheirLimits) {
+    const auto widths = std::vector<std::string>{"", "3", "22"};
+    const auto precisions = std::vector<std::string>{"", ".0", ".20"};
+    for (const auto& format : specs(widths, precisions, "hh", "diouxX"))
+        for (int v : {0, 1, -1, 127, 128, 255, 256, 300, -129, INT_MIN}) expect_same(format.c_str(), v);
+    for (const auto& format : specs(widths, precisions, "h", "diouxX"))
+        for (int v : {0, -1, 32767, 32768, 65535, 70000, INT_MAX}) expect_same(format.c_str(), v);
+    for (const char* length : {"l", "ll", "j"})
+        for (const auto& format : specs(widths, precisions, length, "diouxX"))
+            for (long long v : {0LL, -1LL, LLONG_MAX, LLONG_MIN, 4294967296LL, -4294967297LL})
+                expect_same(format.c_str(), v);
+    for (const char* length : {"z", "t"})
+        for (const auto& format : specs(widths, precisions, length, "diouxX"))
+            for (size_t v : {size_t{0}, size_t{1}, SIZE_MAX, SIZE_MAX / 2, SIZE_MAX / 2 + 1})
+                expect_same(format.c_str(), v);
+}
+
+TEST(GuestPrintf, MatchesGlibcForStringsCharactersAndPointers) {
+    const char* strings[] = {"", "a", "hello", "a longer string of text", nullptr};
+    for (const auto& format : specs({"", "1", "8", "30"}, {"", ".", ".0", ".3", ".5", ".6", ".40"}, "", "s"))
+        for (const char* s : strings) expect_same(format.c_str(), s);
+    for (const auto& format : specs({"", "1", "5"}, {""}, "", "c"))
+        for (int c : {int{'x'}, int{' '}, int{'%'}, 255}) expect_same(format.c_str(), c);
+    for (const auto& format : specs({"", "5", "20"}, {"", ".0", ".3", ".5", ".18"}, "", "p"))
+        for (uintptr_t p : {uintptr_t{0}, uintptr_t{1}, uintptr_t{0xdeadbeef}, UINTPTR_MAX})
+            expect_same(format.c_str(), reinterpret_cast<void*>(p));
+    expect_same("100%% %5%|%-5%|");
+    expect_same("%ls|%5lc|%-4ls|%.2ls", L"wide", L'w', L"ab", L"abc");
+    expect_same("unknown %y and %5k stay literal");
+}
+
+const double kInterestingDoubles[] = {0.0,
+                                      -0.0,
+                                      1.0,
+                                      -1.0,
+                                      0.1,
+                                      0.5,
+                                      1.5,
+                                      2.5,
+                                      -2.5,
+                                      0.125,
+                                      0.375,
+                                      3.14159,
+                                      2.0 / 3,
+                                      1.0 / 3,
+                                      9.5,
+                                      0.95,
+                                      0.995,
+                                      999.9995,
+                                      99.5,
+                                      0.05,
+                                      0.15,
+                                      0.25,
+                                      0.35,
+                                      1e15,
+                                      1e16,
+                                      1e17,
+                                      1e20,
+                                      1e21,
+                                      1e22,
+                                      1e23,
+                                      9007199254740993.0,
+                                      18446744073709551616.0,
+                                      123456789.125,
+                                      0.000123456,
+                                      0.00001,
+                                      0.0001,
+                                      9.9999999,
+                                      99999.95,
+                                      999999.5,
+                                      6.02214076e23,
+                                      1.602176634e-19,
+                                      1e300,
+                                      -1e300,
+                                      1e-300,
+                                      1e-310,
+                                      DBL_MAX,
+                                      -DBL_MAX,
+                                      DBL_MIN,
+                                      DBL_TRUE_MIN,
+                                      DBL_EPSILON,
+                                      5e-324,
+                                      1e100,
+                                      1e-100,
+                                      0.1 + 0.2,
+                                      HUGE_VAL,
+                                      -HUGE_VAL,
+                                      NAN,
+                                      -NAN};
+
+TEST(GuestPrintf, MatchesGlibcForFloatingPointConversions) {
+    auto precisions = std::vector<std::string>{"", ".", ".0", ".1", ".3", ".6", ".10", ".17", ".25", ".60"};
+    for (const auto& format : specs({"", "1", "14", "40"}, precisions, "", "fFeEgGaA"))
+        for (double v : kInterestingDoubles) expect_same(format.c_str(), v);
+}
+
+TEST(GuestPrintf, KeepsTheZerosOfAlternateGWhereGlibcDropsThem) {
+    char buf[64];
+    hl_snprintf(buf, sizeof buf, "%#g|%#.3G|%#.1g|%#g", 999999.5, 999.9995, 9.5, 1e6);
+    EXPECT_STREQ(buf, "1.00000e+06|1.00E+03|1.e+01|1.00000e+06");
+}
+
+TEST(GuestPrintf, PrintsTheExactValueOfExtremeDoubles) {
+    for (const char* format : {"%.1100f", "%.800e", "%.800g", "%.1074f", "%f", "%.0f", "%.767e"})
+        for (double v : {DBL_TRUE_MIN, DBL_MIN, DBL_MAX, 0.1, 1e300, std::nextafter(DBL_MIN, 0.0)})
+            expect_same(format, v);
+}
+
+TEST(GuestPrintf, RoundsExactTiesToEvenLikeGlibc) {
+    for (double v : {0.5, 1.5, 2.5, 3.5, -0.5, -1.5, 0.125, 0.375, 1e22 + 0.0, 4503599627370497.0})
+        for (const char* format : {"%.0f", "%.1f", "%.2f", "%.0e", "%.1e", "%.2e", "%.1g", "%.2g", "%.15e"})
+            expect_same(format, v);
+    expect_same("%.0f %.0f %.0f %.1f %.2f", 0.5, 1.5, 2.5, 0.25, 0.125);
+}
+
+TEST(GuestPrintf, MatchesGlibcForRandomDoublesAndFormats) {
+    std::mt19937_64 random(20240611);
+    const std::string conversions = "fFeEgGaA";
+    const auto flags = flag_sets();
+    for (int i = 0; i < 6000; i++) {
+        double v;
+        if (i % 3 != 2) {
+            uint64_t bits = random();
+            if (i % 3 == 1) bits &= ~(uint64_t{0x7fc} << 52);
+            std::memcpy(&v, &bits, sizeof v);
+        } else {
+            v = std::ldexp(static_cast<double>(random() >> 11), static_cast<int>(random() % 160) - 120);
+        }
+        std::string format = "%" + flags[random() % flags.size()];
+        if (random() % 2) format += std::to_string(random() % 40);
+        if (random() % 4) format += "." + std::to_string(random() % (random() % 8 ? 30 : 400));
+        format += conversions[random() % conversions.size()];
+        expect_same(format.c_str(), v);
+    }
+}
+
+TEST(GuestPrintf, MatchesGlibcForRandomIntegersAndFormats) {
+    std::mt19937_64 random(7);
+    const std::string conversions = "diouxX";
+    const auto flags = flag_sets();
+    for (int i = 0; i < 4000; i++) {
+        long long v = static_cast<long long>(random() >> (random() % 64));
+        if (random() % 2) v = -v;
+        std::string format = "%" + flags[random() % flags.size()];
+        if (random() % 2) format += std::to_string(random() % 30);
+        if (random() % 2) format += "." + std::to_string(random() % 30);
+        format += "ll";
+        format += conversions[random() % conversions.size()];
+        expect_same(format.c_str(), v);
+    }
+}
+
+TEST(GuestPrintf, MatchesGlibcForLongDoubles) {
+    const long double values[] = {0.0L,
+                                  -0.0L,
+                                  1.0L,
+                                  0.1L,
+                                  -3.3L,
+                                  1e300L,
+                                  1e-300L,
+                                  15.5L,
+                                  15.97L,
+                                  LDBL_EPSILON,
+                                  static_cast<long double>(DBL_MAX),
+                                  123456789012345678.0L,
+                                  INFINITY,
+                                  NAN};
+    for (const auto& format : specs({"", "12"}, {"", ".0", ".3", ".20"}, "L", "fFeEgGaA"))
+        for (long double v : values) expect_same(format.c_str(), v);
+    expect_same("%Lf %Le %Lg", 1e308L, 1e-320L, 0x1p-1074L);
+}
+
+TEST(GuestPrintf, TruncatesAndAlwaysTerminatesWhileReturningTheFullLength) {
+    const char* format = "%s=%08.3f|%-6d|%#x";
+    const std::string full = "value=0003.142|-42   |0xff";
+    for (size_t size = 0; size <= full.size() + 2; size++) {
+        char buf[64];
+        std::memset(buf, '@', sizeof buf);
+        int n = hl_snprintf(buf, size, format, "value", 3.14159, -42, 255);
+        ASSERT_EQ(n, static_cast<int>(full.size()));
+        if (size) {
+            EXPECT_EQ(std::string(buf), full.substr(0, size - 1));
+        }
+        EXPECT_EQ(buf[size], '@') << "wrote past the buffer of size " << size;
+    }
+    EXPECT_EQ(hl_snprintf(nullptr, 0, "%1000d", 5), 1000);
+}
+
+TEST(GuestPrintf, FailsLikeGlibcWhenTheOutputCannotBeCounted) {
+    EXPECT_EQ(hl_snprintf(nullptr, 0, "%2147483648d", 1), -1);
+    EXPECT_EQ(hl_snprintf(nullptr, 0, "%2147483647d%d", 1, 2), -1);
+    EXPECT_EQ(hl_snprintf(nullptr, 0, "%*d", INT_MIN, 1), -1);
+    EXPECT_EQ(hl_snprintf(nullptr, 0, "trailing %"), -1);
+    EXPECT_EQ(hl_snprintf(nullptr, 0, "%lc", 0x141), -1);
+    EXPECT_EQ(hl_snprintf(nullptr, 0, "%2147483647d", 1), INT_MAX);
+}
+
+TEST(GuestPrintf, SprintfWritesWithoutABound) {
+    char buf[4096];
+    EXPECT_EQ(hl_sprintf(buf, "%s-%05d-%.2e", "id", 42, 12345.678), 17);
+    EXPECT_STREQ(buf, "id-00042-1.23e+04");
+    EXPECT_EQ(hl_sprintf(buf, "%2000d", 1), 2000);
+    EXPECT_EQ(std::strlen(buf), 2000u);
+}
+
+std::vector<unsigned char> random_bytes(std::mt19937& random, size_t n) {
+    std::vector<unsigned char> bytes(n);
+    for (auto& b : bytes) b = static_cast<unsigned char>(random());
+    return bytes;
+}
+
+TEST(GuestString, CopiesAndFillsLikeGlibcAtAllSizesAndAlignments) {
+    std::mt19937 random(1);
+    for (size_t n : {0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 63, 64, 100, 255, 256, 257, 300, 1000, 4097}) {
+        for (size_t src_off = 0; src_off < 8; src_off++) {
+            for (size_t dst_off = 0; dst_off < 8; dst_off += 3) {
+                auto src = random_bytes(random, n + 16);
+                auto want = random_bytes(random, n + 16), got = want;
+                std::memcpy(want.data() + dst_off, src.data() + src_off, n);
+                EXPECT_EQ(hl_memcpy(got.data() + dst_off, src.data() + src_off, n), got.data() + dst_off);
+                ASSERT_EQ(want, got) << "memcpy " << n;
+                std::memset(want.data() + dst_off, 0xa5, n);
+                EXPECT_EQ(hl_memset(got.data() + dst_off, 0x1a5, n), got.data() + dst_off);
+                ASSERT_EQ(want, got) << "memset " << n;
+                for (size_t shift : {1, 3, 8, 13}) {
+                    auto w = random_bytes(random, n + 32), g = w;
+                    std::memmove(w.data() + src_off + shift, w.data() + src_off, n);
+                    hl_memmove(g.data() + src_off + shift, g.data() + src_off, n);
+                    ASSERT_EQ(w, g) << "memmove up " << n;
+                    std::memmove(w.data() + src_off, w.data() + src_off + shift, n);
+                    hl_memmove(g.data() + src_off, g.data() + src_off + shift, n);
+                    ASSERT_EQ(w, g) << "memmove down " << n;
+                }
+            }
+        }
+    }
+}
+
+int sign(int x) { return (x > 0) - (x < 0); }
+
+TEST(GuestString, ComparesWithTheSameSignAsGlibc) {
+    std::mt19937 random(2);
+    for (size_t n = 0; n < 80; n++) {
+        for (size_t at = 0; at <= n; at++) {
+            auto a = random_bytes(random, n + 1);
+            for (auto& c : a) c = c ? c : 1;
+            a[n] = 0;
+            auto b = a;
+            if (at < n) b[at] = static_cast<unsigned char>(random() % 255 + 1);
+            auto *x = reinterpret_cast<const char*>(a.data()), *y = reinterpret_cast<const char*>(b.data());
+            ASSERT_EQ(sign(std::memcmp(x, y, n)), sign(hl_memcmp(x, y, n)));
+            ASSERT_EQ(sign(std::strcmp(x, y)), sign(hl_strcmp(x, y)));
+            ASSERT_EQ(sign(std::strncmp(x, y, at)), sign(hl_strncmp(x, y, at)));
+            ASSERT_EQ(sign(std::strncmp(x, y, n + 5)), sign(hl_strncmp(x, y, n + 5)));
+        }
+    }
+    EXPECT_LT(hl_strcmp("abc", "abcd"), 0);
+    EXPECT_GT(hl_strcmp("\xff", "a"), 0);
+    EXPECT_EQ(hl_strncmp("abcX", "abcY", 3), 0);
+}
+
+TEST(GuestString, SearchesLikeGlibcAtAllAlignments) {
+    alignas(16) char text[] = "the quick brown fox jumps over the lazy dog; the end";
+    for (size_t off = 0; off < 16; off++) {
+        const char* s = text + off;
+        ASSERT_EQ(std::strlen(s), hl_strlen(s));
+        for (size_t max : {0, 1, 5, 100}) ASSERT_EQ(strnlen(s, max), hl_strnlen(s, max));
+        for (int c : {int{'t'}, int{'e'}, int{'z'}, int{';'}, int{'Q'}, 0, 0x100 + 'o'}) {
+            ASSERT_EQ(std::strchr(s, c), hl_strchr(s, c)) << c;
+            ASSERT_EQ(std::strrchr(s, c), hl_strrchr(s, c)) << c;
+            ASSERT_EQ(std::memchr(s, c, std::strlen(s)), hl_memchr(s, c, std::strlen(s))) << c;
+        }
+        for (const char* needle : {"", "the", "the end", "dog;", "fox jumps", "lazy cat", "d", "endx"})
+            ASSERT_EQ(std::strstr(s, needle), hl_strstr(s, needle)) << needle;
+    }
+}
+
+TEST(GuestString, NeverReadsPastThePageHoldingTheTerminator) {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    void* mapping = mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(mapping, MAP_FAILED);
+    auto* base = static_cast<char*>(mapping);
+    ASSERT_EQ(mprotect(base + page, page, PROT_NONE), 0);
+    std::memset(base, 'a', page);
+    for (size_t len = 0; len < 40; len++) {
+        char* s = base + page - 1 - len;
+        s[len] = '\0';
+        EXPECT_EQ(hl_strlen(s), len);
+        EXPECT_EQ(hl_strnlen(s, SIZE_MAX), len);
+        EXPECT_EQ(hl_memchr(s, 0, SIZE_MAX), s + len);
+        EXPECT_EQ(hl_strchr(s, 'z'), nullptr);
+        EXPECT_EQ(hl_strchr(s, 0), s + len);
+        EXPECT_EQ(hl_strrchr(s, 'a'), len ? s + len - 1 : nullptr);
+        EXPECT_EQ(hl_strcmp(s, s), 0);
+        s[len] = 'a';
+    }
+    munmap(mapping, 2 * page);
+}
+
+TEST(GuestString, CopiesAndConcatenatesStringsLikeGlibc) {
+    char want[64], got[64];
+    for (size_t n : {0, 1, 3, 5, 6, 10, 20}) {
+        std::memset(want, 'x', sizeof want);
+        std::memset(got, 'x', sizeof got);
+        std::strncpy(want, "hello", n);
+        hl_strncpy(got, "hello", n);
+        ASSERT_EQ(0, std::memcmp(want, got, sizeof want)) << "strncpy " << n;
+        std::strcpy(want, "ab");
+        hl_strcpy(got, "ab");
+        std::strncat(want, "cdef", n);
+        hl_strncat(got, "cdef", n);
+        ASSERT_EQ(0, std::memcmp(want, got, sizeof want)) << "strncat " << n;
+        std::strcat(want, "!");
+        hl_strcat(got, "!");
+        ASSERT_STREQ(want, got);
+    }
+}
+
+constexpr size_t kHeapSize = 16 << 20;
+alignas(64) unsigned char g_heap[kHeapSize];
+
+class GuestHeap : public ::testing::Test {
+protected:
+    void SetUp() override {
+        hl_heap_init(g_heap, kHeapSize);
+        g_corruptions = 0;
+    }
+};
+
+TEST_F(GuestHeap, StrdupCopiesIntoTheGuestHeap) {
+    char* copy = hl_strdup("guest");
+    ASSERT_NE(copy, nullptr);
+    EXPECT_STREQ(copy, "guest");
+    EXPECT_GE(reinterpret_cast<unsigned char*>(copy), g_heap);
+    EXPECT_LT(reinterpret_cast<unsigned char*>(copy), g_heap + kHeapSize);
+    hl_free(copy);
+    EXPECT_EQ(hl_heap_used(), 0u);
+}
+
+TEST_F(GuestHeap, ReusesMemoryAfterFree) {
+    void* a = hl_malloc(100);
+    ASSERT_NE(a, nullptr);
+    EXPECT_GE(hl_heap_used(), 100u);
+    hl_free(a);
+    EXPECT_EQ(hl_heap_used(), 0u);
+    EXPECT_EQ(hl_malloc(100), a);
+}
+
+TEST_F(GuestHeap, CoalescesNeighboursSoTheWholeHeapCanBeAllocatedAgain) {
+    std::vector<void*> blocks;
+    std::mt19937 random(3);
+    while (void* p = hl_malloc(random() % 3000 + 1)) blocks.push_back(p);
+    ASSERT_GT(blocks.size(), 1000u);
+    std::shuffle(blocks.begin(), blocks.end(), random);
+    for (void* p : blocks) hl_free(p);
+    EXPECT_EQ(hl_heap_used(), 0u);
+    void* all = hl_malloc(kHeapSize - 64);
+    ASSERT_NE(all, nullptr);
+    hl_free(all);
+    EXPECT_EQ(g_corruptions, 0);
+}
+
+TEST_F(GuestHeap, AlignsMallocTo16AndAlignedAllocUpTo4096) {
+    for (size_t n : {0, 1, 15, 16, 17, 100, 1000}) EXPECT_EQ(reinterpret_cast<uintptr_t>(hl_malloc(n)) % 16, 0u) << n;
+    hl_heap_init(g_heap, kHeapSize);
+    std::vector<void*> blocks;
+    for (size_t alignment = 1; alignment <= 4096; alignment *= 2) {
+        for (size_t n : {1, 24, 100, 5000}) {
+            void* p = hl_aligned_alloc(alignment, n);
+            ASSERT_NE(p, nullptr);
+            EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % alignment, 0u) << alignment;
+            EXPECT_GE(hl_malloc_usable_size(p), n);
+            std::memset(p, 0x5a, n);
+            blocks.push_back(p);
+            blocks.push_back(hl_malloc(40));
+        }
+    }
+    for (void* p : blocks) hl_free(p);
+    EXPECT_EQ(hl_heap_used(), 0u);
+    EXPECT_EQ(g_corruptions, 0);
+    EXPECT_EQ(hl_aligned_alloc(24, 10), nullptr);
+}
+
+TEST_F(GuestHeap, PosixMemalignAndMemalignFollowGlibcRules) {
+    void* p = nullptr;
+    EXPECT_EQ(hl_posix_memalign(&p, 4, 10), EINVAL);
+    EXPECT_EQ(hl_posix_memalign(&p, 24, 10), EINVAL);
+    EXPECT_EQ(hl_posix_memalign(&p, 0, 10), EINVAL);
+    EXPECT_EQ(p, nullptr);
+    ASSERT_EQ(hl_posix_memalign(&p, 256, 10), 0);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 256, 0u);
+    EXPECT_EQ(hl_posix_memalign(&p, 256, kHeapSize), ENOMEM);
+    void* q = hl_memalign(48, 10);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(q) % 64, 0u);
+    hl_free(p);
+    hl_free(q);
+    EXPECT_EQ(hl_heap_used(), 0u);
+}
+
+TEST_F(GuestHeap, ReallocGrowsInPlaceAndShrinksPreservingContent) {
+    auto* p = static_cast<unsigned char*>(hl_malloc(64));
+    for (int i = 0; i < 64; i++) p[i] = static_cast<unsigned char>(i);
+    auto* grown = static_cast<unsigned char*>(hl_realloc(p, 4000));
+    EXPECT_EQ(grown, p) << "the neighbour was free, so growth should happen in place";
+    for (int i = 0; i < 64; i++) ASSERT_EQ(grown[i], i);
+    size_t before = hl_heap_used();
+    auto* shrunk = static_cast<unsigned char*>(hl_realloc(grown, 32));
+    EXPECT_EQ(shrunk, p);
+    EXPECT_LT(hl_heap_used(), before);
+    for (int i = 0; i < 32; i++) ASSERT_EQ(shrunk[i], i);
+    void* blocker = hl_malloc(16);
+    auto* moved = static_cast<unsigned char*>(hl_realloc(shrunk, 10000));
+    ASSERT_NE(moved, nullptr);
+    EXPECT_NE(moved, shrunk);
+    for (int i = 0; i < 32; i++) ASSERT_EQ(moved[i], i);
+    EXPECT_EQ(hl_realloc(moved, kHeapSize), nullptr);
+    EXPECT_EQ(moved[5], 5) << "a failed realloc keeps the block";
+    EXPECT_EQ(hl_realloc(moved, 0), nullptr);
+    hl_free(blocker);
+    EXPECT_EQ(hl_heap_used(), 0u);
+    void* fresh = hl_realloc(nullptr, 50);
+    EXPECT_NE(fresh, nullptr);
+}
+
+TEST_F(GuestHeap, CallocZeroesMemoryAndRejectsOverflow) {
+    void* dirty = hl_malloc(1000);
+    std::memset(dirty, 0xff, 1000);
+    hl_free(dirty);
+    auto* p = static_cast<unsigned char*>(hl_calloc(10, 100));
+    ASSERT_NE(p, nullptr);
+    EXPECT_TRUE(std::all_of(p, p + 1000, [](unsigned char c) { return c == 0; }));
+    EXPECT_EQ(hl_calloc(SIZE_MAX / 2, 3), nullptr);
+    EXPECT_EQ(hl_calloc(size_t{1} << 32, size_t{1} << 32), nullptr);
+}
+
+TEST_F(GuestHeap, ReturnsNullWhenOutOfMemory) {
+    EXPECT_EQ(hl_malloc(kHeapSize), nullptr);
+    EXPECT_EQ(hl_malloc(SIZE_MAX), nullptr);
+    EXPECT_EQ(hl_malloc(SIZE_MAX - 8), nullptr);
+    std::vector<void*> blocks;
+    while (void* p = hl_malloc(100000)) blocks.push_back(p);
+    EXPECT_EQ(blocks.size(), kHeapSize / 100016);
+    for (void* p : blocks) hl_free(p);
+    EXPECT_EQ(hl_heap_used(), 0u);
+}
+
+TEST_F(GuestHeap, ReportsDoubleFreeWithoutCorruptingTheHeap) {
+    void *a = hl_malloc(100), *b = hl_malloc(100), *c = hl_malloc(100);
+    hl_free(b);
+    hl_free(b);
+    EXPECT_EQ(g_corruptions, 1);
+    hl_free(a);
+    hl_free(a);
+    EXPECT_EQ(g_corruptions, 2);
+    EXPECT_EQ(hl_realloc(a, 200), nullptr);
+    EXPECT_EQ(g_corruptions, 3);
+    hl_free(c);
+    EXPECT_EQ(hl_heap_used(), 0u);
+    EXPECT_NE(hl_malloc(kHeapSize - 64), nullptr);
+}
+
+TEST_F(GuestHeap, ReportsFreeOfPointersItDidNotHandOut) {
+    auto* p = static_cast<unsigned char*>(hl_malloc(100));
+    int on_stack;
+    hl_free(&on_stack);
+    hl_free(p + 16);
+    hl_free(p + 1);
+    std::memset(p - 8, 0x41, 8);
+    hl_free(p);
+    EXPECT_EQ(g_corruptions, 4);
+}
+
+TEST_F(GuestHeap, SurvivesARandomizedStressOf100kOperations) {
+    struct Live {
+        unsigned char* p;
+        size_t size;
+        unsigned char seed;
+    };
+    auto fill = [](const Live& b) {
+        for (size_t i = 0; i < b.size; i++) b.p[i] = static_cast<unsigned char>(b.seed + i * 7);
+    };
+    auto intact = [](const Live& b, size_t n) {
+        for (size_t i = 0; i < n; i++)
+            if (b.p[i] != static_cast<unsigned char>(b.seed + i * 7)) return false;
+        return true;
+    };
+    std::mt19937 random(4);
+    auto random_size = [&] {
+        unsigned r = random() % 100;
+        return r < 70 ? random() % 256 + 1 : r < 95 ? random() % 4096 + 1 : random() % 65536 + 1;
+    };
+    std::vector<Live> live;
+    for (int op = 0; op < 100000; op++) {
+        unsigned r = random() % 100;
+        if (r < 45 || live.empty()) {
+            size_t size = random_size();
+            bool aligned = random() % 10 == 0;
+            void* p = aligned ? hl_aligned_alloc(size_t{32} << (random() % 8), size) : hl_malloc(size);
+            if (!p) continue;
+            live.push_back({static_cast<unsigned char*>(p), size, static_cast<unsigned char>(random())});
+            fill(live.back());
+        } else if (r < 80) {
+            size_t i = random() % live.size();
+            ASSERT_TRUE(intact(live[i], live[i].size)) << "op " << op;
+            hl_free(live[i].p);
+            live[i] = live.back();
+            live.pop_back();
+        } else {
+            Live& b = live[random() % live.size()];
+            size_t size = random_size();
+            void* p = hl_realloc(b.p, size);
+            if (!p) continue;
+            b.p = static_cast<unsigned char*>(p);
+            ASSERT_TRUE(intact(b, std::min(size, b.size))) << "op " << op;
+            b.size = size;
+            fill(b);
+        }
+    }
+    for (const Live& b : live) {
+        ASSERT_TRUE(intact(b, b.size));
+        hl_free(b.p);
+    }
+    EXPECT_EQ(hl_heap_used(), 0u);
+    EXPECT_EQ(g_corruptions, 0);
+    EXPECT_NE(hl_malloc(kHeapSize - 64), nullptr);
+}
+
+TEST_F(GuestHeap, KeepsTenThousandLiveBlocksCheap) {
+    std::vector<void*> blocks;
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < 10000; i++) blocks.push_back(hl_malloc(static_cast<size_t>(i % 500 + 1)));
+        for (size_t i = 0; i < blocks.size(); i += 2) hl_free(blocks[i]);
+        for (size_t i = 0; i < blocks.size(); i += 2) blocks[i] = hl_malloc(static_cast<size_t>(i % 700 + 1));
+        for (void* p : blocks) hl_free(p);
+        blocks.clear();
+    }
+    EXPECT_EQ(hl_heap_used(), 0u);
+}
+
+struct StrtolCase {
+    const char* text;
+    int base;
+};
+
+TEST(GuestStdlib, StrtolFamilyMatchesGlibcIncludingErrnoAndEndPointer) {
+    const char* texts[] = {"0",
+                           "42",
+                           "  -17xyz",
+                           "+8",
+                           "\t\n 123",
+                           "0x1f",
+                           "0X1F",
+                           "0x",
+                           "0xg",
+                           "-0x10",
+                           "077",
+                           "08",
+                           "z",
+                           "ZZ",
+                           "",
+                           "   ",
+                           "-",
+                           "+-1",
+                           "9223372036854775807",
+                           "9223372036854775808",
+                           "-9223372036854775808",
+                           "-9223372036854775809",
+                           "18446744073709551615",
+                           "18446744073709551616",
+                           "-18446744073709551615",
+                           "-18446744073709551616",
+                           "99999999999999999999999",
+                           "1010",
+                           "0b101",
+                           "7fffffffffffffff",
+                           "  +0x"};
+    for (const char* text : texts) {
+        for (int base : {0, 2, 8, 10, 16, 36, 1, 37, -1}) {
+            char *want_end, *got_end;
+            errno = 0;
+            long want = std::strtol(text, &want_end, base);
+            int want_errno = errno;
+            errno = 0;
+            long got = hl_strtol(text, &got_end, base);
+            ASSERT_EQ(want, got) << text << " base " << base;
+            ASSERT_EQ(want_errno, errno) << text << " base " << base;
+            if (base != 1 && base != 37 && base != -1) {
+                ASSERT_EQ(want_end, got_end) << text << " base " << base;
+            }
+            errno = 0;
+            unsigned long long uwant = std::strtoull(text, &want_end, base);
+            want_errno = errno;
+            errno = 0;
+            ASSERT_EQ(uwant, hl_strtoull(text, &got_end, base)) << text << " base " << base;
+            ASSERT_EQ(want_errno, errno) << text << " base " << base;
+            errno = 0;
+            ASSERT_EQ(std::strtoul(text, nullptr, base), hl_strtoul(text, nullptr, base));
+            ASSERT_EQ(std::strtoll(text, nullptr, base), hl_strtoll(text, nullptr, base));
+        }
+        ASSERT_EQ(std::atoi(text), hl_atoi(text)) << text;
+        ASSERT_EQ(std::atol(text), hl_atol(text)) << text;
+    }
+}
+
+TEST(GuestStdlib, AbsMatchesGlibc) {
+    for (int v : {0, 1, -1, INT_MAX, -INT_MAX}) EXPECT_EQ(std::abs(v), hl_abs(v));
+    EXPECT_EQ(hl_labs(LONG_MIN + 1), LONG_MAX);
+    EXPECT_EQ(hl_llabs(-5LL), 5LL);
+    EXPECT_EQ(hl_abs(INT_MIN), INT_MIN);
+}
+
+template <size_t N>
+struct Record {
+    int key;
+    unsigned char payload[N];
+};
+
+template <size_t N>
+void check_qsort(std::mt19937& random, size_t count) {
+    std::vector<Record<N>> records(count);
+    for (auto& r : records) {
+        r.key = static_cast<int>(random() % (count + 1)) - static_cast<int>(count / 2);
+        std::memset(r.payload, r.key & 0xff, N);
+    }
+    auto want = records;
+    std::sort(want.begin(), want.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
+    hl_qsort(records.data(), count, sizeof(Record<N>), [](const void* a, const void* b) {
+        int x = static_cast<const Record<N>*>(a)->key, y = static_cast<const Record<N>*>(b)->key;
+        return (x > y) - (x < y);
+    });
+    for (size_t i = 0; i < count; i++) {
+        ASSERT_EQ(want[i].key, records[i].key) << "count " << count << " width " << sizeof(Record<N>);
+        ASSERT_EQ(records[i].payload[N - 1], static_cast<unsigned char>(records[i].key & 0xff));
+    }
+}
+
+TEST(GuestStdlib, QsortSortsLikeStdSortForManySizesAndElementWidths) {
+    std::mt19937 random(5);
+    for (size_t count : {0, 1, 2, 3, 10, 100, 1000, 20000}) {
+        check_qsort<1>(random, count);
+        check_qsort<4>(random, count);
+        check_qsort<13>(random, count);
+    }
+    std::vector<char> bytes(300);
+    for (auto& b : bytes) b = static_cast<char>(random());
+    auto want = bytes;
+    std::sort(want.begin(), want.end());
+    hl_qsort(bytes.data(), bytes.size(), 1,
+             [](const void* a, const void* b) { return *static_cast<const char*>(a) - *static_cast<const char*>(b); });
+    EXPECT_EQ(want, bytes);
+}
+
+TEST(GuestStdlib, BsearchFindsEveryElementAndRejectsAbsentKeys) {
+    auto compare = [](const void* a, const void* b) {
+        int x = *static_cast<const int*>(a), y = *static_cast<const int*>(b);
+        return (x > y) - (x < y);
+    };
+    for (int count = 0; count < 40; count++) {
+        std::vector<int> v(static_cast<size_t>(count));
+        for (int i = 0; i < count; i++) v[static_cast<size_t>(i)] = 2 * i;
+        for (int key = -1; key <= 2 * count; key++) {
+            auto* found = static_cast<int*>(hl_bsearch(&key, v.data(), v.size(), sizeof(int), compare));
+            if (key % 2 == 0 && key >= 0 && key < 2 * count)
+                ASSERT_TRUE(found && *found == key) << key;
+            else
+                ASSERT_EQ(found, nullptr) << key;
+        }
+    }
+}
+
+TEST(GuestCtype, ClassifiersAndCaseMappingMatchGlibcInTheCLocale) {
+    for (int c = -128; c < 256; c++) {
+        ASSERT_EQ(!!std::isalnum(c), !!hl_isalnum(c)) << c;
+        ASSERT_EQ(!!std::isalpha(c), !!hl_isalpha(c)) << c;
+        ASSERT_EQ(!!std::isblank(c), !!hl_isblank(c)) << c;
+        ASSERT_EQ(!!std::iscntrl(c), !!hl_iscntrl(c)) << c;
+        ASSERT_EQ(!!std::isdigit(c), !!hl_isdigit(c)) << c;
+        ASSERT_EQ(!!std::isgraph(c), !!hl_isgraph(c)) << c;
+        ASSERT_EQ(!!std::islower(c), !!hl_islower(c)) << c;
+        ASSERT_EQ(!!std::isprint(c), !!hl_isprint(c)) << c;
+        ASSERT_EQ(!!std::ispunct(c), !!hl_ispunct(c)) << c;
+        ASSERT_EQ(!!std::isspace(c), !!hl_isspace(c)) << c;
+        ASSERT_EQ(!!std::isupper(c), !!hl_isupper(c)) << c;
+        ASSERT_EQ(!!std::isxdigit(c), !!hl_isxdigit(c)) << c;
+        ASSERT_EQ(std::tolower(c), hl_tolower(c)) << c;
+        ASSERT_EQ(std::toupper(c), hl_toupper(c)) << c;
+    }
+    EXPECT_EQ(hl_tolower(1000), 1000);
+    EXPECT_EQ(hl_isdigit(1000), 0);
+}
+
+TEST(GuestCtype, TablesMatchGlibcSoItsMacrosWorkInGuests) {
+    for (int c = -128; c < 256; c++) {
+        ASSERT_EQ((*__ctype_b_loc())[c], (*hl_ctype_b_loc())[c]) << c;
+        ASSERT_EQ((*__ctype_tolower_loc())[c], (*hl_ctype_tolower_loc())[c]) << c;
+        ASSERT_EQ((*__ctype_toupper_loc())[c], (*hl_ctype_toupper_loc())[c]) << c;
+    }
+}
+
+}  // namespace
