@@ -4,7 +4,6 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <iterator>
 
 #include "sandbox/sandbox_core.hpp"
 #include "util/strfmt.hpp"
@@ -12,17 +11,25 @@
 namespace hl {
 namespace {
 
+constexpr std::uint64_t max_guest_file_size = 1ull << 30;
+
 std::vector<std::byte> read_file(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
     if (!in) {
         throw error(errc::invalid_guest,
                     util::strfmt("cannot open guest binary %s: %s", path.c_str(), std::strerror(errno)));
     }
-    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad()) throw error(errc::invalid_guest, util::strfmt("cannot read guest binary %s", path.c_str()));
-    std::vector<std::byte> out(bytes.size());
-    std::memcpy(out.data(), bytes.data(), bytes.size());
-    return out;
+    const std::streamoff size = in.tellg();
+    if (size < 0 || static_cast<std::uint64_t>(size) > max_guest_file_size) {
+        throw error(errc::invalid_guest, util::strfmt("guest binary %s is not a regular file of at most %llu bytes",
+                                                      path.c_str(), static_cast<unsigned long long>(max_guest_file_size)));
+    }
+    std::vector<std::byte> bytes(static_cast<std::size_t>(size));
+    in.seekg(0);
+    if (!in.read(reinterpret_cast<char*>(bytes.data()), size)) {
+        throw error(errc::invalid_guest, util::strfmt("cannot read guest binary %s", path.c_str()));
+    }
+    return bytes;
 }
 
 }  // namespace

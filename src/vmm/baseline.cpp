@@ -25,15 +25,19 @@ constexpr std::uint64_t mem_size = 64 * 1024;
 constexpr std::uint64_t gdt = 0x1000, tss = 0x2000, tables = 0x3000, code = 0x8000, stack_top = 0x10000;
 constexpr std::uint16_t port = 0x100;
 
-// 1: out 0x100, eax ; jmp 1b
-constexpr unsigned char guest_code[] = {0xe7, 0x00, 0xeb, 0xfc};
+// 1: mov dx, 0x100 ; out dx, eax ; jmp 1b
+constexpr unsigned char guest_code[] = {0x66, 0xba, 0x00, 0x01, 0xef, 0xeb, 0xf9};
 
 class exit_loop_impl final : public exit_loop {
 public:
     exit_loop_impl() : memory_(mem::guest_memory::create(mem_size)) {
         std::memcpy(memory_.span(mem::gpa{code}, sizeof guest_code).data(), guest_code, sizeof guest_code);
         cpu_setup setup = x86_64::write_descriptor_tables(memory_, mem::gpa{gdt}, mem::gpa{tss}, port, port + 3);
+        // The CPU reads the GDT and TSS (its I/O bitmap) through their linear addresses: map them,
+        // supervisor-only, as a sandbox does.
         const mem::region regions[] = {
+            {"GDT", mem::gpa{gdt}, mem::page_size, mem::perms::read | mem::perms::write},
+            {"TSS", mem::gpa{tss}, mem::page_size, mem::perms::read | mem::perms::write},
             {"code", mem::gpa{code}, mem::page_size, mem::perms::user | mem::perms::read | mem::perms::execute},
             {"stack", mem::gpa{stack_top - mem::page_size}, mem::page_size,
              mem::perms::user | mem::perms::read | mem::perms::write},
