@@ -4,5 +4,7 @@
 
 #include "hl/config.hpp"
 #include "hl/error.hpp"
+#include "hl/host_function.hpp"
+#include "hl/log.hpp"
 #include "hl/sandbox.hpp"
 #include "hl/value.hpp"

@@ -6,10 +6,14 @@
 #include <filesystem>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
+#include <system_error>
 
 #include "hl/config.hpp"
 #include "hl/error.hpp"
+#include "hl/host_function.hpp"
+#include "hl/log.hpp"
 #include "hl/value.hpp"
 
 namespace hl {
@@ -36,6 +40,29 @@ public:
     uninitialized_sandbox(uninitialized_sandbox&&) noexcept;
     uninitialized_sandbox& operator=(uninitialized_sandbox&&) noexcept;
     ~uninitialized_sandbox();
+
+    /// Makes `fn` callable from the guest as `name`. `fn` is any callable with a deducible signature
+    /// (function, lambda, std::function) over the guest-call types; std::string_view and
+    /// std::span<const uint8_t> parameters view guest memory and are valid during the call only.
+    /// The sandbox checks the name, parameter count and types before calling. An exception thrown by
+    /// `fn` becomes an error the guest receives (and may pass on: the caller then sees
+    /// errc::host_function_error with the exception's message). Host functions run on the thread
+    /// that drives the sandbox and must not call into the same sandbox (that fails). Registering a
+    /// name again replaces the function.
+    template <class F>
+    uninitialized_sandbox& register_host_function(std::string name, F&& fn) {
+        register_host_function(std::move(name), detail::make_host_function(std::forward<F>(fn)));
+        return *this;
+    }
+    uninitialized_sandbox& register_host_function(std::string name, host_function fn);
+
+    /// Where guest printf/puts output goes (default: stdout).
+    uninitialized_sandbox& set_print_handler(print_handler handler);
+    /// Where guest log records go (default: stderr).
+    uninitialized_sandbox& set_log_handler(log_handler handler);
+    /// The least severe guest log level delivered (default: info). Less severe log calls are
+    /// filtered inside the guest and cost no VM exit.
+    uninitialized_sandbox& set_log_level(log_level level);
 
     /// Creates the VM and runs the guest's initialisation (constructors and hl_guest_init()).
     /// Consumes the sandbox. Throws hl::error: kvm_unavailable with what to do when /dev/kvm cannot be
@@ -73,16 +100,46 @@ public:
             call_dynamic(name, detail::value_traits<R>::type, std::span(arguments, sizeof...(Args))));
     }
 
+    /// As call(), reporting failure through `ec` (and last_error()) instead of throwing; returns a
+    /// default-constructed R on failure.
+    template <class R = void, class... Args>
+        requires(detail::return_type<R> && sizeof...(Args) <= max_parameters)
+    R call(std::error_code& ec, std::string_view name, const Args&... args) {
+        const argument arguments[sizeof...(Args) + 1] = {detail::to_argument(args)..., argument{}};
+        return_value r = call_dynamic(ec, name, detail::value_traits<R>::type, std::span(arguments, sizeof...(Args)));
+        if constexpr (!std::is_void_v<R>) {
+            if (ec) return R{};
+        }
+        return detail::from_return_value<R>(std::move(r));
+    }
+
     /// The untyped form of call(): the result holds `return_type`'s alternative.
     return_value call_dynamic(std::string_view name, value_type return_type, std::span<const argument> args);
+    return_value call_dynamic(std::error_code& ec, std::string_view name, value_type return_type,
+                              std::span<const argument> args) noexcept;
+
+    /// The message of the last failed call (empty if none failed yet).
+    const std::string& last_error() const noexcept;
 
     /// True after a fault, abort or other failure that left the guest in an unknown state.
     bool poisoned() const noexcept;
+
+    /// As on uninitialized_sandbox; takes effect from the next call.
+    template <class F>
+    multi_use_sandbox& register_host_function(std::string name, F&& fn) {
+        register_host_function(std::move(name), detail::make_host_function(std::forward<F>(fn)));
+        return *this;
+    }
+    multi_use_sandbox& register_host_function(std::string name, host_function fn);
+    multi_use_sandbox& set_print_handler(print_handler handler);
+    multi_use_sandbox& set_log_handler(log_handler handler);
+    multi_use_sandbox& set_log_level(log_level level);
 
 private:
     friend class uninitialized_sandbox;
     explicit multi_use_sandbox(std::unique_ptr<detail::sandbox_core> core) noexcept;
     std::unique_ptr<detail::sandbox_core> core_;
+    std::string last_error_;
 };
 
 }  // namespace hl

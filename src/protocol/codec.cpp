@@ -14,7 +14,9 @@ namespace fb = hl::fb;
 
 static_assert(static_cast<int>(fb::ValueType::Bytes) == static_cast<int>(value_type::bytes),
               "fb::ValueType and hl::value_type list the same types in the same order");
-static_assert(static_cast<int>(fb::ErrorKind::ResultTooLarge) == static_cast<int>(guest_error_kind::result_too_large),
+static_assert(static_cast<int>(fb::LogLevel::Critical) == static_cast<int>(log_level::critical),
+              "fb::LogLevel and hl::log_level list the same levels in the same order");
+static_assert(static_cast<int>(fb::ErrorKind::ArgumentTooLarge) == static_cast<int>(guest_error_kind::argument_too_large),
               "fb::ErrorKind and guest_error_kind list the same kinds in the same order");
 
 // Scalars equal to their default are normally left out of a FlatBuffer; -0.0 compares equal to the
@@ -189,7 +191,7 @@ call_result decode_result(std::span<const std::byte> message) {
     if (const auto* e = r->error()) {
         if (has_value) throw error(errc::protocol_error, "the FunctionCallResult holds both a value and an error");
         const auto kind = static_cast<std::uint8_t>(e->kind());
-        if (kind > static_cast<std::uint8_t>(guest_error_kind::result_too_large)) {
+        if (kind > static_cast<std::uint8_t>(guest_error_kind::argument_too_large)) {
             throw error(errc::protocol_error, util::strfmt("the guest reported an unknown error kind %u", kind));
         }
         return {std::monostate{},
@@ -199,9 +201,35 @@ call_result decode_result(std::span<const std::byte> message) {
     return {decode_return_value(*r), std::nullopt};
 }
 
+log_record decode_log_record(std::span<const std::byte> message) {
+    const auto* r = verified_root<fb::LogRecord>(message, "LogRecord");
+    const auto level = static_cast<std::uint8_t>(r->level());
+    if (level > static_cast<std::uint8_t>(log_level::critical)) {
+        throw error(errc::protocol_error, util::strfmt("a guest log record has unknown level %u", level));
+    }
+    log_record record;
+    record.level = static_cast<log_level>(level);
+    if (r->message()) record.message = r->message()->string_view();
+    if (r->file()) record.file = r->file()->string_view();
+    record.line = r->line();
+    return record;
+}
+
 }  // namespace hl::protocol
 
 namespace hl {
+
+const char* to_string(log_level level) noexcept {
+    switch (level) {
+    case log_level::trace: return "trace";
+    case log_level::debug: return "debug";
+    case log_level::info: return "info";
+    case log_level::warning: return "warning";
+    case log_level::error: return "error";
+    case log_level::critical: return "critical";
+    }
+    return "unknown";
+}
 
 const char* type_name(value_type t) noexcept {
     switch (t) {

@@ -13,6 +13,7 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include "hl/log.hpp"
 #include "hl/value.hpp"
 
 namespace hl::protocol {
@@ -20,7 +21,7 @@ namespace hl::protocol {
 /// The guest SDK's reason for failing a call (mirrors fb::ErrorKind).
 enum class guest_error_kind : std::uint8_t {
     user, function_not_found, parameter_mismatch, return_type_mismatch, malformed_call, out_of_memory,
-    result_too_large
+    result_too_large, host_function_error, argument_too_large
 };
 
 struct guest_error_info {
@@ -59,5 +60,8 @@ std::span<const std::byte> encode_error(flatbuffers::FlatBufferBuilder& builder,
 /// Verifies and decodes a FunctionCallResult. Throws hl::error(errc::protocol_error) when the bytes are
 /// not one, or when it holds neither or both of a value and an error.
 call_result decode_result(std::span<const std::byte> message);
+
+/// Verifies and decodes a LogRecord. Views into the message. Throws hl::error(errc::protocol_error).
+log_record decode_log_record(std::span<const std::byte> message);
 
 }  // namespace hl::protocol

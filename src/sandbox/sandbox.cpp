@@ -48,6 +48,26 @@ uninitialized_sandbox uninitialized_sandbox::from_bytes(std::span<const std::byt
     return uninitialized_sandbox(detail::sandbox_core::create({elf.begin(), elf.end()}, config));
 }
 
+uninitialized_sandbox& uninitialized_sandbox::register_host_function(std::string name, host_function fn) {
+    core_->register_host_function(std::move(name), std::move(fn));
+    return *this;
+}
+
+uninitialized_sandbox& uninitialized_sandbox::set_print_handler(print_handler handler) {
+    core_->set_print_handler(std::move(handler));
+    return *this;
+}
+
+uninitialized_sandbox& uninitialized_sandbox::set_log_handler(log_handler handler) {
+    core_->set_log_handler(std::move(handler));
+    return *this;
+}
+
+uninitialized_sandbox& uninitialized_sandbox::set_log_level(log_level level) {
+    core_->set_log_level(level);
+    return *this;
+}
+
 multi_use_sandbox uninitialized_sandbox::evolve() && {
     auto core = std::move(core_);
     core->initialize();
@@ -61,9 +81,54 @@ multi_use_sandbox::~multi_use_sandbox() = default;
 
 return_value multi_use_sandbox::call_dynamic(std::string_view name, value_type return_type,
                                              std::span<const argument> args) {
-    return core_->call(name, return_type, args);
+    try {
+        return core_->call(name, return_type, args);
+    } catch (const std::exception& e) {
+        last_error_ = e.what();
+        throw;
+    }
 }
 
+return_value multi_use_sandbox::call_dynamic(std::error_code& ec, std::string_view name, value_type return_type,
+                                             std::span<const argument> args) noexcept {
+    ec.clear();
+    try {
+        return core_->call(name, return_type, args);
+    } catch (const std::system_error& e) {
+        ec = e.code();
+        last_error_ = e.what();
+    } catch (const std::bad_alloc&) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+        last_error_ = "out of host memory";
+    } catch (const std::exception& e) {
+        ec = make_error_code(errc::vm_error);
+        last_error_ = e.what();
+    }
+    return {};
+}
+
+const std::string& multi_use_sandbox::last_error() const noexcept { return last_error_; }
+
 bool multi_use_sandbox::poisoned() const noexcept { return core_->poisoned(); }
+
+multi_use_sandbox& multi_use_sandbox::register_host_function(std::string name, host_function fn) {
+    core_->register_host_function(std::move(name), std::move(fn));
+    return *this;
+}
+
+multi_use_sandbox& multi_use_sandbox::set_print_handler(print_handler handler) {
+    core_->set_print_handler(std::move(handler));
+    return *this;
+}
+
+multi_use_sandbox& multi_use_sandbox::set_log_handler(log_handler handler) {
+    core_->set_log_handler(std::move(handler));
+    return *this;
+}
+
+multi_use_sandbox& multi_use_sandbox::set_log_level(log_level level) {
+    core_->set_log_level(level);
+    return *this;
+}
 
 }  // namespace hl

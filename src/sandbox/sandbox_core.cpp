@@ -41,6 +41,8 @@ errc errc_for(protocol::guest_error_kind kind) {
     case protocol::guest_error_kind::malformed_call: return errc::protocol_error;
     case protocol::guest_error_kind::out_of_memory: return errc::out_of_memory;
     case protocol::guest_error_kind::result_too_large: return errc::result_too_large;
+    case protocol::guest_error_kind::host_function_error: return errc::host_function_error;
+    case protocol::guest_error_kind::argument_too_large: return errc::argument_too_large;
     }
     return errc::protocol_error;
 }
@@ -70,6 +72,7 @@ std::unique_ptr<sandbox_core> sandbox_core::create(std::vector<std::byte> elf, c
 
     hl_peb peb{};
     peb.abi_version = HL_ABI_VERSION;
+    peb.log_level = static_cast<std::uint32_t>(log_level::info);
     peb.input_addr = layout.input().value;
     peb.input_size = layout.input_size();
     peb.output_addr = layout.output().value;
@@ -94,6 +97,12 @@ void sandbox_core::initialize() {
 }
 
 return_value sandbox_core::call(std::string_view name, value_type return_type, std::span<const argument> args) {
+    if (in_host_function_) {
+        throw error(errc::protocol_error,
+                    util::strfmt("cannot call '%.*s' from inside a host function: host functions must not call "
+                                 "back into their guest",
+                                 static_cast<int>(name.size()), name.data()));
+    }
     if (poisoned()) {
         throw error(errc::poisoned, util::strfmt("cannot call '%.*s': the sandbox is poisoned (%s); restore it first",
                                                  static_cast<int>(name.size()), name.data(), poison_reason_.c_str()));
@@ -166,6 +175,14 @@ void sandbox_core::enter(std::uint64_t op) {
                                      util::strfmt("the guest reported failure status %u", exit.value));
                 }
                 return;
+            }
+            if (exit.port == HL_PORT_HOST_CALL) {
+                serve_host_call();
+                continue;
+            }
+            if (exit.port == HL_PORT_OUTPUT) {
+                deliver_output(exit.value);
+                continue;
             }
             if (exit.port == HL_PORT_ABORT) throw_abort(exit.value);
             poison_and_throw(errc::protocol_error,

@@ -11,8 +11,12 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include <unordered_map>
+
 #include "hl/config.hpp"
 #include "hl/error.hpp"
+#include "hl/host_function.hpp"
+#include "hl/log.hpp"
 #include "hl/value.hpp"
 #include "mem/guest_memory.hpp"
 #include "mem/layout.hpp"
@@ -34,6 +38,11 @@ public:
 
     bool poisoned() const noexcept { return !poison_reason_.empty(); }
 
+    void register_host_function(std::string name, host_function fn);
+    void set_print_handler(print_handler handler);
+    void set_log_handler(log_handler handler);
+    void set_log_level(log_level level);
+
 private:
     sandbox_core(mem::layout layout, mem::guest_memory memory, std::vector<mem::region> regions,
                  mem::gpa entry) noexcept;
@@ -43,6 +52,14 @@ private:
     void enter(std::uint64_t op);
 
     return_value read_result(std::string_view name, value_type return_type);
+
+    /// Serves the guest's host call in the output buffer and writes the reply there (host_calls.cpp).
+    void serve_host_call();
+    /// Delivers the guest's text or log record in the output buffer (host_calls.cpp).
+    void deliver_output(std::uint32_t kind);
+    /// The guest's message in the output buffer, bounds-checked. Poisons on a bad size.
+    std::span<const std::byte> output_message(const char* what);
+    void reply(std::span<const std::byte> message);
 
     [[noreturn]] void poison_and_throw(errc code, const std::string& message);
     [[noreturn]] void throw_fault();
@@ -59,6 +76,10 @@ private:
     std::optional<vmm::vm> vm_;
     flatbuffers::FlatBufferBuilder builder_{1024};
     std::string poison_reason_;
+    std::unordered_map<std::string, host_function> host_functions_;
+    print_handler print_;
+    log_handler log_;
+    bool in_host_function_ = false;
 };
 
 }  // namespace hl::detail

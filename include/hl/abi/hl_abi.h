@@ -17,9 +17,9 @@
 /* I/O ports. The TSS I/O permission bitmap allows exactly these; every other port faults. The value
  * written (32 bits, `outl`) is described with each port. */
 #define HL_PORT_DONE 0x100u      /* operation finished; value: HL_STATUS_* */
-#define HL_PORT_HOST_CALL 0x104u /* FunctionCall in the output buffer; host answers in the input buffer */
+#define HL_PORT_HOST_CALL 0x104u /* FunctionCall in the output buffer; the host answers in the output buffer */
 #define HL_PORT_ABORT 0x108u     /* unrecoverable guest failure; value: abort code, message in output */
-#define HL_PORT_OUTPUT 0x10cu    /* guest text or log record in the output buffer */
+#define HL_PORT_OUTPUT 0x10cu    /* value HL_OUTPUT_*: text or a LogRecord in the output buffer */
 /* The bitmap allows [HL_PORT_FIRST, HL_PORT_LAST]; ports are 4 apart so that a 32-bit `outl` to any of
  * them stays inside the allowed range (the CPU checks one bit per byte written). */
 #define HL_PORT_FIRST 0x100u
@@ -28,6 +28,10 @@
 /* Operation requested in the entry point's second argument. */
 #define HL_OP_INIT 0u     /* run constructors, hl_guest_init(); then `out HL_PORT_DONE` */
 #define HL_OP_DISPATCH 1u /* FunctionCall in the input buffer; FunctionCallResult into the output buffer */
+
+/* Value written to HL_PORT_OUTPUT: what the output buffer holds. */
+#define HL_OUTPUT_PRINT 0u /* text (bytes, not NUL-terminated) for the host's print handler */
+#define HL_OUTPUT_LOG 1u   /* a LogRecord FlatBuffer for the host's log handler */
 
 /* Value written to HL_PORT_DONE. */
 #define HL_STATUS_OK 0u
@@ -46,7 +50,7 @@ typedef struct hl_buffer_header {
  * virtual addresses, identical to guest physical addresses (the memory is identity mapped). */
 typedef struct hl_peb {
     uint32_t abi_version;
-    uint32_t max_log_level; /* HL_LOG_* values above this are dropped inside the guest */
+    uint32_t log_level;     /* least severe LogLevel delivered; less severe records never leave the guest */
     uint64_t input_addr;    /* host -> guest messages: header + FlatBuffer */
     uint64_t input_size;
     uint64_t output_addr; /* guest -> host messages: header + FlatBuffer */

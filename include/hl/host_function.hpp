@@ -1,0 +1,100 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <functional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "hl/value.hpp"
+
+namespace hl {
+
+/// A host function with its signature, type-erased. Built by register_host_function() from any
+/// callable whose signature can be deduced.
+struct host_function {
+    std::vector<value_type> parameters;
+    value_type result = value_type::void_type;
+    /// Called with arguments that match `parameters` (the sandbox checks before calling).
+    std::function<return_value(std::span<const argument>)> invoke;
+};
+
+namespace detail {
+
+template <class T>
+struct signature_of : signature_of<decltype(&T::operator())> {};
+template <class R, class... A>
+struct signature_of<R (*)(A...)> {
+    using result = R;
+    using params = std::tuple<A...>;
+};
+template <class R, class... A>
+struct signature_of<R(A...)> : signature_of<R (*)(A...)> {};
+template <class C, class R, class... A>
+struct signature_of<R (C::*)(A...)> : signature_of<R (*)(A...)> {};
+template <class C, class R, class... A>
+struct signature_of<R (C::*)(A...) const> : signature_of<R (*)(A...)> {};
+template <class C, class R, class... A>
+struct signature_of<R (C::*)(A...) noexcept> : signature_of<R (*)(A...)> {};
+template <class C, class R, class... A>
+struct signature_of<R (C::*)(A...) const noexcept> : signature_of<R (*)(A...)> {};
+template <class R, class... A>
+struct signature_of<R (*)(A...) noexcept> : signature_of<R (*)(A...)> {};
+
+/// The C++ types a host function may take, and how each is made from an argument.
+template <class T>
+T from_argument(const argument& a) {
+    using U = std::remove_cvref_t<T>;
+    if constexpr (std::is_same_v<U, std::string>) {
+        return std::string(std::get<std::string_view>(a));
+    } else if constexpr (std::is_same_v<U, std::vector<std::uint8_t>>) {
+        const auto s = std::get<std::span<const std::uint8_t>>(a);
+        return std::vector<std::uint8_t>(s.begin(), s.end());
+    } else {
+        return std::get<U>(a);
+    }
+}
+
+template <class T>
+return_value to_return_value(T&& v) {
+    return return_value(std::forward<T>(v));
+}
+
+template <class R, class F, class... A, std::size_t... I>
+return_value invoke_with(F& f, std::span<const argument> args, std::index_sequence<I...>) {
+    if constexpr (std::is_void_v<R>) {
+        f(from_argument<A>(args[I])...);
+        return std::monostate{};
+    } else {
+        return to_return_value(f(from_argument<A>(args[I])...));
+    }
+}
+
+template <class R, class F, class... A>
+host_function make_host_function_from(F f, std::tuple<A...>*) {
+    static_assert(sizeof...(A) <= max_parameters, "host functions take at most 32 parameters");
+    static_assert((requires { value_traits<std::remove_cvref_t<A>>::type; } && ...),
+                  "unsupported host function parameter type: use int32_t, uint32_t, int64_t, uint64_t, float, "
+                  "double, bool, std::string, std::string_view, std::vector<uint8_t> or std::span<const uint8_t>");
+    static_assert(return_type<R>, "unsupported host function return type");
+    host_function h;
+    h.parameters = {value_traits<std::remove_cvref_t<A>>::type...};
+    h.result = value_traits<R>::type;
+    h.invoke = [f = std::move(f)](std::span<const argument> args) mutable {
+        return invoke_with<R, F, A...>(f, args, std::index_sequence_for<A...>{});
+    };
+    return h;
+}
+
+template <class F>
+host_function make_host_function(F&& f) {
+    using D = std::decay_t<F>;
+    using sig = signature_of<D>;
+    return make_host_function_from<typename sig::result>(D(std::forward<F>(f)),
+                                                         static_cast<typename sig::params*>(nullptr));
+}
+
+}  // namespace detail
+}  // namespace hl

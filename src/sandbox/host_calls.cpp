@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: Apache-2.0
+// The guest's ways out in the middle of a call: host functions, printed text and log records. All of
+// them use the output buffer, which the guest fills and the host reads (and answers in) while the
+// vCPU is stopped.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+#include "hl/abi/hl_abi.h"
+#include "protocol/codec.hpp"
+#include "sandbox/sandbox_core.hpp"
+#include "util/strfmt.hpp"
+
+namespace hl::detail {
+namespace {
+
+std::string signature(std::span<const value_type> types) {
+    std::string s = "(";
+    for (std::size_t i = 0; i < types.size(); ++i) {
+        if (i) s += ", ";
+        s += type_name(types[i]);
+    }
+    return s + ")";
+}
+
+std::string signature(std::span<const argument> args) {
+    std::vector<value_type> types;
+    for (const auto& a : args) types.push_back(type_of(a));
+    return signature(types);
+}
+
+void default_print(std::string_view text) {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+}
+
+void default_log(const log_record& r) {
+    std::fprintf(stderr, "[guest %s] %.*s:%u: %.*s\n", to_string(r.level), static_cast<int>(r.file.size()),
+                 r.file.data(), r.line, static_cast<int>(r.message.size()), r.message.data());
+}
+
+}  // namespace
+
+void sandbox_core::register_host_function(std::string name, host_function fn) {
+    host_functions_.insert_or_assign(std::move(name), std::move(fn));
+}
+
+void sandbox_core::set_print_handler(print_handler handler) { print_ = std::move(handler); }
+
+void sandbox_core::set_log_handler(log_handler handler) { log_ = std::move(handler); }
+
+void sandbox_core::set_log_level(log_level level) {
+    hl_peb peb = memory_.read<hl_peb>(layout_.peb());
+    peb.log_level = static_cast<std::uint32_t>(level);
+    memory_.write(layout_.peb(), peb);
+}
+
+std::span<const std::byte> sandbox_core::output_message(const char* what) {
+    const auto size = memory_.read<hl_buffer_header>(layout_.output()).size;
+    const std::uint64_t capacity = layout_.output_size() - HL_BUFFER_HEADER_SIZE;
+    if (size > capacity) {
+        poison_and_throw(errc::protocol_error,
+                         util::strfmt("the guest's %s claims %llu bytes; the output buffer holds %llu", what,
+                                      static_cast<unsigned long long>(size), static_cast<unsigned long long>(capacity)));
+    }
+    return memory_.span(layout_.output() + HL_BUFFER_HEADER_SIZE, size);
+}
+
+void sandbox_core::reply(std::span<const std::byte> message) {
+    const std::uint64_t capacity = layout_.output_size() - HL_BUFFER_HEADER_SIZE;
+    if (message.size() > capacity) {
+        const std::string text = util::strfmt(
+            "the host function's result is %zu bytes; the output buffer holds %llu (raise "
+            "sandbox_config::output_buffer_size)",
+            message.size(), static_cast<unsigned long long>(capacity));
+        return reply(protocol::encode_error(builder_, {protocol::guest_error_kind::result_too_large, 0, text}));
+    }
+    memory_.write(layout_.output(), hl_buffer_header{message.size()});
+    std::memcpy(memory_.span(layout_.output() + HL_BUFFER_HEADER_SIZE, message.size()).data(), message.data(),
+                message.size());
+}
+
+void sandbox_core::serve_host_call() {
+    protocol::call_view call;
+    try {
+        call = protocol::decode_call(output_message("host call"));
+    } catch (const error& e) {
+        if (poisoned()) throw;
+        poison_and_throw(errc::protocol_error, std::string("bad host call from the guest: ") + e.what());
+    }
+    auto fail = [this](protocol::guest_error_kind kind, std::string message) {
+        reply(protocol::encode_error(builder_, {kind, 0, std::move(message)}));
+    };
+    const std::string name(call.function_name);
+    const auto it = host_functions_.find(name);
+    if (it == host_functions_.end()) {
+        return fail(protocol::guest_error_kind::function_not_found,
+                    util::strfmt("the host has no function named '%s'", name.c_str()));
+    }
+    const host_function& fn = it->second;
+    bool match = call.arguments.size() == fn.parameters.size();
+    for (std::size_t i = 0; match && i < call.arguments.size(); ++i) match = type_of(call.arguments[i]) == fn.parameters[i];
+    if (!match) {
+        return fail(protocol::guest_error_kind::parameter_mismatch,
+                    util::strfmt("host function '%s' takes %s; called with %s", name.c_str(),
+                                 signature(fn.parameters).c_str(), signature(call.arguments).c_str()));
+    }
+    if (call.expected_return != fn.result) {
+        return fail(protocol::guest_error_kind::return_type_mismatch,
+                    util::strfmt("host function '%s' returns %s; the guest asked for %s", name.c_str(),
+                                 type_name(fn.result), type_name(call.expected_return)));
+    }
+
+    return_value result;
+    in_host_function_ = true;
+    try {
+        result = fn.invoke(call.arguments);
+    } catch (const std::exception& e) {
+        in_host_function_ = false;
+        return fail(protocol::guest_error_kind::host_function_error,
+                    util::strfmt("host function '%s' failed: %s", name.c_str(), e.what()));
+    } catch (...) {
+        in_host_function_ = false;
+        return fail(protocol::guest_error_kind::host_function_error,
+                    util::strfmt("host function '%s' failed with a non-standard exception", name.c_str()));
+    }
+    in_host_function_ = false;
+    reply(protocol::encode_result(builder_, result));
+}
+
+void sandbox_core::deliver_output(std::uint32_t kind) {
+    // The guest is stopped mid-call: a handler that throws leaves it there, so the sandbox is poisoned.
+    auto deliver = [this](auto&& handler, const char* which) {
+        try {
+            handler();
+        } catch (const std::exception& e) {
+            poison_and_throw(errc::host_function_error, util::strfmt("the %s handler failed: %s", which, e.what()));
+        } catch (...) {
+            poison_and_throw(errc::host_function_error, util::strfmt("the %s handler threw", which));
+        }
+    };
+    if (kind == HL_OUTPUT_PRINT) {
+        const auto text = output_message("output");
+        const std::string_view view(reinterpret_cast<const char*>(text.data()), text.size());
+        deliver([&] { print_ ? print_(view) : default_print(view); }, "print");
+        return;
+    }
+    if (kind == HL_OUTPUT_LOG) {
+        log_record record;
+        try {
+            record = protocol::decode_log_record(output_message("log record"));
+        } catch (const error& e) {
+            if (poisoned()) throw;
+            poison_and_throw(errc::protocol_error, std::string("bad log record from the guest: ") + e.what());
+        }
+        deliver([&] { log_ ? log_(record) : default_log(record); }, "log");
+        return;
+    }
+    poison_and_throw(errc::protocol_error, util::strfmt("the guest sent output of unknown kind %u", kind));
+}
+
+}  // namespace hl::detail
