@@ -22,9 +22,112 @@ static void echo_bytes(const hl_value *a, size_t n, hl_result *r) {
     (void)n;
     hl_return_bytes(r, a[0].as.bytes.data, a[0].as.bytes.len);
 }
+/* Adds through the host function HostAdd, as Hyperlight's simpleguest does. */
 static void add(const hl_value *a, size_t n, hl_result *r) {
+    hl_value sum;
+    hl_error err;
+    int32_t value;
+    if (hl_call_host("HostAdd", HL_TYPE_INT32, a, n, &sum, &err) != 0) {
+        hl_return_call_error(r, &err);
+        return;
+    }
+    if (!hl_value_get_int32(&sum, &value)) {
+        hl_return_error(r, 1, "HostAdd returned something other than an int32");
+        return;
+    }
+    hl_return_int32(r, value);
+}
+
+static void add_local(const hl_value *a, size_t n, hl_result *r) {
     (void)n;
     hl_return_int32(r, (int32_t)((uint32_t)a[0].as.i32 + (uint32_t)a[1].as.i32));
+}
+
+static void print_output(const hl_value *a, size_t n, hl_result *r) {
+    (void)n;
+    hl_return_int32(r, printf("%.*s", (int)a[0].as.str.len, a[0].as.str.data));
+}
+
+static void log_message(const hl_value *a, size_t n, hl_result *r) {
+    (void)n;
+    (void)r;
+    HL_LOG((hl_log_level)a[0].as.i32, "%.*s", (int)a[1].as.str.len, a[1].as.str.data);
+}
+
+static void call_host_many_times(const hl_value *a, size_t n, hl_result *r) {
+    (void)n;
+    int64_t total = 0;
+    for (int32_t i = 0; i < a[0].as.i32; i++) {
+        hl_value args[2] = {{.type = HL_TYPE_INT32, .as.i32 = i}, {.type = HL_TYPE_INT32, .as.i32 = 1}};
+        hl_value sum;
+        hl_error err;
+        if (hl_call_host("HostAdd", HL_TYPE_INT32, args, 2, &sum, &err) != 0) {
+            hl_return_call_error(r, &err);
+            return;
+        }
+        total += sum.as.i32;
+    }
+    hl_return_int64(r, total);
+}
+
+/* Calls the host function named by the first argument with (a, b) -> int32; passes errors on. */
+static void call_host(const hl_value *a, size_t n, hl_result *r) {
+    (void)n;
+    hl_value sum;
+    hl_error err;
+    if (hl_call_host(a[0].as.str.data, HL_TYPE_INT32, a + 1, 2, &sum, &err) != 0) {
+        hl_return_call_error(r, &err);
+        return;
+    }
+    hl_return_int32(r, sum.as.i32);
+}
+
+/* Calls the named host function with (1, 2) and handles its error: returns the message. */
+static void handle_host_error(const hl_value *a, size_t n, hl_result *r) {
+    (void)n;
+    hl_value args[2] = {{.type = HL_TYPE_INT32, .as.i32 = 1}, {.type = HL_TYPE_INT32, .as.i32 = 2}};
+    hl_value sum;
+    hl_error err;
+    char message[1100];
+    if (hl_call_host(a[0].as.str.data, HL_TYPE_INT32, args, 2, &sum, &err) == 0) {
+        hl_return_string(r, "no error", 8);
+        return;
+    }
+    int len = snprintf(message, sizeof message, "handled: %s", err.message);
+    hl_return_string(r, message, (size_t)len < sizeof message ? (size_t)len : sizeof message - 1);
+}
+
+static void abort_with(const hl_value *a, size_t n, hl_result *r) {
+    (void)n;
+    (void)r;
+    hl_abort((uint32_t)a[0].as.i32, a[1].as.str.data);
+}
+
+static void return_guest_error(const hl_value *a, size_t n, hl_result *r) {
+    (void)n;
+    hl_return_error(r, a[0].as.i32, a[1].as.str.data);
+}
+
+static void log_lots(const hl_value *a, size_t n, hl_result *r) {
+    (void)n;
+    (void)r;
+    char *text = malloc((size_t)a[1].as.i32 + 1);
+    if (text == NULL) hl_abort(HL_ABORT_OUT_OF_MEMORY, "log_lots: out of memory");
+    memset(text, 'L', (size_t)a[1].as.i32);
+    text[a[1].as.i32] = 0;
+    for (int32_t i = 0; i < a[0].as.i32; i++) HL_INFO("%s", text);
+    free(text);
+}
+
+static void print_lots(const hl_value *a, size_t n, hl_result *r) {
+    (void)n;
+    (void)r;
+    char *text = malloc((size_t)a[1].as.i32 + 1);
+    if (text == NULL) hl_abort(HL_ABORT_OUT_OF_MEMORY, "print_lots: out of memory");
+    memset(text, 'P', (size_t)a[1].as.i32);
+    text[a[1].as.i32] = 0;
+    for (int32_t i = 0; i < a[0].as.i32; i++) puts(text);
+    free(text);
 }
 
 static void in24k_out8k(const hl_value *a, size_t n, hl_result *r) {
@@ -122,6 +225,16 @@ void hl_guest_init(void) {
     REGISTER("EchoBool", echo_bool, HL_TYPE_BOOL, HL_TYPE_BOOL, HL_TYPE_VOID);
     REGISTER("EchoBytes", echo_bytes, HL_TYPE_BYTES, HL_TYPE_BYTES, HL_TYPE_VOID);
     REGISTER("Add", add, HL_TYPE_INT32, HL_TYPE_INT32, HL_TYPE_INT32, HL_TYPE_VOID);
+    REGISTER("AddLocal", add_local, HL_TYPE_INT32, HL_TYPE_INT32, HL_TYPE_INT32, HL_TYPE_VOID);
+    REGISTER("PrintOutput", print_output, HL_TYPE_INT32, HL_TYPE_STRING, HL_TYPE_VOID);
+    REGISTER("LogMessage", log_message, HL_TYPE_VOID, HL_TYPE_INT32, HL_TYPE_STRING, HL_TYPE_VOID);
+    REGISTER("CallHostManyTimes", call_host_many_times, HL_TYPE_INT64, HL_TYPE_INT32, HL_TYPE_VOID);
+    REGISTER("CallHost", call_host, HL_TYPE_INT32, HL_TYPE_STRING, HL_TYPE_INT32, HL_TYPE_INT32, HL_TYPE_VOID);
+    REGISTER("HandleHostError", handle_host_error, HL_TYPE_STRING, HL_TYPE_STRING, HL_TYPE_VOID);
+    REGISTER("Abort", abort_with, HL_TYPE_VOID, HL_TYPE_INT32, HL_TYPE_STRING, HL_TYPE_VOID);
+    REGISTER("ReturnGuestError", return_guest_error, HL_TYPE_VOID, HL_TYPE_INT32, HL_TYPE_STRING, HL_TYPE_VOID);
+    REGISTER("LogLots", log_lots, HL_TYPE_VOID, HL_TYPE_INT32, HL_TYPE_INT32, HL_TYPE_VOID);
+    REGISTER("PrintLots", print_lots, HL_TYPE_VOID, HL_TYPE_INT32, HL_TYPE_INT32, HL_TYPE_VOID);
     REGISTER("24K_in_8K_out", in24k_out8k, HL_TYPE_BYTES, HL_TYPE_BYTES, HL_TYPE_VOID);
     REGISTER("LargeParameters", large_parameters, HL_TYPE_VOID, HL_TYPE_BYTES, HL_TYPE_STRING, HL_TYPE_VOID);
     REGISTER("IncrementCounter", increment_counter, HL_TYPE_INT32, HL_TYPE_VOID);

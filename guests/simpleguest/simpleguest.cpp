@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The C++ test guest: echoes of every type, small workloads, and one function per kind of fault.
+#undef NDEBUG  // AssertFalse needs assert() in every build type
+#include <cassert>
 #include <cstdint>
 #include <cstdio>
 #include <span>
@@ -8,6 +10,23 @@
 #include <vector>
 
 #include "hl/guest.hpp"
+
+// Outside the anonymous namespace: with the whole class hierarchy visible, g++ would devirtualize the
+// call that PureVirtualCall needs to go through the vtable.
+namespace simpleguest {
+struct shape;
+volatile int sides_seen;
+[[gnu::noinline]] void count_sides(shape* s);
+struct shape {
+    shape() { count_sides(this); }  // during construction the vtable is shape's: a pure virtual call
+    virtual ~shape() = default;
+    virtual int sides() = 0;
+};
+void count_sides(shape* s) { sides_seen = s->sides(); }
+struct square : shape {
+    int sides() override { return 4; }
+};
+}  // namespace simpleguest
 
 namespace {
 
@@ -20,7 +39,97 @@ float echo_float(float v) { return v; }
 double echo_double(double v) { return v; }
 bool echo_bool(bool v) { return v; }
 std::vector<std::uint8_t> echo_bytes(std::span<const std::uint8_t> v) { return {v.begin(), v.end()}; }
-std::int32_t add(std::int32_t a, std::int32_t b) { return a + b; }
+// Adds through the host, as Hyperlight's simpleguest does: needs the host function HostAdd.
+hl::guest::result<std::int32_t> add(std::int32_t a, std::int32_t b) {
+    auto sum = hl::guest::call_host<std::int32_t>("HostAdd", a, b);
+    if (!sum) return sum.error();
+    return *sum;
+}
+
+std::int32_t add_local(std::int32_t a, std::int32_t b) { return a + b; }
+
+std::int32_t print_output(std::string_view text) { return std::printf("%.*s", static_cast<int>(text.size()), text.data()); }
+
+void log_message(std::int32_t level, std::string_view message) {
+    HL_LOG(static_cast<hl_log_level>(level), "%.*s", static_cast<int>(message.size()), message.data());
+}
+
+// Calls HostAdd n times; returns the sum of the results.
+hl::guest::result<std::int64_t> call_host_many_times(std::int32_t n) {
+    std::int64_t total = 0;
+    for (std::int32_t i = 0; i < n; ++i) {
+        auto r = hl::guest::call_host<std::int32_t>("HostAdd", i, 1);
+        if (!r) return r.error();
+        total += *r;
+    }
+    return total;
+}
+
+// Calls the host function `name`(a, b) -> int32 and passes any error on unchanged.
+hl::guest::result<std::int32_t> call_host(std::string name, std::int32_t a, std::int32_t b) {
+    auto r = hl::guest::call_host<std::int32_t>(name.c_str(), a, b);
+    if (!r) return r.error();
+    return *r;
+}
+
+// Calls the host function `name`(a, b) -> int32 and handles its error: returns the message.
+std::string handle_host_error(std::string name) {
+    auto r = hl::guest::call_host<std::int32_t>(name.c_str(), 1, 2);
+    return r ? "no error" : "handled: " + r.error().message;
+}
+
+// Passes its argument through the host function Host<Type> and returns what came back.
+template <class T>
+hl::guest::result<T> through_host(const char* host_function, T value) {
+    auto r = hl::guest::call_host<T>(host_function, value);
+    if (!r) return r.error();
+    return std::move(*r);
+}
+hl::guest::result<std::string> string_through_host(std::string v) { return through_host("HostString", std::move(v)); }
+hl::guest::result<std::vector<std::uint8_t>> bytes_through_host(std::vector<std::uint8_t> v) {
+    return through_host("HostBytes", std::move(v));
+}
+hl::guest::result<double> double_through_host(double v) { return through_host("HostDouble", v); }
+hl::guest::result<float> float_through_host(float v) { return through_host("HostFloat", v); }
+hl::guest::result<std::uint64_t> uint64_through_host(std::uint64_t v) { return through_host("HostUInt64", v); }
+hl::guest::result<bool> bool_through_host(bool v) { return through_host("HostBool", v); }
+hl::guest::result<void> void_through_host() { return hl::guest::call_host<void>("HostVoid"); }
+
+void abort_with(std::int32_t code, std::string message) { hl_abort(static_cast<std::uint32_t>(code), message.c_str()); }
+
+void print_then_abort(std::string text) {
+    std::printf("%s", text.c_str());
+    hl_abort(1, "after printing");
+}
+
+hl::guest::result<void> return_guest_error(std::int32_t code, std::string message) {
+    return hl::guest::error{code, std::move(message)};
+}
+
+// Writes `count` log records (or printed lines) of `length` characters each.
+void log_lots(std::int32_t count, std::int32_t length) {
+    const std::string text(static_cast<std::size_t>(length), 'L');
+    for (std::int32_t i = 0; i < count; ++i) HL_INFO("%s", text.c_str());
+}
+
+void print_lots(std::int32_t count, std::int32_t length) {
+    const std::string text(static_cast<std::size_t>(length), 'P');
+    for (std::int32_t i = 0; i < count; ++i) std::printf("%s\n", text.c_str());
+}
+
+// Fails an assertion (the SDK turns it into an abort).
+void assert_false(std::int32_t value) { assert(value == 12345); }
+
+std::int32_t pure_virtual_call() { return simpleguest::square().sides(); }
+
+std::int64_t allocate_too_much(std::int64_t bytes) {
+    auto* p = new std::uint8_t[static_cast<std::size_t>(bytes)];
+    __asm__ volatile("" : "+r"(p) : : "memory");  // keep the allocation from being optimized away
+    p[0] = 1;
+    const std::int64_t r = p[0];
+    delete[] p;
+    return r;
+}
 
 // Hyperlight's sample workload: 24 KiB in, 8 KiB out.
 std::vector<std::uint8_t> in24k_out8k(std::span<const std::uint8_t> input) {
@@ -118,6 +227,27 @@ extern "C" void hl_guest_init() {
     register_function<echo_bool>("EchoBool");
     register_function<echo_bytes>("EchoBytes");
     register_function<add>("Add");
+    register_function<add_local>("AddLocal");
+    register_function<print_output>("PrintOutput");
+    register_function<log_message>("LogMessage");
+    register_function<call_host_many_times>("CallHostManyTimes");
+    register_function<call_host>("CallHost");
+    register_function<handle_host_error>("HandleHostError");
+    register_function<abort_with>("Abort");
+    register_function<print_then_abort>("PrintThenAbort");
+    register_function<string_through_host>("StringThroughHost");
+    register_function<bytes_through_host>("BytesThroughHost");
+    register_function<double_through_host>("DoubleThroughHost");
+    register_function<float_through_host>("FloatThroughHost");
+    register_function<uint64_through_host>("UInt64ThroughHost");
+    register_function<bool_through_host>("BoolThroughHost");
+    register_function<void_through_host>("VoidThroughHost");
+    register_function<return_guest_error>("ReturnGuestError");
+    register_function<log_lots>("LogLots");
+    register_function<print_lots>("PrintLots");
+    register_function<assert_false>("AssertFalse");
+    register_function<pure_virtual_call>("PureVirtualCall");
+    register_function<allocate_too_much>("AllocateTooMuch");
     register_function<in24k_out8k>("24K_in_8K_out");
     register_function<large_parameters>("LargeParameters");
     register_function<format_all>("FormatAll");

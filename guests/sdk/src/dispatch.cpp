@@ -14,6 +14,7 @@ struct hl_result {
     fb::ReturnValue type = fb::ReturnValue::NONE;
     flatbuffers::Offset<void> value{};
     bool failed = false;
+    fb::ErrorKind error_kind = fb::ErrorKind::User;
     std::int32_t error_code = 0;
     flatbuffers::Offset<flatbuffers::String> error_message{};
 };
@@ -167,8 +168,10 @@ void dispatch_call() {
     hl_result result;
     result.builder = &builder;
     f->fn(args, nargs, &result);
+    // The function's host calls and printing reused the output buffer; flush what it printed last.
+    flush_output();
     if (result.failed) {
-        auto err = fb::CreateGuestError(builder, fb::ErrorKind::User, result.error_code, result.error_message);
+        auto err = fb::CreateGuestError(builder, result.error_kind, result.error_code, result.error_message);
         builder.Finish(fb::CreateFunctionCallResult(builder, fb::ReturnValue::NONE, 0, err));
     } else {
         if (f->return_type == HL_TYPE_VOID) {
@@ -259,7 +262,15 @@ void hl_return_bytes(hl_result* r, const std::uint8_t* data, std::size_t len) {
 
 void hl_return_error(hl_result* r, std::int32_t code, const char* message) {
     r->failed = true;
+    r->error_kind = fb::ErrorKind::User;
     r->error_code = code;
     r->error_message = r->builder->CreateString(message ? message : "");
+}
+
+void hl_return_call_error(hl_result* r, const hl_error* error) {
+    hl_return_error(r, error->code, error->message);
+    if (static_cast<unsigned>(error->kind) <= static_cast<unsigned>(fb::ErrorKind::MAX)) {
+        r->error_kind = static_cast<fb::ErrorKind>(error->kind);
+    }
 }
 }

@@ -22,6 +22,7 @@ const hl_peb* boot_info = nullptr;
 const hl_peb& peb() { return *boot_info; }
 
 bool write_output(const void* data, std::size_t size) {
+    flush_output();
     const hl_peb& p = peb();
     if (size > p.output_size - HL_BUFFER_HEADER_SIZE) return false;
     auto* out = reinterpret_cast<unsigned char*>(p.output_addr);
@@ -32,6 +33,7 @@ bool write_output(const void* data, std::size_t size) {
 }
 
 void finish(std::uint32_t status) {
+    flush_output();
     for (;;) out32(HL_PORT_DONE, status);
 }
 

@@ -18,6 +18,9 @@ const hl_peb& peb();
 /// Copies a message into the output buffer (header + bytes). Returns false when it does not fit.
 bool write_output(const void* data, std::size_t size);
 
+/// Sends pending printf text to the host. Called before every other use of the output buffer.
+void flush_output();
+
 /// Tells the host the operation is over. The host re-enters the guest for the next one, never here.
 [[noreturn]] void finish(std::uint32_t status);
 

@@ -82,6 +82,78 @@ void hl_return_bytes(hl_result *result, const uint8_t *data, size_t len);
 /* Fails the call: the host sees errc::guest_error with this code and message; the sandbox stays usable. */
 void hl_return_error(hl_result *result, int32_t code, const char *message);
 
+/* Why a call failed: the wire protocol's ErrorKind. */
+typedef enum hl_error_kind {
+    HL_ERROR_USER,                /* a guest function's own error (hl_return_error) */
+    HL_ERROR_FUNCTION_NOT_FOUND,  /* no function with that name */
+    HL_ERROR_PARAMETER_MISMATCH,  /* wrong argument count or types */
+    HL_ERROR_RETURN_TYPE_MISMATCH,
+    HL_ERROR_MALFORMED_CALL,
+    HL_ERROR_OUT_OF_MEMORY,
+    HL_ERROR_RESULT_TOO_LARGE,    /* the result does not fit the output buffer */
+    HL_ERROR_HOST_FUNCTION,       /* the host function threw; the message is its exception's */
+    HL_ERROR_ARGUMENT_TOO_LARGE,  /* the call does not fit the output buffer */
+} hl_error_kind;
+
+typedef struct hl_error {
+    hl_error_kind kind;
+    int32_t code;
+    const char *message; /* NUL-terminated; valid until the next hl_call_host() */
+} hl_error;
+
+/* Calls the host function `name`. On success returns 0 and stores the result in *result (whose
+ * type is `return_type`; strings and bytes point into the output buffer and stay valid until the
+ * next call into the host: hl_call_host, printing, logging). On failure returns -1 and fills *error.
+ * One exit per call. */
+int hl_call_host(const char *name, hl_type return_type, const hl_value *args, size_t nargs, hl_value *result,
+                 hl_error *error);
+
+/* Typed getters: store the value and return true when `value` holds that type. */
+bool hl_value_get_int32(const hl_value *value, int32_t *out);
+bool hl_value_get_uint32(const hl_value *value, uint32_t *out);
+bool hl_value_get_int64(const hl_value *value, int64_t *out);
+bool hl_value_get_uint64(const hl_value *value, uint64_t *out);
+bool hl_value_get_float(const hl_value *value, float *out);
+bool hl_value_get_double(const hl_value *value, double *out);
+bool hl_value_get_bool(const hl_value *value, bool *out);
+bool hl_value_get_string(const hl_value *value, const char **data, size_t *len);
+bool hl_value_get_bytes(const hl_value *value, const uint8_t **data, size_t *len);
+
+/* Fails the call with an error received from hl_call_host, unchanged: a host function's exception
+ * reaches the host caller as errc::host_function_error with its message. */
+void hl_return_call_error(hl_result *result, const hl_error *error);
+
+/* Guest logging. Records below the sandbox's log level are dropped here, without leaving the guest. */
+typedef enum hl_log_level {
+    HL_LOG_TRACE,
+    HL_LOG_DEBUG,
+    HL_LOG_INFO,
+    HL_LOG_WARNING,
+    HL_LOG_ERROR,
+    HL_LOG_CRITICAL,
+} hl_log_level;
+
+bool hl_log_enabled(hl_log_level level);
+__attribute__((format(printf, 4, 5))) void hl_log(hl_log_level level, const char *file, uint32_t line,
+                                                   const char *format, ...);
+
+#define HL_LOG(level, ...) \
+    do { \
+        if (hl_log_enabled(level)) hl_log(level, __FILE__, __LINE__, __VA_ARGS__); \
+    } while (0)
+#define HL_TRACE(...) HL_LOG(HL_LOG_TRACE, __VA_ARGS__)
+#define HL_DEBUG(...) HL_LOG(HL_LOG_DEBUG, __VA_ARGS__)
+#define HL_INFO(...) HL_LOG(HL_LOG_INFO, __VA_ARGS__)
+#define HL_WARNING(...) HL_LOG(HL_LOG_WARNING, __VA_ARGS__)
+#define HL_ERROR(...) HL_LOG(HL_LOG_ERROR, __VA_ARGS__)
+#define HL_CRITICAL(...) HL_LOG(HL_LOG_CRITICAL, __VA_ARGS__)
+
+/* printf, vprintf, puts and putchar (from <stdio.h>) write to the host's print handler: buffered in
+ * the guest and sent a line at a time, or when the buffer (the output buffer) is full. */
+
+/* Sends buffered printf output now. The SDK does this itself before every other exit. */
+void hl_flush_output(void);
+
 /* Ends the guest: the host sees errc::guest_aborted with this code and message and poisons the sandbox. */
 __attribute__((noreturn)) void hl_abort(uint32_t code, const char *message);
 
