@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 
 #include "guest_paths.hpp"
@@ -16,6 +17,9 @@ struct fault_case {
     const char* must_mention;  // a word the message has to contain
 };
 
+void PrintTo(const fault_case& c, std::ostream* os) { *os << c.function; }
+
+
 class GuestFault : public ::testing::TestWithParam<std::tuple<const char*, fault_case>> {
 protected:
     void SetUp() override { HL_REQUIRE_KVM(); }
@@ -24,7 +28,7 @@ protected:
 TEST_P(GuestFault, IsReportedByNameAndPoisonsTheSandbox) {
     const auto& [guest, c] = GetParam();
     auto sb = hl::uninitialized_sandbox::from_file(guest).evolve();
-    ASSERT_EQ(sb.call<std::int32_t>("Add", 1, 1), 2);
+    ASSERT_EQ(sb.call<std::int32_t>("AddLocal", 1, 1), 2);
     try {
         if (std::string(c.function) == "DivideByZero") {
             sb.call<std::int32_t>(c.function, 1, 0);
@@ -42,7 +46,7 @@ TEST_P(GuestFault, IsReportedByNameAndPoisonsTheSandbox) {
     }
     EXPECT_TRUE(sb.poisoned());
     try {
-        sb.call<std::int32_t>("Add", 1, 1);
+        sb.call<std::int32_t>("AddLocal", 1, 1);
         FAIL() << "a poisoned sandbox ran a call";
     } catch (const hl::error& e) {
         EXPECT_EQ(e.code(), errc::poisoned) << e.what();

@@ -14,6 +14,7 @@ std::string kvm_unavailable_reason();
 
 inline const char* simpleguest() { return HL_SIMPLEGUEST; }
 inline const char* c_simpleguest() { return HL_C_SIMPLEGUEST; }
+inline const char* hostileguest() { return HL_HOSTILEGUEST; }
 
 /// Number of open file descriptors of this process.
 int open_fd_count();

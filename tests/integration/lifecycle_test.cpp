@@ -32,7 +32,7 @@ TEST(Lifecycle, CreatingAndDroppingTwoHundredSandboxesLeaksNoDescriptorsOrMappin
     HL_REQUIRE_KVM();
     auto cycle = [] {
         auto sb = hl::uninitialized_sandbox::from_file(hl::test::simpleguest()).evolve();
-        ASSERT_EQ(sb.call<std::int32_t>("Add", 2, 3), 5);
+        ASSERT_EQ(sb.call<std::int32_t>("AddLocal", 2, 3), 5);
     };
     for (int i = 0; i < 5; ++i) cycle();  // first-use allocations (the KVM handle, capstone, heap arenas)
     const int fds = hl::test::open_fd_count();

@@ -17,7 +17,9 @@ class BothGuests : public ::testing::TestWithParam<const char*> {
 protected:
     void SetUp() override { HL_REQUIRE_KVM(); }
     hl::multi_use_sandbox make(const hl::sandbox_config& config = {}) {
-        return hl::uninitialized_sandbox::from_file(GetParam(), config).evolve();
+        auto u = hl::uninitialized_sandbox::from_file(GetParam(), config);
+        u.register_host_function("HostAdd", [](std::int32_t a, std::int32_t b) { return a + b; });
+        return std::move(u).evolve();
     }
 };
 
