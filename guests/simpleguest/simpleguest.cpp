@@ -4,6 +4,8 @@
 #include <cassert>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <new>
 #include <span>
 #include <string>
 #include <string_view>
@@ -181,6 +183,61 @@ std::int64_t heap_churn(std::int32_t n) {
     return total;
 }
 
+// State that must not survive a restore: a heap-allocated secret.
+std::string* secret = nullptr;
+void store_secret(std::string value) {
+    delete secret;
+    secret = new std::string(std::move(value));
+}
+std::string get_secret() { return secret ? *secret : std::string(); }
+
+bool contains(const unsigned char* data, std::size_t size, std::string_view needle) {
+    return std::string_view(reinterpret_cast<const char*>(data), size).find(needle) != std::string_view::npos;
+}
+
+// Whether the output buffer still holds `needle` from an earlier call (this call has written nothing yet).
+bool output_buffer_contains(std::string_view needle) {
+    const hl_peb* peb = hl_get_peb();
+    return contains(reinterpret_cast<const unsigned char*>(peb->output_addr), peb->output_size, needle);
+}
+
+// Whether the input buffer, past this call's own message, still holds `needle` from an earlier call.
+bool input_buffer_tail_contains(std::string_view needle) {
+    const hl_peb* peb = hl_get_peb();
+    const auto* base = reinterpret_cast<const unsigned char*>(peb->input_addr);
+    std::uint64_t used;
+    std::memcpy(&used, base, sizeof used);
+    const std::uint64_t start = HL_BUFFER_HEADER_SIZE + used;
+    return contains(base + start, peb->input_size - start, needle);
+}
+
+// FPU/SSE state that lives in the vCPU, not in memory: xmm15 and MXCSR's rounding mode.
+void set_fpu_state(std::uint64_t bits) {
+    std::uint32_t mxcsr = 0x1f80 | (3u << 13);  // round toward zero
+    __asm__ volatile("movq %0, %%xmm15\n\tldmxcsr %1" : : "r"(bits), "m"(mxcsr) : "xmm15");
+}
+std::string get_fpu_state() {
+    std::uint64_t bits;
+    std::uint32_t mxcsr;
+    __asm__ volatile("movq %%xmm15, %0\n\tstmxcsr %1" : "=r"(bits), "=m"(mxcsr));
+    char text[64];
+    std::snprintf(text, sizeof text, "xmm15=%llx mxcsr=%x", static_cast<unsigned long long>(bits), mxcsr);
+    return text;
+}
+
+// Writes `pages` distinct heap pages (for restore measurements); returns how many it wrote.
+std::int32_t dirty_pages(std::int32_t pages) {
+    static std::uint8_t* area = nullptr;
+    static std::int32_t area_pages = 0;
+    if (area_pages < pages) {
+        ::operator delete[](area, std::align_val_t(4096));
+        area = static_cast<std::uint8_t*>(::operator new[](static_cast<std::size_t>(pages) * 4096, std::align_val_t(4096)));
+        area_pages = pages;
+    }
+    for (std::int32_t i = 0; i < pages; ++i) area[static_cast<std::size_t>(i) * 4096] = static_cast<std::uint8_t>(i + 1);
+    return pages;
+}
+
 void spin() {
     for (;;) __asm__ volatile("pause");
 }
@@ -255,6 +312,13 @@ extern "C" void hl_guest_init() {
     register_function<increment_counter>("IncrementCounter");
     register_function<heap_churn>("HeapChurn");
     register_function<spin>("Spin");
+    register_function<store_secret>("StoreSecret");
+    register_function<get_secret>("GetSecret");
+    register_function<output_buffer_contains>("OutputBufferContains");
+    register_function<input_buffer_tail_contains>("InputBufferTailContains");
+    register_function<set_fpu_state>("SetFpuState");
+    register_function<get_fpu_state>("GetFpuState");
+    register_function<dirty_pages>("DirtyPages");
     register_function<read_null>("ReadNull");
     register_function<write_null>("WriteNull");
     register_function<invalid_opcode>("InvalidOpcode");

@@ -28,6 +28,7 @@ enum class errc {
     invalid_guest,         ///< the guest binary is not a loadable hyperlight guest
     host_function_error,   ///< a host function failed; its message is carried along
     vm_error,              ///< KVM reported a failure the library cannot recover from; poisons
+    snapshot_mismatch,     ///< the snapshot belongs to another guest or memory layout
 };
 
 const std::error_category& error_category() noexcept;

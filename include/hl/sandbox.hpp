@@ -14,6 +14,7 @@
 #include "hl/error.hpp"
 #include "hl/host_function.hpp"
 #include "hl/log.hpp"
+#include "hl/snapshot.hpp"
 #include "hl/value.hpp"
 
 namespace hl {
@@ -80,6 +81,12 @@ private:
 /// Thread-safety: one thread at a time; calls do not nest.
 class multi_use_sandbox {
 public:
+    /// A ready sandbox whose memory maps `snap` copy-on-write: the guest's initialisation does not run
+    /// again, and any number of sandboxes share the snapshot's pages until they write to them. Host
+    /// functions, handlers and the log level are not part of a snapshot: register them on the new
+    /// sandbox before calling.
+    static multi_use_sandbox from_snapshot(std::shared_ptr<const hl::snapshot> snap);
+
     multi_use_sandbox(multi_use_sandbox&&) noexcept;
     multi_use_sandbox& operator=(multi_use_sandbox&&) noexcept;
     ~multi_use_sandbox();
@@ -117,6 +124,28 @@ public:
     return_value call_dynamic(std::string_view name, value_type return_type, std::span<const argument> args);
     return_value call_dynamic(std::error_code& ec, std::string_view name, value_type return_type,
                               std::span<const argument> args) noexcept;
+
+    /// Captures guest memory and vCPU state. Between calls only; throws errc::poisoned on a poisoned
+    /// sandbox. Afterwards, restoring this snapshot costs in proportion to the pages written since.
+    std::shared_ptr<const hl::snapshot> snapshot();
+
+    /// Puts guest memory and vCPU state back to `snap` and clears poison. Copies only the pages
+    /// written since the sandbox last matched `snap` (its last snapshot or restore), or every page
+    /// either may hold for another snapshot. Throws errc::snapshot_mismatch, changing nothing, when
+    /// `snap` comes from another guest or configuration.
+    void restore(const std::shared_ptr<const hl::snapshot>& snap);
+
+    /// Calls, then restores `snap` whether the call succeeded or not (Hyperlight's call-with-restore
+    /// pattern): the next caller finds the sandbox exactly as `snap`. Rethrows the call's error.
+    template <class R = void, class... Args>
+        requires(detail::return_type<R> && sizeof...(Args) <= max_parameters)
+    R call_with_restore(const std::shared_ptr<const hl::snapshot>& snap, std::string_view name, const Args&... args) {
+        const argument arguments[sizeof...(Args) + 1] = {detail::to_argument(args)..., argument{}};
+        return detail::from_return_value<R>(call_dynamic_with_restore(snap, name, detail::value_traits<R>::type,
+                                                                      std::span(arguments, sizeof...(Args))));
+    }
+    return_value call_dynamic_with_restore(const std::shared_ptr<const hl::snapshot>& snap, std::string_view name,
+                                           value_type return_type, std::span<const argument> args);
 
     /// The message of the last failed call (empty if none failed yet).
     const std::string& last_error() const noexcept;

@@ -8,21 +8,26 @@
 #include <type_traits>
 
 #include "mem/address.hpp"
+#include "mem/page_bitmap.hpp"
 #include "util/mapping.hpp"
-#include "util/unique_fd.hpp"
 
 namespace hl::mem {
 
-/// A sandbox's guest memory: one memfd, mapped shared into the host and handed to KVM as one slot at
-/// guest physical address 0. This is the only place that turns a guest address into a host pointer;
-/// every access is bounds-checked, so a guest-provided address or length can never reach outside.
+/// A sandbox's guest memory, handed to KVM as one slot at guest physical address 0: either a fresh
+/// memfd mapped shared, or a snapshot's memfd mapped private (copy-on-write, so many sandboxes share
+/// one copy). This is the only place that turns a guest address into a host pointer; every access is
+/// bounds-checked, so a guest-provided address or length can never reach outside. Writes through
+/// span() are recorded page by page (KVM's dirty log only sees the guest's own writes).
 class guest_memory {
 public:
     /// Creates zeroed memory of `size` bytes (a multiple of the page size). Throws std::system_error.
     static guest_memory create(std::uint64_t size);
 
+    /// Maps `size` bytes of the file `fd` privately: reads see the file, writes stay in this mapping.
+    static guest_memory map_private(int fd, std::uint64_t size);
+
     std::uint64_t size() const noexcept { return map_.size(); }
-    int fd() const noexcept { return fd_.get(); }
+    std::uint64_t pages() const noexcept { return map_.size() / page_size; }
     /// The host address of guest address 0, for KVM_SET_USER_MEMORY_REGION only.
     void* host_base() const noexcept { return map_.data(); }
 
@@ -32,9 +37,19 @@ public:
     }
 
     /// The host view of [addr, addr + len). Throws hl::error(errc::protocol_error) when out of bounds:
-    /// callers pass guest-controlled values through here unchecked.
+    /// callers pass guest-controlled values through here unchecked. The mutable view marks the pages
+    /// host-written.
     std::span<std::byte> span(gpa addr, std::uint64_t len);
     std::span<const std::byte> span(gpa addr, std::uint64_t len) const;
+
+    /// Restore's writes: copy pages from `source` (the same offsets in a snapshot), or zero them,
+    /// without recording them as host-written.
+    void copy_pages_from(std::uint64_t first_page, std::uint64_t count, const std::byte* source);
+    void zero_pages(std::uint64_t first_page, std::uint64_t count);
+
+    /// Pages written through span() since the last clear_host_written().
+    const page_bitmap& host_written() const noexcept { return host_written_; }
+    void clear_host_written() noexcept { host_written_.clear(); }
 
     template <class T>
         requires std::is_trivially_copyable_v<T>
@@ -51,10 +66,12 @@ public:
     }
 
 private:
-    guest_memory(util::unique_fd fd, util::mapping map) noexcept : fd_(std::move(fd)), map_(std::move(map)) {}
+    void check(gpa addr, std::uint64_t len) const;
 
-    util::unique_fd fd_;
+    explicit guest_memory(util::mapping map) : map_(std::move(map)), host_written_(map_.size() / page_size) {}
+
     util::mapping map_;
+    page_bitmap host_written_;
 };
 
 }  // namespace hl::mem

@@ -64,6 +64,8 @@ public:
     /// in address order.
     std::vector<region> fixed_regions() const;
 
+    bool operator==(const layout&) const noexcept = default;
+
 private:
     layout() = default;
 

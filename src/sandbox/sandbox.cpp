@@ -75,6 +75,28 @@ multi_use_sandbox uninitialized_sandbox::evolve() && {
 }
 
 multi_use_sandbox::multi_use_sandbox(std::unique_ptr<detail::sandbox_core> core) noexcept : core_(std::move(core)) {}
+
+multi_use_sandbox multi_use_sandbox::from_snapshot(std::shared_ptr<const hl::snapshot> snap) {
+    return multi_use_sandbox(detail::sandbox_core::create_from(std::move(snap)));
+}
+
+std::shared_ptr<const hl::snapshot> multi_use_sandbox::snapshot() { return core_->take_snapshot(); }
+
+void multi_use_sandbox::restore(const std::shared_ptr<const hl::snapshot>& snap) { core_->restore(snap); }
+
+return_value multi_use_sandbox::call_dynamic_with_restore(const std::shared_ptr<const hl::snapshot>& snap,
+                                                          std::string_view name, value_type return_type,
+                                                          std::span<const argument> args) {
+    return_value result;
+    try {
+        result = call_dynamic(name, return_type, args);
+    } catch (...) {
+        core_->restore(snap);
+        throw;
+    }
+    core_->restore(snap);
+    return result;
+}
 multi_use_sandbox::multi_use_sandbox(multi_use_sandbox&&) noexcept = default;
 multi_use_sandbox& multi_use_sandbox::operator=(multi_use_sandbox&&) noexcept = default;
 multi_use_sandbox::~multi_use_sandbox() = default;

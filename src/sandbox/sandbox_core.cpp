@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "hl/abi/hl_abi.h"
 #include "loader/elf_image.hpp"
@@ -32,6 +33,19 @@ const char* segment_name(loader::access a) {
     return "guest read-only data";
 }
 
+// 64-bit FNV-1a over 8-byte words: identifies a guest image cheaply (not a cryptographic hash).
+std::uint64_t hash_bytes(std::span<const std::byte> bytes) {
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    std::size_t i = 0;
+    for (; i + 8 <= bytes.size(); i += 8) {
+        std::uint64_t w;
+        std::memcpy(&w, bytes.data() + i, 8);
+        h = (h ^ w) * 0x100000001b3ull;
+    }
+    for (; i < bytes.size(); ++i) h = (h ^ static_cast<std::uint64_t>(bytes[i])) * 0x100000001b3ull;
+    return h;
+}
+
 errc errc_for(protocol::guest_error_kind kind) {
     switch (kind) {
     case protocol::guest_error_kind::user: return errc::guest_error;
@@ -49,9 +63,12 @@ errc errc_for(protocol::guest_error_kind kind) {
 
 }  // namespace
 
-sandbox_core::sandbox_core(mem::layout layout, mem::guest_memory memory, std::vector<mem::region> regions,
-                           mem::gpa entry) noexcept
-    : layout_(layout), memory_(std::move(memory)), regions_(std::move(regions)), entry_(entry) {}
+sandbox_core::sandbox_core(std::shared_ptr<const sandbox_image> image, mem::guest_memory memory) noexcept
+    : image_(std::move(image)),
+      layout_(image_->layout),
+      memory_(std::move(memory)),
+      populated_(memory_.pages()),
+      dirty_(memory_.pages()) {}
 
 std::unique_ptr<sandbox_core> sandbox_core::create(std::vector<std::byte> elf, const sandbox_config& config) {
     const auto image = loader::elf_image::parse(std::move(elf));
@@ -85,14 +102,17 @@ std::unique_ptr<sandbox_core> sandbox_core::create(std::vector<std::byte> elf, c
     peb.image_size = layout.image_size();
     memory.write(layout.peb(), peb);
 
-    auto core = std::unique_ptr<sandbox_core>(
-        new sandbox_core(layout, std::move(memory), std::move(regions), layout.image() + image.entry_offset()));
-    core->setup_ = setup;
+    auto shared = std::make_shared<sandbox_image>(sandbox_image{
+        layout, std::move(regions), layout.image() + image.entry_offset(), setup,
+        hash_bytes(std::as_const(memory).span(layout.image(), layout.image_size()))});
+    auto core = std::unique_ptr<sandbox_core>(new sandbox_core(std::move(shared), std::move(memory)));
+    core->populated_ = core->memory_.host_written();
+    core->memory_.clear_host_written();
     return core;
 }
 
 void sandbox_core::initialize() {
-    vm_.emplace(vmm::vm::create(memory_, setup_));
+    vm_.emplace(vmm::vm::create(memory_, image_->setup));
     enter(HL_OP_INIT);
 }
 
@@ -158,7 +178,7 @@ return_value sandbox_core::read_result(std::string_view name, value_type return_
 
 void sandbox_core::enter(std::uint64_t op) {
     vmm::registers r;
-    r.rip = entry_.value;
+    r.rip = image_->entry.value;
     r.rsp = layout_.stack_top().value - 8;  // as if called: the ABI wants rsp + 8 16-byte aligned
     r.rdi = layout_.peb().value;
     r.rsi = op;
@@ -255,9 +275,10 @@ void sandbox_core::throw_fault() {
 }
 
 const mem::region* sandbox_core::region_at(mem::gpa address) const noexcept {
-    auto it = std::upper_bound(regions_.begin(), regions_.end(), address,
+    const auto& regions = image_->regions;
+    auto it = std::upper_bound(regions.begin(), regions.end(), address,
                                [](mem::gpa a, const mem::region& r) { return a < r.begin; });
-    if (it == regions_.begin()) return nullptr;
+    if (it == regions.begin()) return nullptr;
     --it;
     return it->contains(address) ? &*it : nullptr;
 }

@@ -9,17 +9,20 @@
 #include <string_view>
 #include <vector>
 
-#include <flatbuffers/flatbuffers.h>
-
 #include <unordered_map>
+
+#include <flatbuffers/flatbuffers.h>
 
 #include "hl/config.hpp"
 #include "hl/error.hpp"
 #include "hl/host_function.hpp"
 #include "hl/log.hpp"
+#include "hl/snapshot.hpp"
 #include "hl/value.hpp"
 #include "mem/guest_memory.hpp"
 #include "mem/layout.hpp"
+#include "mem/page_bitmap.hpp"
+#include "sandbox/sandbox_image.hpp"
 #include "vmm/vm.hpp"
 
 namespace hl::detail {
@@ -31,8 +34,15 @@ public:
     /// Validates and loads the guest ELF into fresh memory; no VM yet.
     static std::unique_ptr<sandbox_core> create(std::vector<std::byte> elf, const sandbox_config& config);
 
+    /// A ready sandbox whose memory maps `snap` copy-on-write; the guest's initialisation is not run.
+    static std::unique_ptr<sandbox_core> create_from(std::shared_ptr<const snapshot> snap);
+
     /// Creates the VM and runs the guest's initialisation.
     void initialize();
+
+    /// Snapshot and restore (snapshot.cpp).
+    std::shared_ptr<const snapshot> take_snapshot();
+    void restore(const std::shared_ptr<const snapshot>& snap);
 
     return_value call(std::string_view name, value_type return_type, std::span<const argument> args);
 
@@ -44,8 +54,11 @@ public:
     void set_log_level(log_level level);
 
 private:
-    sandbox_core(mem::layout layout, mem::guest_memory memory, std::vector<mem::region> regions,
-                 mem::gpa entry) noexcept;
+    sandbox_core(std::shared_ptr<const sandbox_image> image, mem::guest_memory memory) noexcept;
+
+    /// Gathers the pages written since the last snapshot or restore (by the guest and by the host)
+    /// into dirty_, and records them as populated.
+    void collect_dirty_pages();
 
     /// Enters the guest for `op` and runs it until it reports done. Throws (and poisons) on any other
     /// way out: abort, fault, a protocol violation.
@@ -68,12 +81,13 @@ private:
     const mem::region* region_at(mem::gpa address) const noexcept;
     std::string describe(std::uint64_t address) const;
 
-    mem::layout layout_;
+    std::shared_ptr<const sandbox_image> image_;
+    const mem::layout& layout_;  // image_->layout
     mem::guest_memory memory_;
-    std::vector<mem::region> regions_;  // every mapped region, sorted by address
-    mem::gpa entry_;
-    vmm::cpu_setup setup_;
     std::optional<vmm::vm> vm_;
+    std::shared_ptr<const snapshot> base_;  // memory equals it, except for the pages written since
+    mem::page_bitmap populated_;           // pages that may hold non-zero data
+    mem::page_bitmap dirty_;               // scratch for collect_dirty_pages()
     flatbuffers::FlatBufferBuilder builder_{1024};
     std::string poison_reason_;
     std::unordered_map<std::string, host_function> host_functions_;

@@ -19,6 +19,8 @@ namespace hl::vmm {
 namespace {
 
 static_assert(sizeof(registers) == sizeof(kvm_regs), "registers mirrors kvm_regs field for field");
+static_assert(sizeof(saved_cpu::sregs) == sizeof(kvm_sregs) && sizeof(saved_cpu::xsave) == sizeof(kvm_xsave),
+              "saved_cpu holds kvm_sregs and kvm_xsave");
 
 constexpr std::uint64_t cr0_pe = 1u << 0, cr0_mp = 1u << 1, cr0_et = 1u << 4, cr0_ne = 1u << 5,
                         cr0_wp = 1u << 16, cr0_pg = 1u << 31;
@@ -67,7 +69,8 @@ private:
         }
         for (auto [cap, name] : {std::pair{KVM_CAP_SYNC_REGS, "KVM_CAP_SYNC_REGS"},
                                  std::pair{KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"},
-                                 std::pair{KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"}}) {
+                                 std::pair{KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"},
+                                 std::pair{KVM_CAP_XSAVE, "KVM_CAP_XSAVE"}}) {
             if (::ioctl(h.fd.get(), KVM_CHECK_EXTENSION, cap) <= 0) {
                 throw error(errc::kvm_unavailable, util::strfmt("this kernel's KVM lacks %s (Linux 4.16 or later is needed)", name));
             }
@@ -102,8 +105,14 @@ kvm_segment user_segment(std::uint16_t selector, bool code) {
 
 }  // namespace
 
-vm::vm(util::unique_fd vm_fd, util::unique_fd vcpu_fd, util::mapping run, cpu_setup setup) noexcept
-    : vm_fd_(std::move(vm_fd)), vcpu_fd_(std::move(vcpu_fd)), run_(std::move(run)), setup_(setup) {}
+vm::vm(util::unique_fd vm_fd, util::unique_fd vcpu_fd, util::mapping run, cpu_setup setup, std::uint64_t pages,
+       bool manual_protect) noexcept
+    : vm_fd_(std::move(vm_fd)),
+      vcpu_fd_(std::move(vcpu_fd)),
+      run_(std::move(run)),
+      setup_(setup),
+      pages_(pages),
+      manual_protect_(manual_protect) {}
 
 vm::~vm() = default;
 
@@ -113,8 +122,19 @@ vm vm::create(const mem::guest_memory& memory, const cpu_setup& setup) {
     util::unique_fd vm_fd(::ioctl(hv.fd.get(), KVM_CREATE_VM, 0));
     if (!vm_fd) throw_errno("KVM_CREATE_VM");
 
+    // With manual protection, fetching the dirty log does not re-protect every page at once; the
+    // host re-arms exactly the pages it fetched with KVM_CLEAR_DIRTY_LOG.
+    bool manual_protect = false;
+    if (::ioctl(hv.fd.get(), KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) > 0) {
+        kvm_enable_cap cap{};
+        cap.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2;
+        cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
+        manual_protect = ::ioctl(vm_fd.get(), KVM_ENABLE_CAP, &cap) == 0;
+    }
+
     kvm_userspace_memory_region slot{};
     slot.slot = 0;
+    slot.flags = KVM_MEM_LOG_DIRTY_PAGES;
     slot.guest_phys_addr = 0;
     slot.memory_size = memory.size();
     slot.userspace_addr = reinterpret_cast<std::uint64_t>(memory.host_base());
@@ -125,7 +145,7 @@ vm vm::create(const mem::guest_memory& memory, const cpu_setup& setup) {
     void* run = ::mmap(nullptr, hv.run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu_fd.get(), 0);
     if (run == MAP_FAILED) throw_errno("mmap of the vCPU's kvm_run");
 
-    vm v(std::move(vm_fd), std::move(vcpu_fd), util::mapping(run, hv.run_size), setup);
+    vm v(std::move(vm_fd), std::move(vcpu_fd), util::mapping(run, hv.run_size), setup, memory.pages(), manual_protect);
     checked_ioctl(v.vcpu_fd_.get(), KVM_SET_CPUID2, hv.cpuid.data(), "KVM_SET_CPUID2");
     v.set_initial_cpu_state();
     v.run_state()->kvm_valid_regs = KVM_SYNC_X86_REGS;
@@ -180,6 +200,37 @@ void vm::set_registers(const registers& r) noexcept {
     kvm_run* run = run_state();
     std::memcpy(&run->s.regs.regs, &r, sizeof r);
     run->kvm_dirty_regs |= KVM_SYNC_X86_REGS;
+}
+
+saved_cpu vm::save_cpu() const {
+    saved_cpu state;
+    state.regs = regs();
+    checked_ioctl(vcpu_fd_.get(), KVM_GET_SREGS, state.sregs, "KVM_GET_SREGS");
+    checked_ioctl(vcpu_fd_.get(), KVM_GET_XSAVE, state.xsave, "KVM_GET_XSAVE");
+    return state;
+}
+
+void vm::restore_cpu(const saved_cpu& state) {
+    checked_ioctl(vcpu_fd_.get(), KVM_SET_XSAVE, state.xsave, "KVM_SET_XSAVE");
+    kvm_run* run = run_state();
+    std::memcpy(&run->s.regs.sregs, state.sregs, sizeof state.sregs);
+    std::memcpy(&run->s.regs.regs, &state.regs, sizeof state.regs);
+    run->kvm_dirty_regs |= KVM_SYNC_X86_SREGS | KVM_SYNC_X86_REGS;
+}
+
+void vm::fetch_dirty_pages(mem::page_bitmap& dirty) {
+    kvm_dirty_log log{};
+    log.slot = 0;
+    log.dirty_bitmap = dirty.data();
+    checked_ioctl(vm_fd_.get(), KVM_GET_DIRTY_LOG, &log, "KVM_GET_DIRTY_LOG");
+    if (manual_protect_ && dirty.count() > 0) {
+        kvm_clear_dirty_log clear{};
+        clear.slot = 0;
+        clear.first_page = 0;
+        clear.num_pages = static_cast<std::uint32_t>(pages_);
+        clear.dirty_bitmap = dirty.data();
+        checked_ioctl(vm_fd_.get(), KVM_CLEAR_DIRTY_LOG, &clear, "KVM_CLEAR_DIRTY_LOG");
+    }
 }
 
 std::uint64_t vm::read_cr2() const {

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "mem/guest_memory.hpp"
+#include "mem/page_bitmap.hpp"
 #include "util/mapping.hpp"
 #include "util/unique_fd.hpp"
 #include "vmm/vm_exit.hpp"
@@ -40,8 +41,19 @@ public:
     /// Puts the special registers, FPU/SSE state and CR2 back to their initial values, after a fault.
     void reset_cpu();
 
+    /// The vCPU's state, for a snapshot (two ioctls).
+    saved_cpu save_cpu() const;
+    /// Puts a saved state back: general and special registers go in with the next run (no ioctl),
+    /// FPU/SSE state (including MXCSR) with one ioctl.
+    void restore_cpu(const saved_cpu& state);
+
+    /// Fetches into `dirty` the pages the guest wrote since the last fetch (or since the VM was
+    /// created) and re-arms tracking for them. `dirty` must have one bit per page of the slot.
+    void fetch_dirty_pages(mem::page_bitmap& dirty);
+
 private:
-    vm(util::unique_fd vm_fd, util::unique_fd vcpu_fd, util::mapping run, cpu_setup setup) noexcept;
+    vm(util::unique_fd vm_fd, util::unique_fd vcpu_fd, util::mapping run, cpu_setup setup, std::uint64_t pages,
+       bool manual_protect) noexcept;
     kvm_run* run_state() const noexcept;
     void set_initial_cpu_state();
 
@@ -49,6 +61,8 @@ private:
     util::unique_fd vcpu_fd_;
     util::mapping run_;
     cpu_setup setup_;
+    std::uint64_t pages_;
+    bool manual_protect_;  // KVM_CLEAR_DIRTY_LOG re-arms only the pages fetched
 };
 
 }  // namespace hl::vmm

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace hl::vmm {
@@ -29,6 +30,14 @@ struct vm_exit {
     std::uint32_t value = 0;
     std::uint64_t address = 0;
     std::uint32_t detail = 0;
+};
+
+/// A vCPU's complete state for snapshots: general, special and FPU/SSE registers. Opaque above the
+/// hypervisor seam (the bytes are KVM's kvm_sregs and kvm_xsave: KVM_SET_FPU would not restore MXCSR).
+struct saved_cpu {
+    registers regs;
+    alignas(8) std::byte sregs[312];
+    alignas(8) std::byte xsave[4096];
 };
 
 /// The CPU state the host sets up once per vCPU and puts back after a fault.

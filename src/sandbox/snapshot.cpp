@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: Apache-2.0
+// Snapshots and restore. A restore copies back only the pages written since the sandbox last matched
+// the snapshot: KVM's dirty log names the guest's writes, guest_memory names the host's. Restoring a
+// different snapshot copies every page either side may hold.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+#include "sandbox/sandbox_core.hpp"
+#include "sandbox/snapshot_state.hpp"
+#include "util/strfmt.hpp"
+
+namespace hl {
+
+snapshot::snapshot(std::unique_ptr<state> s) noexcept : state_(std::move(s)) {}
+snapshot::~snapshot() = default;
+std::uint64_t snapshot::memory_size() const noexcept { return state_->view.size(); }
+std::uint64_t snapshot::stored_bytes() const noexcept { return state_->populated.count() * mem::page_size; }
+
+}  // namespace hl
+
+namespace hl::detail {
+namespace {
+
+[[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::system_category(), what); }
+
+// Copies the populated pages of `source` into a new memfd, seals it against any change and maps it
+// read-only.
+void store_memory(snapshot::state& s, const mem::guest_memory& source) {
+    const std::uint64_t size = source.size();
+    s.fd.reset(::memfd_create("hl-snapshot", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    if (!s.fd) throw_errno("memfd_create for a snapshot");
+    if (::ftruncate(s.fd.get(), static_cast<off_t>(size)) != 0) throw_errno("ftruncate of a snapshot");
+    {
+        void* rw = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, s.fd.get(), 0);
+        if (rw == MAP_FAILED) throw_errno("mmap of a new snapshot");
+        util::mapping writable(rw, size);
+        s.populated.for_each_run([&](std::uint64_t first, std::uint64_t count) {
+            const auto from = source.span(mem::gpa{first * mem::page_size}, count * mem::page_size);
+            std::memcpy(writable.data() + first * mem::page_size, from.data(), from.size());
+        });
+    }
+    if (::fcntl(s.fd.get(), F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+        throw_errno("sealing a snapshot");
+    }
+    void* ro = ::mmap(nullptr, size, PROT_READ, MAP_SHARED | MAP_NORESERVE, s.fd.get(), 0);
+    if (ro == MAP_FAILED) throw_errno("mmap of a snapshot");
+    s.view = util::mapping(ro, size);
+}
+
+// Restore copies pages one run at a time: runs of dirty pages normally. When more than this fraction
+// of the pages either side may hold are dirty, it copies all of those instead: fewer, longer copies,
+// and no bitmap walk. Either way, no page outside them is touched.
+constexpr std::uint64_t whole_copy_percent = 50;
+
+}  // namespace
+
+void sandbox_core::collect_dirty_pages() {
+    vm_->fetch_dirty_pages(dirty_);
+    dirty_ |= memory_.host_written();
+    memory_.clear_host_written();
+    populated_ |= dirty_;
+}
+
+std::shared_ptr<const snapshot> sandbox_core::take_snapshot() {
+    if (in_host_function_) throw error(errc::protocol_error, "cannot snapshot a sandbox from inside its host function");
+    if (poisoned()) {
+        throw error(errc::poisoned,
+                    util::strfmt("cannot snapshot a poisoned sandbox (%s); restore it first", poison_reason_.c_str()));
+    }
+    collect_dirty_pages();
+    auto state = std::make_unique<snapshot::state>();
+    state->image = image_;
+    state->populated = populated_;
+    store_memory(*state, memory_);
+    state->cpu = vm_->save_cpu();
+    base_ = std::shared_ptr<const snapshot>(new snapshot(std::move(state)));
+    return base_;
+}
+
+void sandbox_core::restore(const std::shared_ptr<const snapshot>& snap) {
+    if (!snap) throw error(errc::invalid_config, "restore() needs a snapshot, not a null pointer");
+    if (in_host_function_) throw error(errc::protocol_error, "cannot restore a sandbox from inside its host function");
+    const snapshot::state& s = *snap->state_;
+    if (!image_->compatible_with(*s.image)) {
+        throw error(errc::snapshot_mismatch,
+                    "the snapshot was taken from a different guest or memory layout; the sandbox is unchanged");
+    }
+
+    collect_dirty_pages();
+    mem::page_bitmap& pages = dirty_;  // the pages to bring back
+    if (base_ != snap) {
+        pages |= populated_;
+        pages |= s.populated;
+    }
+    if (pages.count() * 100 > populated_.count() * whole_copy_percent) {
+        pages |= populated_;
+        pages |= s.populated;
+    }
+    pages.for_each_run([&](std::uint64_t first, std::uint64_t count) {
+        // Split the run where the snapshot switches between stored pages and zero pages.
+        std::uint64_t start = first;
+        const std::uint64_t end = first + count;
+        while (start < end) {
+            const bool stored = s.populated.test(start);
+            std::uint64_t stop = start + 1;
+            while (stop < end && s.populated.test(stop) == stored) ++stop;
+            if (stored) {
+                memory_.copy_pages_from(start, stop - start, s.view.data());
+            } else {
+                memory_.zero_pages(start, stop - start);
+            }
+            start = stop;
+        }
+    });
+    populated_ |= s.populated;
+    vm_->restore_cpu(s.cpu);
+    poison_reason_.clear();
+    base_ = snap;
+}
+
+std::unique_ptr<sandbox_core> sandbox_core::create_from(std::shared_ptr<const snapshot> snap) {
+    if (!snap) throw error(errc::invalid_config, "from_snapshot() needs a snapshot, not a null pointer");
+    const snapshot::state& s = *snap->state_;
+    auto core = std::unique_ptr<sandbox_core>(
+        new sandbox_core(s.image, mem::guest_memory::map_private(s.fd.get(), s.view.size())));
+    core->populated_ = s.populated;
+    core->vm_.emplace(vmm::vm::create(core->memory_, s.image->setup));
+    core->vm_->restore_cpu(s.cpu);
+    core->base_ = std::move(snap);
+    return core;
+}
+
+}  // namespace hl::detail
