@@ -43,7 +43,12 @@ void guest_memory::check(gpa addr, std::uint64_t len) const {
 
 std::span<std::byte> guest_memory::span(gpa addr, std::uint64_t len) {
     check(addr, len);
-    host_written_.set_bytes(addr.value, len);
+    if (len > 0) {
+        for (std::uint64_t p = addr.value / page_size; p <= (addr.value + len - 1) / page_size; ++p) {
+            if (host_written_.word(p / 64) == 0) host_written_words_.push_back(static_cast<std::uint32_t>(p / 64));
+            host_written_.set(p);
+        }
+    }
     return {map_.data() + addr.value, static_cast<std::size_t>(len)};
 }
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <span>
 #include <type_traits>
+#include <vector>
 
 #include "mem/address.hpp"
 #include "mem/page_bitmap.hpp"
@@ -47,9 +48,14 @@ public:
     void copy_pages_from(std::uint64_t first_page, std::uint64_t count, const std::byte* source);
     void zero_pages(std::uint64_t first_page, std::uint64_t count);
 
-    /// Pages written through span() since the last clear_host_written().
+    /// Pages written through span() since the last clear_host_written(), and the indices of the
+    /// bitmap's non-zero words (unordered).
     const page_bitmap& host_written() const noexcept { return host_written_; }
-    void clear_host_written() noexcept { host_written_.clear(); }
+    const std::vector<std::uint32_t>& host_written_words() const noexcept { return host_written_words_; }
+    void clear_host_written() noexcept {
+        for (const auto w : host_written_words_) host_written_.word(w) = 0;
+        host_written_words_.clear();
+    }
 
     template <class T>
         requires std::is_trivially_copyable_v<T>
@@ -72,6 +78,7 @@ private:
 
     util::mapping map_;
     page_bitmap host_written_;
+    std::vector<std::uint32_t> host_written_words_;
 };
 
 }  // namespace hl::mem

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <bit>
+#include <utility>
 #include <cstdint>
 #include <vector>
 
@@ -34,21 +35,73 @@ public:
     }
 
     page_bitmap& operator|=(const page_bitmap& other) noexcept {
-        for (std::size_t i = 0; i < words_.size() && i < other.words_.size(); ++i) words_[i] |= other.words_[i];
+        merge(other);
         return *this;
+    }
+
+    /// Sets every page set in `other`; returns how many were not set before. Guest bitmaps are sparse,
+    /// so this (like count()) only counts bits in non-zero words: without hardware popcount, counting
+    /// every word of a 256 MiB sandbox's bitmap costs more than a whole restore.
+    std::uint64_t merge(const page_bitmap& other) noexcept {
+        std::uint64_t added = 0;
+        for (std::size_t i = 0; i < words_.size() && i < other.words_.size(); ++i) {
+            if (const std::uint64_t fresh = other.words_[i] & ~words_[i]) {
+                added += static_cast<std::uint64_t>(std::popcount(fresh));
+                words_[i] |= fresh;
+            }
+        }
+        return added;
+    }
+
+    /// Keeps only the pages also set in `other`.
+    page_bitmap& operator&=(const page_bitmap& other) noexcept {
+        for (std::size_t i = 0; i < words_.size(); ++i) words_[i] &= i < other.words_.size() ? other.words_[i] : 0;
+        return *this;
+    }
+
+    /// Clears the pages set in `other`.
+    void remove(const page_bitmap& other) noexcept {
+        for (std::size_t i = 0; i < words_.size() && i < other.words_.size(); ++i) words_[i] &= ~other.words_[i];
+    }
+
+    bool any() const noexcept {
+        for (auto w : words_) {
+            if (w) return true;
+        }
+        return false;
     }
 
     std::uint64_t count() const noexcept {
         std::uint64_t n = 0;
-        for (auto w : words_) n += static_cast<std::uint64_t>(std::popcount(w));
+        for (auto w : words_) {
+            if (w) n += static_cast<std::uint64_t>(std::popcount(w));
+        }
         return n;
+    }
+
+    std::size_t words() const noexcept { return words_.size(); }
+    std::uint64_t word(std::size_t i) const noexcept { return words_[i]; }
+    std::uint64_t& word(std::size_t i) noexcept { return words_[i]; }
+
+    /// Appends the indices of the non-zero words, in order: the handle for working on a sparse
+    /// bitmap without passing over all of it again.
+    void nonzero_words(std::vector<std::uint32_t>& out) const {
+        for (std::size_t i = 0; i < words_.size(); ++i) {
+            if (words_[i]) out.push_back(static_cast<std::uint32_t>(i));
+        }
     }
 
     /// Calls f(first_page, page_count) for every run of consecutive set pages, in order.
     template <class F>
     void for_each_run(F&& f) const {
+        for_each_run_in_words(all_words(), std::forward<F>(f));
+    }
+
+    /// As for_each_run(), looking only at the words listed (ascending): the others must be zero.
+    template <class Words, class F>
+    void for_each_run_in_words(const Words& indices, F&& f) const {
         std::uint64_t run_start = 0, run_length = 0;
-        for (std::size_t w = 0; w < words_.size(); ++w) {
+        for (const auto w : indices) {
             std::uint64_t bits = words_[w];
             if (bits == 0) continue;
             while (bits) {
@@ -67,6 +120,22 @@ public:
     }
 
 private:
+    struct index_range {
+        std::size_t n;
+        struct iterator {
+            std::size_t i;
+            std::size_t operator*() const noexcept { return i; }
+            iterator& operator++() noexcept {
+                ++i;
+                return *this;
+            }
+            bool operator!=(const iterator& o) const noexcept { return i != o.i; }
+        };
+        iterator begin() const noexcept { return {0}; }
+        iterator end() const noexcept { return {n}; }
+    };
+    index_range all_words() const noexcept { return {words_.size()}; }
+
     std::uint64_t pages_ = 0;
     std::vector<std::uint64_t> words_;
 };

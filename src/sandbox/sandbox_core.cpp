@@ -68,7 +68,9 @@ sandbox_core::sandbox_core(std::shared_ptr<const sandbox_image> image, mem::gues
       layout_(image_->layout),
       memory_(std::move(memory)),
       populated_(memory_.pages()),
-      dirty_(memory_.pages()) {}
+      dirty_(memory_.pages()),
+      previous_dirty_(memory_.pages()),
+      rearm_(memory_.pages()) {}
 
 std::unique_ptr<sandbox_core> sandbox_core::create(std::vector<std::byte> elf, const sandbox_config& config) {
     const auto image = loader::elf_image::parse(std::move(elf));
@@ -106,7 +108,7 @@ std::unique_ptr<sandbox_core> sandbox_core::create(std::vector<std::byte> elf, c
         layout, std::move(regions), layout.image() + image.entry_offset(), setup,
         hash_bytes(std::as_const(memory).span(layout.image(), layout.image_size()))});
     auto core = std::unique_ptr<sandbox_core>(new sandbox_core(std::move(shared), std::move(memory)));
-    core->populated_ = core->memory_.host_written();
+    core->populated_count_ = core->populated_.merge(core->memory_.host_written());
     core->memory_.clear_host_written();
     return core;
 }

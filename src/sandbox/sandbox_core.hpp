@@ -87,7 +87,15 @@ private:
     std::optional<vmm::vm> vm_;
     std::shared_ptr<const snapshot> base_;  // memory equals it, except for the pages written since
     mem::page_bitmap populated_;           // pages that may hold non-zero data
-    mem::page_bitmap dirty_;               // scratch for collect_dirty_pages()
+    std::uint64_t populated_count_ = 0;
+    // Filled by collect_dirty_pages(): the pages written since the last collection, and the indices
+    // of its non-zero words (ascending). Everything after the fetch touches only those words.
+    mem::page_bitmap dirty_;
+    std::vector<std::uint32_t> dirty_words_;
+    mem::page_bitmap previous_dirty_;  // the guest's dirty pages at the collection before
+    std::vector<std::uint32_t> previous_words_;
+    mem::page_bitmap rearm_;  // scratch, all zero between collections
+    std::uint64_t collections_ = 0;
     flatbuffers::FlatBufferBuilder builder_{1024};
     std::string poison_reason_;
     std::unordered_map<std::string, host_function> host_functions_;

@@ -15,5 +15,6 @@ struct hl::snapshot::state {
     util::unique_fd fd;           // sealed memfd: the guest memory
     util::mapping view;           // read-only shared mapping of fd
     mem::page_bitmap populated;   // pages held; every other page is zero
+    std::uint64_t populated_count = 0;
     vmm::saved_cpu cpu;
 };

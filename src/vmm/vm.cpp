@@ -5,6 +5,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <system_error>
@@ -223,14 +224,18 @@ void vm::fetch_dirty_pages(mem::page_bitmap& dirty) {
     log.slot = 0;
     log.dirty_bitmap = dirty.data();
     checked_ioctl(vm_fd_.get(), KVM_GET_DIRTY_LOG, &log, "KVM_GET_DIRTY_LOG");
-    if (manual_protect_ && dirty.count() > 0) {
-        kvm_clear_dirty_log clear{};
-        clear.slot = 0;
-        clear.first_page = 0;
-        clear.num_pages = static_cast<std::uint32_t>(pages_);
-        clear.dirty_bitmap = dirty.data();
-        checked_ioctl(vm_fd_.get(), KVM_CLEAR_DIRTY_LOG, &clear, "KVM_CLEAR_DIRTY_LOG");
-    }
+}
+
+void vm::rearm_dirty_pages(const mem::page_bitmap& pages, std::uint64_t first_word, std::uint64_t last_word) {
+    // KVM wants the range 64-page aligned, ending on a multiple of 64 or at the end of the slot.
+    const std::uint64_t first_page = first_word * 64;
+    const std::uint64_t end_page = std::min<std::uint64_t>((last_word + 1) * 64, pages_);
+    kvm_clear_dirty_log clear{};
+    clear.slot = 0;
+    clear.first_page = first_page;
+    clear.num_pages = static_cast<std::uint32_t>(end_page - first_page);
+    clear.dirty_bitmap = const_cast<std::uint64_t*>(pages.data() + first_word);  // KVM only reads it
+    checked_ioctl(vm_fd_.get(), KVM_CLEAR_DIRTY_LOG, &clear, "KVM_CLEAR_DIRTY_LOG");
 }
 
 std::uint64_t vm::read_cr2() const {

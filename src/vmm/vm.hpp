@@ -47,9 +47,15 @@ public:
     /// FPU/SSE state (including MXCSR) with one ioctl.
     void restore_cpu(const saved_cpu& state);
 
-    /// Fetches into `dirty` the pages the guest wrote since the last fetch (or since the VM was
-    /// created) and re-arms tracking for them. `dirty` must have one bit per page of the slot.
+    /// Fetches into `dirty` (one bit per page of the slot) the pages the guest wrote since tracking
+    /// was last armed for them. Without selective re-arming, this also re-arms all of them.
     void fetch_dirty_pages(mem::page_bitmap& dirty);
+
+    /// With KVM's manual dirty-log protection, the host re-arms tracking only for the pages it
+    /// chooses (KVM_CLEAR_DIRTY_LOG); the others stay writable and keep being reported dirty.
+    bool can_rearm_selectively() const noexcept { return manual_protect_; }
+    /// Re-arms the pages set in words [first_word, last_word] of `pages` (the rest of it is ignored).
+    void rearm_dirty_pages(const mem::page_bitmap& pages, std::uint64_t first_word, std::uint64_t last_word);
 
 private:
     vm(util::unique_fd vm_fd, util::unique_fd vcpu_fd, util::mapping run, cpu_setup setup, std::uint64_t pages,

@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <thread>
+
+#include "bench_common.hpp"
+
+namespace {
+
+using hl::bench::size_case;
+
+const std::string hello = "hello\n";
+
+void call(benchmark::State& state, size_case s) {
+    auto sb = hl::bench::make(s);
+    for (auto _ : state) benchmark::DoNotOptimize(sb.call<std::string>("Echo", hello));
+}
+
+void call_with_restore(benchmark::State& state, size_case s) {
+    auto sb = hl::bench::make(s);
+    const auto snap = sb.snapshot();
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(sb.call<std::string>("Echo", hello));
+        sb.restore(snap);
+    }
+}
+
+void call_with_host_function(benchmark::State& state, size_case s) {
+    auto sb = hl::bench::make(s);
+    for (auto _ : state) benchmark::DoNotOptimize(sb.call<std::int32_t>("Add", 1, 41));
+}
+
+// The first call after the sandbox moves to another thread.
+void different_thread(benchmark::State& state) {
+    auto sb = hl::bench::make(hl::bench::sizes[0]);
+    for (auto _ : state) {
+        sb.call<std::string>("Echo", std::string("warmup\n"));
+        double elapsed = 0;
+        std::thread([&] { elapsed = hl::bench::seconds([&] { sb.call<std::string>("Echo", hello); }); }).join();
+        state.SetIterationTime(elapsed);
+    }
+}
+
+const int registered = [] {
+    for (const auto& s : hl::bench::sizes) hl::bench::add(std::string("guest_calls/call/") + s.name, call, s);
+    for (const auto& s : hl::bench::sizes) {
+        hl::bench::add(std::string("guest_calls/call_with_restore/") + s.name, call_with_restore, s);
+    }
+    for (const auto& s : hl::bench::sizes) {
+        hl::bench::add(std::string("guest_calls/call_with_host_function/") + s.name, call_with_host_function, s);
+    }
+    hl::bench::add_manual("guest_calls/different_thread", different_thread);
+    return 0;
+}();
+
+}  // namespace

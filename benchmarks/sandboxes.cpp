@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <optional>
+
+#include "bench_common.hpp"
+
+namespace {
+
+using hl::bench::size_case;
+
+// The *_and_drop cases include destruction; the others time creation alone.
+void create_uninitialized(benchmark::State& state, size_case s) {
+    for (auto _ : state) {
+        std::optional<hl::uninitialized_sandbox> u;
+        state.SetIterationTime(hl::bench::seconds([&] { u.emplace(hl::bench::load(s)); }));
+    }
+}
+
+void create_uninitialized_and_drop(benchmark::State& state, size_case s) {
+    for (auto _ : state) benchmark::DoNotOptimize(hl::bench::load(s));
+}
+
+void create_initialized(benchmark::State& state, size_case s) {
+    for (auto _ : state) {
+        std::optional<hl::multi_use_sandbox> sb;
+        state.SetIterationTime(hl::bench::seconds([&] { sb.emplace(hl::bench::make(s)); }));
+    }
+}
+
+void create_initialized_and_drop(benchmark::State& state, size_case s) {
+    for (auto _ : state) benchmark::DoNotOptimize(hl::bench::make(s));
+}
+
+void create_from_snapshot(benchmark::State& state, size_case s) {
+    const auto snap = hl::bench::make(s).snapshot();
+    for (auto _ : state) {
+        std::optional<hl::multi_use_sandbox> sb;
+        state.SetIterationTime(hl::bench::seconds([&] { sb.emplace(hl::multi_use_sandbox::from_snapshot(snap)); }));
+    }
+}
+
+const int registered = [] {
+    for (const auto& s : hl::bench::sizes) {
+        const std::string n = s.name;
+        hl::bench::add_manual("sandboxes/create_uninitialized/" + n, create_uninitialized, s);
+        hl::bench::add("sandboxes/create_uninitialized_and_drop/" + n, create_uninitialized_and_drop, s);
+        hl::bench::add_manual("sandboxes/create_initialized/" + n, create_initialized, s);
+        hl::bench::add("sandboxes/create_initialized_and_drop/" + n, create_initialized_and_drop, s);
+        hl::bench::add_manual("sandboxes/create_from_snapshot/" + n, create_from_snapshot, s);
+    }
+    return 0;
+}();
+
+}  // namespace
