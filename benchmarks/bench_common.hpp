@@ -4,8 +4,10 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "hl/hl.hpp"
 
@@ -52,6 +54,16 @@ benchmark::internal::Benchmark* add(const std::string& name, F fn, A... args) {
 template <class F, class... A>
 benchmark::internal::Benchmark* add_manual(const std::string& name, F fn, A... args) {
     return benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) { fn(st, args...); })->UseManualTime();
+}
+
+/// For latencies: one sample per repetition, reported as median and p99 (and mean, stddev).
+inline benchmark::internal::Benchmark* latency(benchmark::internal::Benchmark* b, int samples = 200) {
+    return b->Iterations(1)->Repetitions(samples)->ReportAggregatesOnly(true)->ComputeStatistics(
+        "p99", [](const std::vector<double>& v) {
+            std::vector<double> sorted(v);
+            std::sort(sorted.begin(), sorted.end());
+            return sorted[static_cast<std::size_t>(0.99 * static_cast<double>(sorted.size() - 1))];
+        });
 }
 
 }  // namespace hl::bench

@@ -39,6 +39,31 @@ void different_thread(benchmark::State& state) {
     }
 }
 
+// From interrupt_handle::kill() to the Spin call returning cancelled on its own thread: the same
+// arrangement as baseline/kvm_kick_latency.
+void interrupt_latency(benchmark::State& state) {
+    auto sb = hl::bench::make(hl::bench::sizes[0]);
+    const auto snap = sb.snapshot();
+    const auto handle = sb.interrupt_handle();
+    for (auto _ : state) {
+        std::chrono::steady_clock::time_point returned;
+        std::thread vcpu([&] {
+            try {
+                sb.call<void>("Spin");
+            } catch (const hl::error&) {
+                returned = std::chrono::steady_clock::now();
+            }
+        });
+        while (!handle.running()) std::this_thread::yield();
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));  // let it enter the guest
+        const auto killed = std::chrono::steady_clock::now();
+        handle.kill();
+        vcpu.join();
+        state.SetIterationTime(std::chrono::duration<double>(returned - killed).count());
+        sb.restore(snap);
+    }
+}
+
 const int registered = [] {
     for (const auto& s : hl::bench::sizes) hl::bench::add(std::string("guest_calls/call/") + s.name, call, s);
     for (const auto& s : hl::bench::sizes) {
@@ -48,6 +73,7 @@ const int registered = [] {
         hl::bench::add(std::string("guest_calls/call_with_host_function/") + s.name, call_with_host_function, s);
     }
     hl::bench::add_manual("guest_calls/different_thread", different_thread);
+    hl::bench::latency(hl::bench::add_manual("guest_calls/interrupt_latency", interrupt_latency));
     return 0;
 }();
 

@@ -238,6 +238,12 @@ std::int32_t dirty_pages(std::int32_t pages) {
     return pages;
 }
 
+// Busy-waits `n` iterations, then returns n.
+std::uint64_t loop_for(std::uint64_t n) {
+    for (std::uint64_t i = 0; i < n; ++i) __asm__ volatile("pause");
+    return n;
+}
+
 void spin() {
     for (;;) __asm__ volatile("pause");
 }
@@ -312,6 +318,7 @@ extern "C" void hl_guest_init() {
     register_function<increment_counter>("IncrementCounter");
     register_function<heap_churn>("HeapChurn");
     register_function<spin>("Spin");
+    register_function<loop_for>("LoopFor");
     register_function<store_secret>("StoreSecret");
     register_function<get_secret>("GetSecret");
     register_function<output_buffer_contains>("OutputBufferContains");

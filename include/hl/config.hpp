@@ -18,10 +18,17 @@ struct sandbox_config {
     /// Guest-to-host messages: a serialized result must fit, with 8 bytes of header. 4 KiB .. 4 GiB.
     std::uint64_t output_buffer_size = 16 * 1024;
 
+    /// The real-time signal, SIGRTMIN + this offset, that kicks a vCPU thread out of the guest for
+    /// interrupt_handle::kill() and call deadlines. The library installs a no-op handler for it once
+    /// per process (without SA_RESTART) and fails with errc::invalid_config if the application
+    /// already handles that signal. Other signals are left alone.
+    int interrupt_signal_offset = 0;
+
     sandbox_config& set_heap_size(std::uint64_t bytes) { heap_size = bytes; return *this; }
     sandbox_config& set_stack_size(std::uint64_t bytes) { stack_size = bytes; return *this; }
     sandbox_config& set_input_buffer_size(std::uint64_t bytes) { input_buffer_size = bytes; return *this; }
     sandbox_config& set_output_buffer_size(std::uint64_t bytes) { output_buffer_size = bytes; return *this; }
+    sandbox_config& set_interrupt_signal_offset(int offset) { interrupt_signal_offset = offset; return *this; }
 };
 
 }  // namespace hl

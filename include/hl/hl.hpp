@@ -5,6 +5,8 @@
 #include "hl/config.hpp"
 #include "hl/error.hpp"
 #include "hl/host_function.hpp"
+#include "hl/interrupt.hpp"
 #include "hl/log.hpp"
 #include "hl/sandbox.hpp"
+#include "hl/snapshot.hpp"
 #include "hl/value.hpp"

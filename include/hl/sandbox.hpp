@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -13,6 +14,7 @@
 #include "hl/config.hpp"
 #include "hl/error.hpp"
 #include "hl/host_function.hpp"
+#include "hl/interrupt.hpp"
 #include "hl/log.hpp"
 #include "hl/snapshot.hpp"
 #include "hl/value.hpp"
@@ -120,8 +122,22 @@ public:
         return detail::from_return_value<R>(std::move(r));
     }
 
-    /// The untyped form of call(): the result holds `return_type`'s alternative.
-    return_value call_dynamic(std::string_view name, value_type return_type, std::span<const argument> args);
+    /// As call(), with a deadline: past `timeout` the guest is interrupted and the call fails with
+    /// errc::timed_out (the sandbox is then poisoned until restored). Uses a POSIX timer aimed at the
+    /// calling thread; no thread is created per call.
+    template <class R = void, class Rep, class Period, class... Args>
+        requires(detail::return_type<R> && sizeof...(Args) <= max_parameters)
+    R call_for(std::chrono::duration<Rep, Period> timeout, std::string_view name, const Args&... args) {
+        const argument arguments[sizeof...(Args) + 1] = {detail::to_argument(args)..., argument{}};
+        return detail::from_return_value<R>(
+            call_dynamic(name, detail::value_traits<R>::type, std::span(arguments, sizeof...(Args)),
+                         std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)));
+    }
+
+    /// The untyped form of call(): the result holds `return_type`'s alternative. A positive
+    /// `timeout` is the call's deadline.
+    return_value call_dynamic(std::string_view name, value_type return_type, std::span<const argument> args,
+                              std::chrono::nanoseconds timeout = {});
     return_value call_dynamic(std::error_code& ec, std::string_view name, value_type return_type,
                               std::span<const argument> args) noexcept;
 
@@ -147,7 +163,11 @@ public:
     return_value call_dynamic_with_restore(const std::shared_ptr<const hl::snapshot>& snap, std::string_view name,
                                            value_type return_type, std::span<const argument> args);
 
-    /// The message of the last failed call (empty if none failed yet).
+    /// A handle that stops this sandbox's running call from any thread (see interrupt_handle).
+    hl::interrupt_handle interrupt_handle() const;
+
+    /// The message of the last call that failed through an error_code overload (the exception of a
+    /// throwing call carries its own message).
     const std::string& last_error() const noexcept;
 
     /// True after a fault, abort or other failure that left the guest in an unknown state.

@@ -102,13 +102,8 @@ multi_use_sandbox& multi_use_sandbox::operator=(multi_use_sandbox&&) noexcept = 
 multi_use_sandbox::~multi_use_sandbox() = default;
 
 return_value multi_use_sandbox::call_dynamic(std::string_view name, value_type return_type,
-                                             std::span<const argument> args) {
-    try {
-        return core_->call(name, return_type, args);
-    } catch (const std::exception& e) {
-        last_error_ = e.what();
-        throw;
-    }
+                                             std::span<const argument> args, std::chrono::nanoseconds timeout) {
+    return core_->call(name, return_type, args, timeout);
 }
 
 return_value multi_use_sandbox::call_dynamic(std::error_code& ec, std::string_view name, value_type return_type,
@@ -130,6 +125,8 @@ return_value multi_use_sandbox::call_dynamic(std::error_code& ec, std::string_vi
 }
 
 const std::string& multi_use_sandbox::last_error() const noexcept { return last_error_; }
+
+hl::interrupt_handle multi_use_sandbox::interrupt_handle() const { return hl::interrupt_handle(core_->interrupt()); }
 
 bool multi_use_sandbox::poisoned() const noexcept { return core_->poisoned(); }
 

@@ -104,21 +104,36 @@ std::unique_ptr<sandbox_core> sandbox_core::create(std::vector<std::byte> elf, c
     peb.image_size = layout.image_size();
     memory.write(layout.peb(), peb);
 
+    const int signal = install_interrupt_signal(config.interrupt_signal_offset);
     auto shared = std::make_shared<sandbox_image>(sandbox_image{
         layout, std::move(regions), layout.image() + image.entry_offset(), setup,
-        hash_bytes(std::as_const(memory).span(layout.image(), layout.image_size()))});
+        hash_bytes(std::as_const(memory).span(layout.image(), layout.image_size())), signal});
     auto core = std::unique_ptr<sandbox_core>(new sandbox_core(std::move(shared), std::move(memory)));
     core->populated_count_ = core->populated_.merge(core->memory_.host_written());
     core->memory_.clear_host_written();
     return core;
 }
 
-void sandbox_core::initialize() {
+sandbox_core::~sandbox_core() {
+    // Handles may outlive the sandbox: from now on their kill() finds nothing to stop.
+    std::lock_guard lock(interrupt_->mutex);
+    interrupt_->immediate_exit = nullptr;
+}
+
+void sandbox_core::create_vm() {
     vm_.emplace(vmm::vm::create(memory_, image_->setup));
+    std::lock_guard lock(interrupt_->mutex);
+    interrupt_->immediate_exit = vm_->immediate_exit();
+    interrupt_->signal = image_->interrupt_signal;
+}
+
+void sandbox_core::initialize() {
+    create_vm();
     enter(HL_OP_INIT);
 }
 
-return_value sandbox_core::call(std::string_view name, value_type return_type, std::span<const argument> args) {
+return_value sandbox_core::call(std::string_view name, value_type return_type, std::span<const argument> args,
+                                std::chrono::nanoseconds timeout) {
     if (in_host_function_) {
         throw error(errc::protocol_error,
                     util::strfmt("cannot call '%.*s' from inside a host function: host functions must not call "
@@ -143,7 +158,7 @@ return_value sandbox_core::call(std::string_view name, value_type return_type, s
                 message.size());
     if (builder_.GetSize() > builder_keep_limit) builder_.Reset();
 
-    enter(HL_OP_DISPATCH);
+    enter(HL_OP_DISPATCH, timeout);
     return read_result(name, return_type);
 }
 
@@ -178,7 +193,7 @@ return_value sandbox_core::read_result(std::string_view name, value_type return_
     return std::move(result.value);
 }
 
-void sandbox_core::enter(std::uint64_t op) {
+void sandbox_core::enter(std::uint64_t op, std::chrono::nanoseconds timeout) {
     vmm::registers r;
     r.rip = image_->entry.value;
     r.rsp = layout_.stack_top().value - 8;  // as if called: the ABI wants rsp + 8 16-byte aligned
@@ -187,8 +202,18 @@ void sandbox_core::enter(std::uint64_t op) {
     r.rflags = rflags_reserved;
     vm_->set_registers(r);
 
+    call_guard guard(*interrupt_, timeout.count() > 0 ? &deadline_ : nullptr, timeout);
     for (;;) {
+        switch (guard.stop_reason()) {
+        case call_guard::reason::none: break;
+        case call_guard::reason::cancelled: poison_and_throw(errc::cancelled, "the guest call was cancelled by the host");
+        case call_guard::reason::timed_out:
+            poison_and_throw(errc::timed_out,
+                             util::strfmt("the guest call exceeded its deadline of %.3f ms", timeout.count() / 1e6));
+        }
+        guard.entering_guest();
         const vmm::vm_exit exit = vm_->run();
+        guard.left_guest();
         switch (exit.what) {
         case vmm::vm_exit::kind::io_out:
             if (exit.port == HL_PORT_DONE) {
@@ -211,7 +236,7 @@ void sandbox_core::enter(std::uint64_t op) {
                              util::strfmt("the guest wrote 0x%x to I/O port 0x%x, which the library does not serve",
                                           exit.value, exit.port));
         case vmm::vm_exit::kind::shutdown: throw_fault();
-        case vmm::vm_exit::kind::interrupted: poison_and_throw(errc::cancelled, "the guest call was interrupted");
+        case vmm::vm_exit::kind::interrupted: continue;  // stop_reason() tells why, or it was a stray signal
         case vmm::vm_exit::kind::io_in:
             poison_and_throw(errc::protocol_error, util::strfmt("the guest read from I/O port 0x%x", exit.port));
         case vmm::vm_exit::kind::mmio:

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -22,6 +23,7 @@
 #include "mem/guest_memory.hpp"
 #include "mem/layout.hpp"
 #include "mem/page_bitmap.hpp"
+#include "sandbox/interrupt.hpp"
 #include "sandbox/sandbox_image.hpp"
 #include "vmm/vm.hpp"
 
@@ -44,7 +46,13 @@ public:
     std::shared_ptr<const snapshot> take_snapshot();
     void restore(const std::shared_ptr<const snapshot>& snap);
 
-    return_value call(std::string_view name, value_type return_type, std::span<const argument> args);
+    ~sandbox_core();
+
+    /// Runs a guest function. A positive `timeout` is the call's deadline (errc::timed_out).
+    return_value call(std::string_view name, value_type return_type, std::span<const argument> args,
+                      std::chrono::nanoseconds timeout = {});
+
+    const std::shared_ptr<interrupt_state>& interrupt() const noexcept { return interrupt_; }
 
     bool poisoned() const noexcept { return !poison_reason_.empty(); }
 
@@ -62,7 +70,10 @@ private:
 
     /// Enters the guest for `op` and runs it until it reports done. Throws (and poisons) on any other
     /// way out: abort, fault, a protocol violation.
-    void enter(std::uint64_t op);
+    void enter(std::uint64_t op, std::chrono::nanoseconds timeout = {});
+
+    /// Creates the VM and hooks it up to the interrupt state.
+    void create_vm();
 
     return_value read_result(std::string_view name, value_type return_type);
 
@@ -102,6 +113,8 @@ private:
     print_handler print_;
     log_handler log_;
     bool in_host_function_ = false;
+    std::shared_ptr<interrupt_state> interrupt_ = std::make_shared<interrupt_state>();
+    deadline_timer deadline_;
 };
 
 }  // namespace hl::detail

@@ -17,6 +17,7 @@ struct sandbox_image {
     mem::gpa entry;
     vmm::cpu_setup setup;
     std::uint64_t guest_hash = 0;  // of the loaded guest image: tells snapshots of other guests apart
+    int interrupt_signal = 0;
 
     /// True when a snapshot of `other` can be restored into a sandbox of this image.
     bool compatible_with(const sandbox_image& other) const noexcept {

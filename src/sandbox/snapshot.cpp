@@ -173,7 +173,7 @@ std::unique_ptr<sandbox_core> sandbox_core::create_from(std::shared_ptr<const sn
         new sandbox_core(s.image, mem::guest_memory::map_private(s.fd.get(), s.view.size())));
     core->populated_ = s.populated;
     core->populated_count_ = s.populated_count;
-    core->vm_.emplace(vmm::vm::create(core->memory_, s.image->setup));
+    core->create_vm();
     core->vm_->restore_cpu(s.cpu);
     core->base_ = std::move(snap);
     return core;

@@ -2,6 +2,8 @@
 #include "vmm/baseline.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -9,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <system_error>
 
@@ -26,12 +29,15 @@ constexpr std::uint64_t gdt = 0x1000, tss = 0x2000, tables = 0x3000, code = 0x80
 constexpr std::uint16_t port = 0x100;
 
 // 1: mov dx, 0x100 ; out dx, eax ; jmp 1b
-constexpr unsigned char guest_code[] = {0x66, 0xba, 0x00, 0x01, 0xef, 0xeb, 0xf9};
+constexpr unsigned char exit_code[] = {0x66, 0xba, 0x00, 0x01, 0xef, 0xeb, 0xf9};
+// 1: pause ; jmp 1b
+constexpr unsigned char spin_code[] = {0xf3, 0x90, 0xeb, 0xfc};
 
-class exit_loop_impl final : public exit_loop {
+// The same CPU setup as a sandbox: long mode, CPL3, GDT/TSS supervisor-only, one code and one stack page.
+class tiny_vm {
 public:
-    exit_loop_impl() : memory_(mem::guest_memory::create(mem_size)) {
-        std::memcpy(memory_.span(mem::gpa{code}, sizeof guest_code).data(), guest_code, sizeof guest_code);
+    explicit tiny_vm(std::span<const unsigned char> guest_code) : memory_(mem::guest_memory::create(mem_size)) {
+        std::memcpy(memory_.span(mem::gpa{code}, guest_code.size()).data(), guest_code.data(), guest_code.size());
         cpu_setup setup = x86_64::write_descriptor_tables(memory_, mem::gpa{gdt}, mem::gpa{tss}, port, port + 3);
         // The CPU reads the GDT and TSS (its I/O bitmap) through their linear addresses: map them,
         // supervisor-only, as a sandbox does.
@@ -51,14 +57,48 @@ public:
         vm_->set_registers(r);
     }
 
+protected:
+    mem::guest_memory memory_;
+    std::optional<vm> vm_;
+};
+
+class exit_loop_impl final : public exit_loop, tiny_vm {
+public:
+    exit_loop_impl() : tiny_vm(exit_code) {}
+
     void roundtrip() override {
         const vm_exit e = vm_->run();
         if (e.what != vm_exit::kind::io_out || e.port != port) throw std::runtime_error("baseline guest did not exit on its port");
     }
+};
 
-private:
-    mem::guest_memory memory_;
-    std::optional<vm> vm_;
+constexpr int kick_signal_offset = 9;
+
+class spin_loop_impl final : public spin_loop, tiny_vm {
+public:
+    spin_loop_impl() : tiny_vm(spin_code) {
+        static const bool installed = [] {
+            struct sigaction action {};
+            action.sa_handler = [](int) {};
+            sigemptyset(&action.sa_mask);
+            return ::sigaction(SIGRTMIN + kick_signal_offset, &action, nullptr) == 0;
+        }();
+        if (!installed) throw std::system_error(errno, std::system_category(), "sigaction for the kick baseline");
+    }
+
+    void run() override {
+        __atomic_store_n(vm_->immediate_exit(), 0, __ATOMIC_SEQ_CST);
+        for (;;) {
+            const vm_exit e = vm_->run();
+            if (e.what == vm_exit::kind::interrupted) return;
+            throw std::runtime_error("baseline spin guest exited");
+        }
+    }
+
+    void kick(unsigned long thread) override {
+        __atomic_store_n(vm_->immediate_exit(), 1, __ATOMIC_SEQ_CST);
+        ::pthread_kill(static_cast<pthread_t>(thread), SIGRTMIN + kick_signal_offset);
+    }
 };
 
 void check(int r, const char* what) {
@@ -68,6 +108,8 @@ void check(int r, const char* what) {
 }  // namespace
 
 std::unique_ptr<exit_loop> exit_loop::create() { return std::make_unique<exit_loop_impl>(); }
+
+std::unique_ptr<spin_loop> spin_loop::create() { return std::make_unique<spin_loop_impl>(); }
 
 void create_and_destroy_vm_vcpu() {
     static const int kvm = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);

@@ -19,4 +19,15 @@ public:
 /// KVM_CREATE_VM + one memory slot + KVM_CREATE_VCPU + mmap of kvm_run, then teardown.
 void create_and_destroy_vm_vcpu();
 
+/// A minimal VM whose CPL3 guest spins forever, for the raw kick latency: run() enters it and
+/// returns when KVM_RUN returns EINTR; kick() (from another thread) sets immediate_exit and sends
+/// the thread running run() a real-time signal with a no-op handler, as interrupt_handle::kill does.
+class spin_loop {
+public:
+    static std::unique_ptr<spin_loop> create();
+    virtual ~spin_loop() = default;
+    virtual void run() = 0;
+    virtual void kick(unsigned long thread) = 0;
+};
+
 }  // namespace hl::vmm::baseline

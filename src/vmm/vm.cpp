@@ -191,6 +191,8 @@ void vm::reset_cpu() {
     set_initial_cpu_state();
 }
 
+std::uint8_t* vm::immediate_exit() const noexcept { return &run_state()->immediate_exit; }
+
 registers vm::regs() const noexcept {
     registers r;
     std::memcpy(static_cast<void*>(&r), &run_state()->s.regs.regs, sizeof r);

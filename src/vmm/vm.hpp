@@ -32,6 +32,10 @@ public:
     /// (KVM_CAP_SYNC_REGS); after the exit, registers() holds the guest's registers.
     vm_exit run();
 
+    /// kvm_run's immediate_exit byte: set (atomically, from any thread) to make KVM_RUN return EINTR
+    /// instead of entering the guest. Valid as long as this vm.
+    std::uint8_t* immediate_exit() const noexcept;
+
     registers regs() const noexcept;
     void set_registers(const registers& r) noexcept;
 

@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "sandbox/interrupt.hpp"
+
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+#include <thread>
+
+#include "hl/error.hpp"
+#include "hl/interrupt.hpp"
+#include "util/strfmt.hpp"
+
+namespace hl::detail {
+namespace {
+
+std::atomic<std::uint64_t> stale_signals{0};
+
+// What the signal handler may touch on this thread while a call runs. Initial-exec TLS: reading it
+// from a signal handler must not allocate.
+struct active_call {
+    std::uint8_t* immediate_exit = nullptr;
+    std::atomic<bool>* deadline_hit = nullptr;
+    std::uintptr_t deadline_token = 0;
+    volatile sig_atomic_t in_guest = 0;
+};
+[[gnu::tls_model("initial-exec")]] thread_local active_call current;
+
+void set_immediate_exit(std::uint8_t* flag, std::uint8_t value) noexcept {
+    __atomic_store_n(flag, value, __ATOMIC_SEQ_CST);
+}
+
+void on_signal(int, siginfo_t* info, void*) {
+    if (info->si_code == SI_TIMER) {
+        if (current.deadline_hit != nullptr &&
+            reinterpret_cast<std::uintptr_t>(info->si_value.sival_ptr) == current.deadline_token) {
+            current.deadline_hit->store(true);
+            set_immediate_exit(current.immediate_exit, 1);
+            return;
+        }
+        stale_signals.fetch_add(1, std::memory_order_relaxed);
+        return;
+    }
+    // A kill: the killer already set immediate_exit; the signal only has to end KVM_RUN.
+    if (!current.in_guest) stale_signals.fetch_add(1, std::memory_order_relaxed);
+}
+
+std::mutex install_mutex;
+std::uint64_t installed_mask = 0;  // bit n: SIGRTMIN + n
+
+std::atomic<std::uintptr_t> next_token{1};
+
+}  // namespace
+
+int install_interrupt_signal(int offset) {
+    const int signal = SIGRTMIN + offset;
+    if (offset < 0 || signal > SIGRTMAX) {
+        throw error(errc::invalid_config,
+                    util::strfmt("sandbox_config::interrupt_signal_offset is %d; it must be 0 .. %d", offset,
+                                 SIGRTMAX - SIGRTMIN));
+    }
+    std::lock_guard lock(install_mutex);
+    if (installed_mask & (std::uint64_t{1} << offset)) return signal;
+    struct sigaction old {};
+    if (::sigaction(signal, nullptr, &old) != 0) throw std::system_error(errno, std::system_category(), "sigaction");
+    const bool ours = (old.sa_flags & SA_SIGINFO) && old.sa_sigaction == on_signal;
+    if (!ours && old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN) {
+        throw error(errc::invalid_config,
+                    util::strfmt("signal SIGRTMIN+%d already has a handler in this process; choose a free one with "
+                                 "sandbox_config::interrupt_signal_offset",
+                                 offset));
+    }
+    struct sigaction action {};
+    action.sa_sigaction = on_signal;
+    action.sa_flags = SA_SIGINFO;  // no SA_RESTART: KVM_RUN must return EINTR
+    sigemptyset(&action.sa_mask);
+    if (::sigaction(signal, &action, nullptr) != 0) throw std::system_error(errno, std::system_category(), "sigaction");
+    installed_mask |= std::uint64_t{1} << offset;
+    return signal;
+}
+
+bool interrupt_state::kill() {
+    using clock = std::chrono::steady_clock;
+    // Re-sent while the guest keeps running: a signal can land between the vCPU thread's checks.
+    // Between kicks, yield rather than sleep: on a busy machine the vCPU thread may share this core.
+    for (int kicks = 0; kicks < 100; ++kicks) {
+        {
+            std::lock_guard lock(mutex);
+            if (immediate_exit == nullptr || !running.load()) return kicks > 0;
+            cancel.store(true);
+            set_immediate_exit(immediate_exit, 1);
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            if (!in_guest.load()) return true;  // it will see immediate_exit before entering again
+            ::pthread_kill(thread, signal);
+        }
+        const auto give_up = clock::now() + std::chrono::microseconds(kicks < 10 ? 200 : 2000);
+        while (clock::now() < give_up) {
+            if (!running.load() || !in_guest.load()) return true;
+            std::this_thread::yield();
+        }
+    }
+    return true;
+}
+
+deadline_timer::~deadline_timer() {
+    if (created_) ::timer_delete(id_);
+}
+
+std::uintptr_t deadline_timer::arm(int signal, std::chrono::nanoseconds timeout) {
+    const auto self = static_cast<pid_t>(::syscall(SYS_gettid));
+    if (!created_ || thread_ != self) {
+        if (created_) ::timer_delete(id_);
+        created_ = false;
+        token_ = next_token.fetch_add(1);
+        sigevent event{};
+        event.sigev_notify = SIGEV_THREAD_ID;
+        event.sigev_signo = signal;
+        event.sigev_value.sival_ptr = reinterpret_cast<void*>(token_);
+        event._sigev_un._tid = self;  // sigev_notify_thread_id, which glibc 2.36 does not name
+        if (::timer_create(CLOCK_MONOTONIC, &event, &id_) != 0) {
+            throw std::system_error(errno, std::system_category(), "timer_create for a call deadline");
+        }
+        created_ = true;
+        thread_ = self;
+    }
+    const auto ns = timeout.count() > 0 ? timeout.count() : 1;  // 0 would disarm
+    itimerspec spec{};
+    spec.it_value.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+    spec.it_value.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+    if (::timer_settime(id_, 0, &spec, nullptr) != 0) {
+        throw std::system_error(errno, std::system_category(), "timer_settime for a call deadline");
+    }
+    return token_;
+}
+
+void deadline_timer::disarm() noexcept {
+    const itimerspec off{};
+    if (created_) ::timer_settime(id_, 0, &off, nullptr);
+}
+
+call_guard::call_guard(interrupt_state& state, deadline_timer* timer, std::chrono::nanoseconds timeout)
+    : state_(state), timer_(timer) {
+    {
+        std::lock_guard lock(state_.mutex);
+        state_.cancel.store(false);
+        set_immediate_exit(state_.immediate_exit, 0);
+        state_.thread = ::pthread_self();
+        state_.running.store(true);
+    }
+    current.immediate_exit = state_.immediate_exit;
+    if (timer_ != nullptr) {
+        static thread_local std::atomic<bool> hit;
+        hit.store(false);
+        current.deadline_hit = &hit;
+        try {
+            current.deadline_token = timer_->arm(state_.signal, timeout);
+        } catch (...) {
+            end();
+            throw;
+        }
+    }
+}
+
+call_guard::~call_guard() { end(); }
+
+void call_guard::end() noexcept {
+    if (timer_ != nullptr) {
+        timer_->disarm();
+        current.deadline_hit = nullptr;
+        current.deadline_token = 0;
+    }
+    current.immediate_exit = nullptr;
+    std::lock_guard lock(state_.mutex);
+    state_.running.store(false);
+}
+
+void call_guard::entering_guest() noexcept {
+    current.in_guest = 1;
+    state_.in_guest.store(true);
+}
+
+void call_guard::left_guest() noexcept {
+    state_.in_guest.store(false);
+    current.in_guest = 0;
+}
+
+call_guard::reason call_guard::stop_reason() noexcept {
+    // Clear first, then look: a killer that sets `cancel` after this look sets immediate_exit after
+    // this clear, so the next KVM_RUN still stops.
+    set_immediate_exit(state_.immediate_exit, 0);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (state_.cancel.load()) return reason::cancelled;
+    if (current.deadline_hit != nullptr && current.deadline_hit->load()) return reason::timed_out;
+    return reason::none;
+}
+
+}  // namespace hl::detail
+
+namespace hl {
+
+bool interrupt_handle::kill() const { return state_ && state_->kill(); }
+
+bool interrupt_handle::running() const noexcept { return state_ && state_->running.load(); }
+
+std::uint64_t stale_interrupt_signals() noexcept { return detail::stale_signals.load(); }
+
+}  // namespace hl
