@@ -97,6 +97,18 @@ hl::guest::result<std::uint64_t> uint64_through_host(std::uint64_t v) { return t
 hl::guest::result<bool> bool_through_host(bool v) { return through_host("HostBool", v); }
 hl::guest::result<void> void_through_host() { return hl::guest::call_host<void>("HostVoid"); }
 
+// Wait on the host (an async host function awaiting a timer); returns the milliseconds asked for.
+hl::guest::result<std::uint32_t> sleep_on_host(std::uint32_t milliseconds) {
+    auto r = hl::guest::call_host<void>("HostSleep", milliseconds);
+    if (!r) return r.error();
+    return milliseconds;
+}
+
+// Read a file through the host (an async host function using io_uring).
+hl::guest::result<std::vector<std::uint8_t>> read_host_file(std::string path) {
+    return hl::guest::call_host<std::vector<std::uint8_t>>("HostReadFile", path);
+}
+
 void abort_with(std::int32_t code, std::string message) { hl_abort(static_cast<std::uint32_t>(code), message.c_str()); }
 
 void print_then_abort(std::string text) {
@@ -297,6 +309,8 @@ extern "C" void hl_guest_init() {
     register_function<call_host>("CallHost");
     register_function<handle_host_error>("HandleHostError");
     register_function<abort_with>("Abort");
+    register_function<sleep_on_host>("SleepOnHost");
+    register_function<read_host_file>("ReadHostFile");
     register_function<print_then_abort>("PrintThenAbort");
     register_function<string_through_host>("StringThroughHost");
     register_function<bytes_through_host>("BytesThroughHost");

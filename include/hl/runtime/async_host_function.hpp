@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: Apache-2.0
+// Host functions written as coroutines. The guest's call waits on its vCPU thread while the
+// coroutine runs on an executor the application chooses, so the event loop keeps serving others.
+#pragma once
+
+#include <asio/awaitable.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/random_access_file.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <string>
+#include <vector>
+
+#include "hl/sandbox.hpp"
+
+namespace hl {
+
+namespace detail {
+
+template <class T>
+struct awaitable_result;
+template <class T, class E>
+struct awaitable_result<asio::awaitable<T, E>> {
+    using type = T;
+};
+
+template <class F, class R, class... A>
+auto blocking_host_function(asio::any_io_executor ex, F f, R (*)(A...)) {
+    using T = typename awaitable_result<R>::type;
+    return [ex = std::move(ex), f = std::move(f)](A... args) -> T {
+        std::promise<T> done;
+        auto result = done.get_future();
+        // The arguments view guest memory, which stays put while this thread waits for the result.
+        asio::co_spawn(ex, f(args...), [&done](std::exception_ptr e, auto... value) {
+            if (e) done.set_exception(e);
+            else done.set_value(std::move(value)...);
+        });
+        return result.get();
+    };
+}
+
+template <class F>
+struct awaitable_signature : awaitable_signature<decltype(&F::operator())> {};
+template <class C, class R, class... A>
+struct awaitable_signature<R (C::*)(A...) const> {
+    using type = R (*)(A...);
+};
+template <class C, class R, class... A>
+struct awaitable_signature<R (C::*)(A...)> {
+    using type = R (*)(A...);
+};
+
+}  // namespace detail
+
+/// Registers `f`, a callable returning asio::awaitable<R>, as the host function `name`. Each guest
+/// call co_spawns it on `ex` and blocks the vCPU thread (not the event loop) until it finishes; an
+/// exception it throws becomes an error the guest receives. `ex` must be served by a running
+/// io_context that is not waiting on this sandbox's own calls from the same thread.
+template <class Sandbox, class F>
+void register_async_host_function(Sandbox& sandbox, std::string name, asio::any_io_executor ex, F f) {
+    using sig = typename detail::awaitable_signature<F>::type;
+    sandbox.register_host_function(std::move(name), detail::blocking_host_function(std::move(ex), std::move(f), sig{}));
+}
+
+/// An async host function that sleeps `milliseconds` on an asio::steady_timer.
+inline auto timer_host_function(asio::any_io_executor ex) {
+    return [ex](std::uint32_t milliseconds) -> asio::awaitable<void> {
+        asio::steady_timer timer(ex, std::chrono::milliseconds(milliseconds));
+        co_await timer.async_wait(asio::use_awaitable);
+    };
+}
+
+/// An async host function that returns the bytes of a file under `root`, read with
+/// asio::random_access_file (io_uring). Paths are relative to `root`; absolute paths and ".." are
+/// refused, as are files larger than `max_bytes`.
+auto file_reader_host_function(asio::any_io_executor ex, std::filesystem::path root,
+                               std::uint64_t max_bytes = 16 << 20)
+    -> std::function<asio::awaitable<std::vector<std::uint8_t>>(std::string)>;
+
+}  // namespace hl

@@ -1,0 +1,339 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <asio/any_io_executor.hpp>
+#include <asio/associated_cancellation_slot.hpp>
+#include <asio/associated_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/error.hpp>
+#include <asio/execution.hpp>
+#include <asio/post.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "hl/runtime/detail/async_core.hpp"
+#include "hl/sandbox.hpp"
+
+namespace hl {
+
+class async_sandbox;
+
+namespace detail {
+
+/// The types async_call() accepts as arguments; anything else in last position is the token.
+template <class T>
+concept argument_like =
+    std::same_as<std::remove_cvref_t<T>, bool> || std::same_as<std::remove_cvref_t<T>, std::int32_t> ||
+    std::same_as<std::remove_cvref_t<T>, std::uint32_t> || std::same_as<std::remove_cvref_t<T>, std::int64_t> ||
+    std::same_as<std::remove_cvref_t<T>, std::uint64_t> || std::same_as<std::remove_cvref_t<T>, long long> ||
+    std::same_as<std::remove_cvref_t<T>, unsigned long long> || std::same_as<std::remove_cvref_t<T>, float> ||
+    std::same_as<std::remove_cvref_t<T>, double> || std::is_convertible_v<const T&, std::string_view> ||
+    std::is_convertible_v<const T&, std::span<const std::uint8_t>>;
+
+/// Arguments copied for a call that runs later on another thread.
+class owned_arguments {
+public:
+    template <class... A>
+    explicit owned_arguments(const A&... a) {
+        values_.reserve(sizeof...(A));
+        (values_.push_back(own(to_argument(a))), ...);
+    }
+    std::vector<argument> views() const {
+        std::vector<argument> out;
+        out.reserve(values_.size());
+        for (const auto& v : values_) {
+            std::visit(
+                [&out](const auto& x) {
+                    using T = std::decay_t<decltype(x)>;
+                    if constexpr (std::is_same_v<T, std::string>) out.emplace_back(std::string_view(x));
+                    else if constexpr (std::is_same_v<T, std::vector<std::uint8_t>>) out.emplace_back(std::span<const std::uint8_t>(x));
+                    else if constexpr (!std::is_same_v<T, std::monostate>) out.emplace_back(x);
+                },
+                v);
+        }
+        return out;
+    }
+
+private:
+    static return_value own(const argument& a) {
+        return std::visit(
+            [](const auto& x) -> return_value {
+                using T = std::decay_t<decltype(x)>;
+                if constexpr (std::is_same_v<T, std::string_view>) return std::string(x);
+                else if constexpr (std::is_same_v<T, std::span<const std::uint8_t>>) return std::vector<std::uint8_t>(x.begin(), x.end());
+                else return x;
+            },
+            a);
+    }
+    std::vector<return_value> values_;
+};
+
+/// Delivers an operation's result: posted to the handler's associated executor (never run on the
+/// vCPU thread), with outstanding work tracked until then so io_context::run() does not return early.
+template <class Handler>
+class completion {
+public:
+    completion(Handler handler, const asio::any_io_executor& fallback)
+        : work_(asio::prefer(asio::get_associated_executor(handler, fallback),
+                             asio::execution::outstanding_work.tracked)),
+          handler_(std::move(handler)) {}
+
+    template <class... Values>
+    void complete(std::error_code ec, Values&&... values) {
+        auto ex = work_;
+        asio::post(std::move(ex), [h = std::move(handler_), w = std::move(work_), ec,
+                                   v = std::make_tuple(std::forward<Values>(values)...)]() mutable {
+            asio::get_associated_cancellation_slot(h).clear();
+            std::apply([&](auto&&... x) { std::move(h)(ec, std::move(x)...); }, std::move(v));
+        });
+    }
+
+    Handler& handler() noexcept { return handler_; }
+
+private:
+    std::decay_t<decltype(asio::prefer(std::declval<asio::associated_executor_t<Handler, asio::any_io_executor>>(),
+                                       asio::execution::outstanding_work.tracked))>
+        work_;
+    Handler handler_;
+};
+
+/// A job running `fn(sandbox, ec)` on the vCPU thread; `fn` returns a std::tuple of the values.
+template <class Handler, class Fn, class Aborted>
+class sandbox_job final : public worker_job {
+public:
+    sandbox_job(async_core& core, std::shared_ptr<op_state> op, completion<Handler> done, Fn fn, Aborted aborted)
+        : core_(core), op_(std::move(op)), done_(std::move(done)), fn_(std::move(fn)), aborted_(std::move(aborted)) {}
+
+    void dequeued() noexcept override {
+        if (op_) op_->phase = op_state::running;
+    }
+    void run() override {
+        std::error_code ec;
+        core_.begin(op_.get());
+        auto values = fn_(ec);
+        core_.end(op_.get());
+        std::apply([&](auto&&... v) { done_.complete(ec, std::move(v)...); }, std::move(values));
+    }
+    void abort() override {
+        std::apply([&](auto&&... v) { done_.complete(asio::error::operation_aborted, std::move(v)...); }, aborted_());
+    }
+
+private:
+    async_core& core_;
+    std::shared_ptr<op_state> op_;
+    completion<Handler> done_;
+    Fn fn_;
+    Aborted aborted_;
+};
+
+template <class Handler, class Fn, class Aborted>
+void submit(const std::shared_ptr<async_core>& core, Handler handler, const asio::any_io_executor& ex, bool cancellable,
+            Fn fn, Aborted aborted) {
+    std::shared_ptr<op_state> op;
+    if (cancellable) {
+        op = std::make_shared<op_state>();
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        if (slot.is_connected()) {
+            slot.assign([weak = std::weak_ptr<async_core>(core), op](asio::cancellation_type type) {
+                if (type == asio::cancellation_type::none) return;
+                if (auto c = weak.lock()) c->cancel(op);
+            });
+        }
+    }
+    core->submit(op, std::make_unique<sandbox_job<Handler, Fn, Aborted>>(*core, op, completion<Handler>(std::move(handler), ex),
+                                                                         std::move(fn), std::move(aborted)));
+}
+
+template <class R>
+struct call_signature_of {
+    using type = void(std::error_code, R);
+};
+template <>
+struct call_signature_of<void> {
+    using type = void(std::error_code);
+};
+template <class R>
+using call_signature = typename call_signature_of<R>::type;
+
+/// Whether the last of `Ts` is a completion token rather than an argument.
+template <class... Ts>
+struct last_is_token : std::false_type {};
+template <class T>
+struct last_is_token<T> : std::bool_constant<!argument_like<T>> {};
+template <class T, class U, class... Rest>
+struct last_is_token<T, U, Rest...> : last_is_token<U, Rest...> {};
+
+}  // namespace detail
+
+/// A sandbox whose vCPU lives on its own worker thread for its whole life (creation, calls,
+/// snapshot, restore and destruction all happen there), driven from Asio. Every operation is an Asio
+/// initiating function: its completion runs on the handler's associated executor (by default the
+/// sandbox's executor), never on the vCPU thread, and works with asio::use_awaitable (the default
+/// token), asio::experimental::as_tuple, asio::use_future and plain callbacks.
+///
+/// Operations queued on one sandbox run in order. Calls honour per-operation cancellation: one
+/// cancelled while queued never runs and completes with asio::error::operation_aborted; one
+/// cancelled while running is interrupted (interrupt_handle().kill()) and completes with
+/// hl::errc::cancelled, leaving the sandbox poisoned until restored. Destroying the last handle
+/// kills a running call, completes queued operations with asio::error::operation_aborted, and
+/// joins the worker thread.
+///
+/// Thread-safety: operations may be started from any thread.
+class async_sandbox {
+public:
+    using executor_type = asio::any_io_executor;
+
+    async_sandbox() = default;
+
+    /// Loads `guest`, runs `setup` (register host functions and handlers) and evolves the sandbox,
+    /// all on a new vCPU thread. Completes with void(std::error_code, async_sandbox).
+    template <class Token = asio::use_awaitable_t<>>
+    static auto async_create(executor_type ex, std::filesystem::path guest, sandbox_config config,
+                             std::function<void(uninitialized_sandbox&)> setup, Token&& token = {}) {
+        return asio::async_initiate<Token, void(std::error_code, async_sandbox)>(
+            [](auto handler, executor_type ex, std::filesystem::path guest, sandbox_config config,
+               std::function<void(uninitialized_sandbox&)> setup) {
+                auto core = std::make_shared<detail::async_core>();
+                auto* raw = core.get();
+                detail::submit(
+                    core, std::move(handler), ex, false,
+                    [raw, core, ex, guest = std::move(guest), config, setup = std::move(setup)](std::error_code& ec) mutable {
+                        try {
+                            raw->create([&] {
+                                auto u = uninitialized_sandbox::from_file(guest, config);
+                                if (setup) setup(u);
+                                return std::move(u).evolve();
+                            });
+                        } catch (const std::system_error& e) {
+                            ec = e.code();
+                            raw->set_last_error(e.what());
+                        } catch (const std::exception& e) {
+                            ec = make_error_code(errc::vm_error);
+                            raw->set_last_error(e.what());
+                        }
+                        // Moved out so that the worker thread never holds the last reference.
+                        return std::make_tuple(ec ? async_sandbox() : async_sandbox(std::move(core), ex));
+                    },
+                    [] { return std::make_tuple(async_sandbox()); });
+            },
+            token, std::move(ex), std::move(guest), std::move(config), std::move(setup));
+    }
+
+    /// Calls the guest function `name`: `async_call<R>(name, args..., token)`; with no token,
+    /// asio::use_awaitable. Completes with void(std::error_code, R) (void(std::error_code) for R =
+    /// void); the error's message is last_error(). Arguments are copied.
+    template <class R = void, class... ArgsAndToken>
+        requires detail::return_type<R>
+    auto async_call(std::string_view name, ArgsAndToken&&... args_and_token) {
+        if constexpr (detail::last_is_token<ArgsAndToken...>::value) {
+            auto all = std::forward_as_tuple(std::forward<ArgsAndToken>(args_and_token)...);
+            return split_call<R>(name, all, std::make_index_sequence<sizeof...(ArgsAndToken) - 1>{});
+        } else {
+            return initiate_call<R>(name, asio::use_awaitable, std::forward<ArgsAndToken>(args_and_token)...);
+        }
+    }
+
+    /// Takes a snapshot on the vCPU thread. Completes with
+    /// void(std::error_code, std::shared_ptr<const snapshot>).
+    template <class Token = asio::use_awaitable_t<>>
+    auto async_snapshot(Token&& token = {}) {
+        return asio::async_initiate<Token, void(std::error_code, std::shared_ptr<const snapshot>)>(
+            [core = core_, ex = ex_](auto handler) {
+                detail::submit(
+                    core, std::move(handler), ex, false,
+                    [raw = core.get()](std::error_code& ec) {
+                        std::shared_ptr<const snapshot> snap;
+                        guarded(*raw, ec, [&] { snap = raw->sandbox().snapshot(); });
+                        return std::make_tuple(std::move(snap));
+                    },
+                    [] { return std::make_tuple(std::shared_ptr<const snapshot>()); });
+            },
+            token);
+    }
+
+    /// Restores `snap` on the vCPU thread. Completes with void(std::error_code).
+    template <class Token = asio::use_awaitable_t<>>
+    auto async_restore(std::shared_ptr<const snapshot> snap, Token&& token = {}) {
+        return asio::async_initiate<Token, void(std::error_code)>(
+            [core = core_, ex = ex_](auto handler, std::shared_ptr<const snapshot> snap) {
+                detail::submit(
+                    core, std::move(handler), ex, false,
+                    [raw = core.get(), snap = std::move(snap)](std::error_code& ec) {
+                        guarded(*raw, ec, [&] { raw->sandbox().restore(snap); });
+                        return std::tuple<>();
+                    },
+                    [] { return std::tuple<>(); });
+            },
+            token, std::move(snap));
+    }
+
+    /// Stops the running call from any thread (see hl::interrupt_handle).
+    hl::interrupt_handle interrupt_handle() const { return core_->interrupt_handle(); }
+
+    /// The message of the last operation that failed.
+    std::string last_error() const { return core_ ? core_->last_error() : std::string(); }
+
+    executor_type get_executor() const noexcept { return ex_; }
+    explicit operator bool() const noexcept { return core_ != nullptr; }
+
+private:
+    async_sandbox(std::shared_ptr<detail::async_core> core, executor_type ex) : core_(std::move(core)), ex_(std::move(ex)) {}
+
+    template <class F>
+    static void guarded(detail::async_core& core, std::error_code& ec, F&& f) {
+        try {
+            f();
+        } catch (const std::system_error& e) {
+            ec = e.code();
+            core.set_last_error(e.what());
+        } catch (const std::exception& e) {
+            ec = make_error_code(errc::vm_error);
+            core.set_last_error(e.what());
+        }
+    }
+
+    template <class R, class Tuple, std::size_t... I>
+    auto split_call(std::string_view name, Tuple& all, std::index_sequence<I...>) {
+        return initiate_call<R>(name, std::forward<std::tuple_element_t<sizeof...(I), Tuple>>(std::get<sizeof...(I)>(all)),
+                                std::get<I>(all)...);
+    }
+
+    template <class R, class Token, class... Args>
+    auto initiate_call(std::string_view name, Token&& token, const Args&... args) {
+        return asio::async_initiate<Token, detail::call_signature<R>>(
+            [core = core_, ex = ex_](auto handler, std::string name, detail::owned_arguments args) {
+                detail::submit(
+                    core, std::move(handler), ex, true,
+                    [raw = core.get(), name = std::move(name), args = std::move(args)](std::error_code& ec) {
+                        return_value r;
+                        guarded(*raw, ec, [&] {
+                            const auto views = args.views();
+                            r = raw->sandbox().call_dynamic(name, detail::value_traits<R>::type, views);
+                        });
+                        if constexpr (std::is_void_v<R>) {
+                            return std::tuple<>();
+                        } else {
+                            return std::make_tuple(ec ? R{} : std::get<R>(std::move(r)));
+                        }
+                    },
+                    [] {
+                        if constexpr (std::is_void_v<R>) return std::tuple<>();
+                        else return std::make_tuple(R{});
+                    });
+            },
+            token, std::string(name), detail::owned_arguments(args...));
+    }
+
+    std::shared_ptr<detail::async_core> core_;
+    executor_type ex_;
+};
+
+}  // namespace hl

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: Apache-2.0
+// The non-template heart of async_sandbox: the vCPU worker, the sandbox that lives on it, and the
+// bookkeeping that lets a cancellation find the operation it belongs to.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "hl/runtime/detail/vcpu_worker.hpp"
+#include "hl/sandbox.hpp"
+
+namespace hl::detail {
+
+/// One asynchronous operation's place in its lifecycle. Moves queued -> running under the worker's
+/// queue lock; a cancellation reads it under the same lock (queued: withdraw) or under the
+/// core's run lock (running: kill).
+struct op_state {
+    enum phase_t : int { queued, running, done };
+    std::atomic<int> phase{queued};
+    vcpu_worker::ticket ticket{};
+};
+
+class async_core {
+public:
+    async_core() = default;
+    ~async_core();  // kills a running call, aborts queued ones, destroys the sandbox on its thread
+    async_core(const async_core&) = delete;
+    async_core& operator=(const async_core&) = delete;
+
+    /// Queues `job` for `op` (null for operations that cannot be cancelled).
+    void submit(const std::shared_ptr<op_state>& op, std::unique_ptr<worker_job> job);
+
+    /// From any thread: a queued operation is withdrawn and aborted; a running call is killed.
+    void cancel(const std::shared_ptr<op_state>& op);
+
+    /// On the vCPU thread.
+    void create(const std::function<multi_use_sandbox()>& make);
+    multi_use_sandbox& sandbox();
+    /// Brackets a call so that cancel() can tell whether `op` is the one running.
+    void begin(op_state* op);
+    void end(op_state* op);
+
+    hl::interrupt_handle interrupt_handle() const;
+    void set_last_error(std::string message);
+    std::string last_error() const;
+
+private:
+    vcpu_worker worker_;
+    std::optional<multi_use_sandbox> sandbox_;  // created and destroyed on the worker thread
+    std::optional<hl::interrupt_handle> handle_;
+    mutable std::mutex run_lock_;
+    op_state* running_ = nullptr;
+    mutable std::mutex error_lock_;
+    std::string last_error_;
+};
+
+}  // namespace hl::detail

@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: Apache-2.0
+// The thread a sandbox's vCPU lives on, and its queue of jobs. No Asio here: the queue holds
+// type-erased jobs that carry their own completion.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+namespace hl::detail {
+
+/// One unit of work for the vCPU thread. Exactly one of run() and abort() is called, once.
+struct worker_job {
+    virtual ~worker_job() = default;
+    virtual void dequeued() noexcept {}  // under the queue lock, as the worker takes it
+    virtual void run() = 0;    // on the vCPU thread
+    virtual void abort() = 0;  // on any thread: complete without running (shutdown, cancelled early)
+};
+
+/// A dedicated thread running jobs in FIFO order. Jobs can be withdrawn while still queued.
+class vcpu_worker {
+public:
+    using ticket = std::list<std::unique_ptr<worker_job>>::iterator;
+
+    vcpu_worker();
+    ~vcpu_worker();  // aborts what is still queued, runs `on_exit` on the thread, joins it
+    vcpu_worker(const vcpu_worker&) = delete;
+    vcpu_worker& operator=(const vcpu_worker&) = delete;
+
+    /// Queues a job; `on_queued(ticket)` runs under the queue lock (to record the ticket).
+    /// Returns false, aborting the job, once the worker is stopping.
+    bool push(std::unique_ptr<worker_job> job, const std::function<void(ticket)>& on_queued = {});
+
+    /// Takes a job out of the queue if it is still there (`still_queued()`, evaluated under the queue
+    /// lock, must be false from the job's dequeued() on); returns it, or null.
+    std::unique_ptr<worker_job> withdraw(ticket t, const std::function<bool()>& still_queued);
+
+    /// Runs on the worker thread just before it exits (destroy thread-bound state there).
+    void set_on_exit(std::function<void()> f) { on_exit_ = std::move(f); }
+
+    /// Stops taking jobs: queued ones are aborted; returns when the thread has exited.
+    void stop();
+
+    std::thread::id thread_id() const noexcept { return thread_.get_id(); }
+
+private:
+    void loop();
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::list<std::unique_ptr<worker_job>> queue_;
+    bool stopping_ = false;
+    std::function<void()> on_exit_;
+    std::thread thread_;
+};
+
+}  // namespace hl::detail

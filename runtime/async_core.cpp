@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "hl/runtime/detail/async_core.hpp"
+
+namespace hl::detail {
+
+async_core::~async_core() {
+    {
+        std::lock_guard lock(run_lock_);
+        if (running_ != nullptr && handle_) handle_->kill();
+    }
+    worker_.set_on_exit([this] { sandbox_.reset(); });
+    worker_.stop();
+}
+
+void async_core::submit(const std::shared_ptr<op_state>& op, std::unique_ptr<worker_job> job) {
+    worker_.push(std::move(job), [&op](vcpu_worker::ticket t) {
+        if (op) op->ticket = t;
+    });
+}
+
+void async_core::cancel(const std::shared_ptr<op_state>& op) {
+    if (auto job = worker_.withdraw(op->ticket, [&op] { return op->phase.load() == op_state::queued; })) {
+        op->phase = op_state::done;
+        job->abort();
+        return;
+    }
+    std::lock_guard lock(run_lock_);
+    if (running_ == op.get() && handle_) handle_->kill();
+}
+
+void async_core::create(const std::function<multi_use_sandbox()>& make) {
+    sandbox_.emplace(make());
+    std::lock_guard lock(run_lock_);
+    handle_.emplace(sandbox_->interrupt_handle());
+}
+
+multi_use_sandbox& async_core::sandbox() {
+    if (!sandbox_) throw error(errc::invalid_config, "the async sandbox was not created successfully");
+    return *sandbox_;
+}
+
+void async_core::begin(op_state* op) {
+    std::lock_guard lock(run_lock_);
+    running_ = op;
+}
+
+void async_core::end(op_state* op) {
+    std::lock_guard lock(run_lock_);
+    if (running_ == op) running_ = nullptr;
+    if (op) op->phase = op_state::done;
+}
+
+hl::interrupt_handle async_core::interrupt_handle() const {
+    std::lock_guard lock(run_lock_);
+    if (!handle_) throw error(errc::invalid_config, "the async sandbox was not created successfully");
+    return *handle_;
+}
+
+void async_core::set_last_error(std::string message) {
+    std::lock_guard lock(error_lock_);
+    last_error_ = std::move(message);
+}
+
+std::string async_core::last_error() const {
+    std::lock_guard lock(error_lock_);
+    return last_error_;
+}
+
+}  // namespace hl::detail

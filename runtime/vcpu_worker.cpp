@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "hl/runtime/detail/vcpu_worker.hpp"
+
+namespace hl::detail {
+
+vcpu_worker::vcpu_worker() : thread_([this] { loop(); }) {}
+
+vcpu_worker::~vcpu_worker() { stop(); }
+
+bool vcpu_worker::push(std::unique_ptr<worker_job> job, const std::function<void(ticket)>& on_queued) {
+    {
+        std::lock_guard lock(mutex_);
+        if (!stopping_) {
+            queue_.push_back(std::move(job));
+            if (on_queued) on_queued(std::prev(queue_.end()));
+            job = nullptr;
+        }
+    }
+    if (job) {
+        job->abort();
+        return false;
+    }
+    wake_.notify_one();
+    return true;
+}
+
+std::unique_ptr<worker_job> vcpu_worker::withdraw(ticket t, const std::function<bool()>& still_queued) {
+    std::lock_guard lock(mutex_);
+    if (!still_queued()) return nullptr;
+    auto job = std::move(*t);
+    queue_.erase(t);
+    return job;
+}
+
+void vcpu_worker::stop() {
+    {
+        std::lock_guard lock(mutex_);
+        if (stopping_ && !thread_.joinable()) return;
+        stopping_ = true;
+    }
+    wake_.notify_one();
+    if (!thread_.joinable()) return;
+    if (thread_.get_id() == std::this_thread::get_id()) {
+        thread_.detach();  // stopped from one of its own jobs: it exits after this job
+    } else {
+        thread_.join();
+    }
+}
+
+void vcpu_worker::loop() {
+    for (;;) {
+        std::unique_ptr<worker_job> job;
+        bool abort = false;
+        {
+            std::unique_lock lock(mutex_);
+            wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+            if (queue_.empty()) break;  // stopping, nothing left
+            job = std::move(queue_.front());
+            queue_.pop_front();
+            job->dequeued();
+            abort = stopping_;
+        }
+        if (abort) {
+            job->abort();
+        } else {
+            job->run();
+        }
+    }
+    if (on_exit_) on_exit_();
+}
+
+}  // namespace hl::detail
