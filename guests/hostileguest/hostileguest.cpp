@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "hl/abi/hl_generated.h"
 #include "hl/guest.hpp"
 
 namespace {
@@ -92,6 +93,16 @@ std::int32_t scribble_then_return() {
     return 42;
 }
 
+// Sends a trace-level log record straight to the port, skipping the SDK's level filter.
+void log_below_level() {
+    flatbuffers::FlatBufferBuilder b(128);
+    b.Finish(hl::fb::CreateLogRecord(b, hl::fb::LogLevel::Trace, b.CreateString("sneaky"), b.CreateString("x.c"), 1));
+    const std::uint64_t size = b.GetSize();
+    std::memcpy(output(), &size, sizeof size);
+    std::memcpy(output() + HL_BUFFER_HEADER_SIZE, b.GetBufferPointer(), size);
+    out32(HL_PORT_OUTPUT, HL_OUTPUT_LOG);
+}
+
 }  // namespace
 
 extern "C" void hl_guest_init() {
@@ -110,4 +121,5 @@ extern "C" void hl_guest_init() {
     register_function<forbidden_port>("ForbiddenPort");
     register_function<done_with_failure>("DoneWithFailure");
     register_function<scribble_then_return>("ScribbleThenReturn");
+    register_function<log_below_level>("LogBelowLevel");
 }

@@ -13,9 +13,9 @@ struct sandbox_config {
     std::uint64_t heap_size = 128 * 1024;
     /// Guest stack, with an unmapped guard page below it. 8 KiB .. 1 GiB.
     std::uint64_t stack_size = 64 * 1024;
-    /// Host-to-guest messages: a serialized call must fit, with 8 bytes of header. 4 KiB .. 4 GiB.
+    /// Host-to-guest messages: a serialized call must fit, with 8 bytes of header. 4 KiB .. 1 GiB.
     std::uint64_t input_buffer_size = 16 * 1024;
-    /// Guest-to-host messages: a serialized result must fit, with 8 bytes of header. 4 KiB .. 4 GiB.
+    /// Guest-to-host messages: a serialized result must fit, with 8 bytes of header. 4 KiB .. 1 GiB.
     std::uint64_t output_buffer_size = 16 * 1024;
 
     /// The real-time signal, SIGRTMIN + this offset, that kicks a vCPU thread out of the guest for

@@ -34,8 +34,9 @@ layout layout::compute(const sandbox_config& config, std::uint64_t image_size) {
     layout l;
     l.heap_size_ = checked_size("heap_size", config.heap_size, 4 * KiB, 16 * GiB);
     l.stack_size_ = checked_size("stack_size", config.stack_size, 8 * KiB, 1 * GiB);
-    l.input_size_ = checked_size("input_buffer_size", config.input_buffer_size, 4 * KiB, 4 * GiB);
-    l.output_size_ = checked_size("output_buffer_size", config.output_buffer_size, 4 * KiB, 4 * GiB);
+    // Below 2 GiB: FlatBuffers' Verifier asserts on larger buffers.
+    l.input_size_ = checked_size("input_buffer_size", config.input_buffer_size, 4 * KiB, 1 * GiB);
+    l.output_size_ = checked_size("output_buffer_size", config.output_buffer_size, 4 * KiB, 1 * GiB);
     if (image_size == 0 || image_size > 1 * GiB) {
         throw error(errc::invalid_guest, util::strfmt("the guest image is %llu bytes; it must be 1 byte .. 1 GiB",
                                                        (unsigned long long)image_size));

@@ -42,16 +42,27 @@ void default_log(const log_record& r) {
 }  // namespace
 
 void sandbox_core::register_host_function(std::string name, host_function fn) {
-    host_functions_.insert_or_assign(std::move(name), std::move(fn));
+    host_functions_.insert_or_assign(std::move(name), std::make_shared<const host_function>(std::move(fn)));
 }
 
-void sandbox_core::set_print_handler(print_handler handler) { print_ = std::move(handler); }
+void sandbox_core::set_print_handler(print_handler handler) {
+    print_ = handler ? std::make_shared<const print_handler>(std::move(handler)) : nullptr;
+}
 
-void sandbox_core::set_log_handler(log_handler handler) { log_ = std::move(handler); }
+void sandbox_core::set_log_handler(log_handler handler) {
+    log_ = handler ? std::make_shared<const log_handler>(std::move(handler)) : nullptr;
+}
 
 void sandbox_core::set_log_level(log_level level) {
+    log_level_ = level;
+    apply_log_level();
+}
+
+void sandbox_core::apply_log_level() {
+    const auto field = memory_.read<hl_peb>(layout_.peb()).log_level;
+    if (field == static_cast<std::uint32_t>(log_level_)) return;  // leave the page clean
     hl_peb peb = memory_.read<hl_peb>(layout_.peb());
-    peb.log_level = static_cast<std::uint32_t>(level);
+    peb.log_level = static_cast<std::uint32_t>(log_level_);
     memory_.write(layout_.peb(), peb);
 }
 
@@ -97,7 +108,8 @@ void sandbox_core::serve_host_call() {
         return fail(protocol::guest_error_kind::function_not_found,
                     util::strfmt("the host has no function named '%s'", name.c_str()));
     }
-    const host_function& fn = it->second;
+    const std::shared_ptr<const host_function> keep = it->second;  // survives re-registration from inside
+    const host_function& fn = *keep;
     bool match = call.arguments.size() == fn.parameters.size();
     for (std::size_t i = 0; match && i < call.arguments.size(); ++i) match = type_of(call.arguments[i]) == fn.parameters[i];
     if (!match) {
@@ -112,37 +124,42 @@ void sandbox_core::serve_host_call() {
     }
 
     return_value result;
-    in_host_function_ = true;
+    in_callback_ = true;
     try {
         result = fn.invoke(call.arguments);
     } catch (const std::exception& e) {
-        in_host_function_ = false;
+        in_callback_ = false;
         return fail(protocol::guest_error_kind::host_function_error,
                     util::strfmt("host function '%s' failed: %s", name.c_str(), e.what()));
     } catch (...) {
-        in_host_function_ = false;
+        in_callback_ = false;
         return fail(protocol::guest_error_kind::host_function_error,
                     util::strfmt("host function '%s' failed with a non-standard exception", name.c_str()));
     }
-    in_host_function_ = false;
+    in_callback_ = false;
     reply(protocol::encode_result(builder_, result));
 }
 
 void sandbox_core::deliver_output(std::uint32_t kind) {
     // The guest is stopped mid-call: a handler that throws leaves it there, so the sandbox is poisoned.
     auto deliver = [this](auto&& handler, const char* which) {
+        in_callback_ = true;
         try {
             handler();
         } catch (const std::exception& e) {
+            in_callback_ = false;
             poison_and_throw(errc::host_function_error, util::strfmt("the %s handler failed: %s", which, e.what()));
         } catch (...) {
+            in_callback_ = false;
             poison_and_throw(errc::host_function_error, util::strfmt("the %s handler threw", which));
         }
+        in_callback_ = false;
     };
     if (kind == HL_OUTPUT_PRINT) {
         const auto text = output_message("output");
         const std::string_view view(reinterpret_cast<const char*>(text.data()), text.size());
-        deliver([&] { print_ ? print_(view) : default_print(view); }, "print");
+        const auto handler = print_;  // survives set_print_handler() from inside
+        deliver([&] { handler ? (*handler)(view) : default_print(view); }, "print");
         return;
     }
     if (kind == HL_OUTPUT_LOG) {
@@ -153,7 +170,9 @@ void sandbox_core::deliver_output(std::uint32_t kind) {
             if (poisoned()) throw;
             poison_and_throw(errc::protocol_error, std::string("bad log record from the guest: ") + e.what());
         }
-        deliver([&] { log_ ? log_(record) : default_log(record); }, "log");
+        if (record.level < log_level_) return;  // the guest should have filtered it; do not trust that
+        const auto handler = log_;
+        deliver([&] { handler ? (*handler)(record) : default_log(record); }, "log");
         return;
     }
     poison_and_throw(errc::protocol_error, util::strfmt("the guest sent output of unknown kind %u", kind));

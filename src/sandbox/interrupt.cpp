@@ -19,33 +19,52 @@ namespace {
 
 std::atomic<std::uint64_t> stale_signals{0};
 
-// What the signal handler may touch on this thread while a call runs. Initial-exec TLS: reading it
-// from a signal handler must not allocate.
+// What the signal handler may touch on this thread while calls run: a stack, because a host function
+// may call into another sandbox on the same thread. Initial-exec TLS: reading it from a signal handler
+// must not allocate. Frames are filled before `depth` makes them visible and hidden before they are
+// cleared; the signal fences keep the compiler from reordering that.
 struct active_call {
     std::uint8_t* immediate_exit = nullptr;
     std::atomic<bool>* deadline_hit = nullptr;
     std::uintptr_t deadline_token = 0;
     volatile sig_atomic_t in_guest = 0;
 };
-[[gnu::tls_model("initial-exec")]] thread_local active_call current;
+constexpr int max_nesting = 8;
+struct active_calls {
+    active_call frames[max_nesting];
+    volatile sig_atomic_t depth = 0;
+};
+[[gnu::tls_model("initial-exec")]] thread_local active_calls current;
 
 void set_immediate_exit(std::uint8_t* flag, std::uint8_t value) noexcept {
-    __atomic_store_n(flag, value, __ATOMIC_SEQ_CST);
+    if (flag != nullptr) __atomic_store_n(flag, value, __ATOMIC_SEQ_CST);
 }
 
 void on_signal(int, siginfo_t* info, void*) {
+    const int depth = current.depth;
     if (info->si_code == SI_TIMER) {
-        if (current.deadline_hit != nullptr &&
-            reinterpret_cast<std::uintptr_t>(info->si_value.sival_ptr) == current.deadline_token) {
-            current.deadline_hit->store(true);
-            set_immediate_exit(current.immediate_exit, 1);
-            return;
+        const auto token = reinterpret_cast<std::uintptr_t>(info->si_value.sival_ptr);
+        for (int i = 0; i < depth; ++i) {
+            active_call& frame = current.frames[i];
+            if (frame.deadline_hit != nullptr && frame.deadline_token == token) {
+                frame.deadline_hit->store(true);
+                set_immediate_exit(frame.immediate_exit, 1);  // stops that call when its guest runs again
+                return;
+            }
         }
         stale_signals.fetch_add(1, std::memory_order_relaxed);
         return;
     }
     // A kill: the killer already set immediate_exit; the signal only has to end KVM_RUN.
-    if (!current.in_guest) stale_signals.fetch_add(1, std::memory_order_relaxed);
+    if (depth == 0 || !current.frames[depth - 1].in_guest) stale_signals.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Per-thread identity for deadline timers: thread ids are reused, this is not.
+std::atomic<std::uint64_t> next_thread_serial{1};
+[[gnu::tls_model("initial-exec")]] thread_local std::uint64_t thread_serial = 0;
+std::uint64_t this_thread_serial() noexcept {
+    if (thread_serial == 0) thread_serial = next_thread_serial.fetch_add(1);
+    return thread_serial;
 }
 
 std::mutex install_mutex;
@@ -91,8 +110,7 @@ bool interrupt_state::kill() {
             std::lock_guard lock(mutex);
             if (immediate_exit == nullptr || !running.load()) return kicks > 0;
             cancel.store(true);
-            set_immediate_exit(immediate_exit, 1);
-            std::atomic_thread_fence(std::memory_order_seq_cst);
+            set_immediate_exit(immediate_exit, 1);  // seq_cst, like the load below: no fence needed
             if (!in_guest.load()) return true;  // it will see immediate_exit before entering again
             ::pthread_kill(thread, signal);
         }
@@ -109,8 +127,8 @@ deadline_timer::~deadline_timer() {
     if (created_) ::timer_delete(id_);
 }
 
-std::uintptr_t deadline_timer::arm(int signal, std::chrono::nanoseconds timeout) {
-    const auto self = static_cast<pid_t>(::syscall(SYS_gettid));
+std::uintptr_t deadline_timer::prepare(int signal) {
+    const std::uint64_t self = this_thread_serial();
     if (!created_ || thread_ != self) {
         if (created_) ::timer_delete(id_);
         created_ = false;
@@ -119,13 +137,17 @@ std::uintptr_t deadline_timer::arm(int signal, std::chrono::nanoseconds timeout)
         event.sigev_notify = SIGEV_THREAD_ID;
         event.sigev_signo = signal;
         event.sigev_value.sival_ptr = reinterpret_cast<void*>(token_);
-        event._sigev_un._tid = self;  // sigev_notify_thread_id, which glibc 2.36 does not name
+        event._sigev_un._tid = static_cast<pid_t>(::syscall(SYS_gettid));  // sigev_notify_thread_id
         if (::timer_create(CLOCK_MONOTONIC, &event, &id_) != 0) {
             throw std::system_error(errno, std::system_category(), "timer_create for a call deadline");
         }
         created_ = true;
         thread_ = self;
     }
+    return token_;
+}
+
+void deadline_timer::start(std::chrono::nanoseconds timeout) {
     const auto ns = timeout.count() > 0 ? timeout.count() : 1;  // 0 would disarm
     itimerspec spec{};
     spec.it_value.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
@@ -133,7 +155,6 @@ std::uintptr_t deadline_timer::arm(int signal, std::chrono::nanoseconds timeout)
     if (::timer_settime(id_, 0, &spec, nullptr) != 0) {
         throw std::system_error(errno, std::system_category(), "timer_settime for a call deadline");
     }
-    return token_;
 }
 
 void deadline_timer::disarm() noexcept {
@@ -143,6 +164,21 @@ void deadline_timer::disarm() noexcept {
 
 call_guard::call_guard(interrupt_state& state, deadline_timer* timer, std::chrono::nanoseconds timeout)
     : state_(state), timer_(timer) {
+    const int depth = current.depth;
+    if (depth >= max_nesting) {
+        throw error(errc::protocol_error,
+                    util::strfmt("guest calls nest more than %d deep through host functions on one thread", max_nesting));
+    }
+    // A thread that blocks the signal (sigwait or signalfd designs) would never be kicked out.
+    sigset_t mask;
+    ::pthread_sigmask(SIG_BLOCK, nullptr, &mask);
+    if (sigismember(&mask, state_.signal) == 1) {
+        sigset_t ours;
+        sigemptyset(&ours);
+        sigaddset(&ours, state_.signal);
+        ::pthread_sigmask(SIG_UNBLOCK, &ours, nullptr);
+        unblocked_ = true;
+    }
     {
         std::lock_guard lock(state_.mutex);
         state_.cancel.store(false);
@@ -150,50 +186,60 @@ call_guard::call_guard(interrupt_state& state, deadline_timer* timer, std::chron
         state_.thread = ::pthread_self();
         state_.running.store(true);
     }
-    current.immediate_exit = state_.immediate_exit;
-    if (timer_ != nullptr) {
-        static thread_local std::atomic<bool> hit;
-        hit.store(false);
-        current.deadline_hit = &hit;
-        try {
-            current.deadline_token = timer_->arm(state_.signal, timeout);
-        } catch (...) {
-            end();
-            throw;
+    active_call& frame = current.frames[depth];
+    frame = active_call{};
+    frame.immediate_exit = state_.immediate_exit;
+    try {
+        if (timer_ != nullptr) {
+            frame.deadline_token = timer_->prepare(state_.signal);
+            frame.deadline_hit = &hit_;
         }
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        current.depth = depth + 1;
+        if (timer_ != nullptr) timer_->start(timeout);
+    } catch (...) {
+        end();
+        throw;
     }
 }
 
 call_guard::~call_guard() { end(); }
 
 void call_guard::end() noexcept {
-    if (timer_ != nullptr) {
-        timer_->disarm();
-        current.deadline_hit = nullptr;
-        current.deadline_token = 0;
+    if (timer_ != nullptr) timer_->disarm();
+    if (current.depth > 0 && current.frames[current.depth - 1].immediate_exit == state_.immediate_exit) {
+        current.depth = current.depth - 1;
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        current.frames[current.depth] = active_call{};
     }
-    current.immediate_exit = nullptr;
-    std::lock_guard lock(state_.mutex);
-    state_.running.store(false);
+    {
+        std::lock_guard lock(state_.mutex);
+        state_.running.store(false);
+    }
+    if (unblocked_) {
+        sigset_t ours;
+        sigemptyset(&ours);
+        sigaddset(&ours, state_.signal);
+        ::pthread_sigmask(SIG_BLOCK, &ours, nullptr);
+    }
 }
 
 void call_guard::entering_guest() noexcept {
-    current.in_guest = 1;
+    current.frames[current.depth - 1].in_guest = 1;
     state_.in_guest.store(true);
 }
 
 void call_guard::left_guest() noexcept {
     state_.in_guest.store(false);
-    current.in_guest = 0;
+    current.frames[current.depth - 1].in_guest = 0;
 }
 
 call_guard::reason call_guard::stop_reason() noexcept {
     // Clear first, then look: a killer that sets `cancel` after this look sets immediate_exit after
     // this clear, so the next KVM_RUN still stops.
-    set_immediate_exit(state_.immediate_exit, 0);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    set_immediate_exit(state_.immediate_exit, 0);  // seq_cst store, then seq_cst loads
     if (state_.cancel.load()) return reason::cancelled;
-    if (current.deadline_hit != nullptr && current.deadline_hit->load()) return reason::timed_out;
+    if (hit_.load()) return reason::timed_out;
     return reason::none;
 }
 

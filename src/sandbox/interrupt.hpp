@@ -49,18 +49,23 @@ public:
     deadline_timer(const deadline_timer&) = delete;
     deadline_timer& operator=(const deadline_timer&) = delete;
 
-    /// Arms the timer to signal the calling thread after `timeout`; returns its token.
-    std::uintptr_t arm(int signal, std::chrono::nanoseconds timeout);
+    /// Makes sure the timer targets the calling thread; returns the token its signals carry.
+    std::uintptr_t prepare(int signal);
+    /// Arms it to fire once after `timeout`.
+    void start(std::chrono::nanoseconds timeout);
     void disarm() noexcept;
 
 private:
     timer_t id_{};
     bool created_ = false;
-    pid_t thread_ = 0;
+    std::uint64_t thread_ = 0;  // serial of the thread it targets
     std::uintptr_t token_ = 0;
 };
 
-/// Per-call bookkeeping on the vCPU thread, with an optional deadline.
+/// Per-call bookkeeping on the vCPU thread, with an optional deadline. Calls may nest (a host
+/// function calling another sandbox on the same thread). The interrupt signal is unblocked for the
+/// call if the thread blocks it. Note that, as the signal has no SA_RESTART, a deadline that fires
+/// while a host function blocks in a system call makes that call fail with EINTR.
 class call_guard {
 public:
     call_guard(interrupt_state& state, deadline_timer* timer, std::chrono::nanoseconds timeout);
@@ -81,6 +86,8 @@ private:
 
     interrupt_state& state_;
     deadline_timer* timer_;
+    std::atomic<bool> hit_{false};  // set by the signal handler when the deadline fires
+    bool unblocked_ = false;       // the signal was blocked on this thread; block it again at the end
 };
 
 }  // namespace hl::detail

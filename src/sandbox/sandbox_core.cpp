@@ -52,7 +52,7 @@ errc errc_for(protocol::guest_error_kind kind) {
     case protocol::guest_error_kind::function_not_found: return errc::unknown_function;
     case protocol::guest_error_kind::parameter_mismatch: return errc::parameter_mismatch;
     case protocol::guest_error_kind::return_type_mismatch: return errc::return_type_mismatch;
-    case protocol::guest_error_kind::malformed_call: return errc::protocol_error;
+    case protocol::guest_error_kind::malformed_call: return errc::protocol_error;  // poisons, see read_result
     case protocol::guest_error_kind::out_of_memory: return errc::out_of_memory;
     case protocol::guest_error_kind::result_too_large: return errc::result_too_large;
     case protocol::guest_error_kind::host_function_error: return errc::host_function_error;
@@ -63,7 +63,7 @@ errc errc_for(protocol::guest_error_kind kind) {
 
 }  // namespace
 
-sandbox_core::sandbox_core(std::shared_ptr<const sandbox_image> image, mem::guest_memory memory) noexcept
+sandbox_core::sandbox_core(std::shared_ptr<const sandbox_image> image, mem::guest_memory memory)
     : image_(std::move(image)),
       layout_(image_->layout),
       memory_(std::move(memory)),
@@ -134,12 +134,7 @@ void sandbox_core::initialize() {
 
 return_value sandbox_core::call(std::string_view name, value_type return_type, std::span<const argument> args,
                                 std::chrono::nanoseconds timeout) {
-    if (in_host_function_) {
-        throw error(errc::protocol_error,
-                    util::strfmt("cannot call '%.*s' from inside a host function: host functions must not call "
-                                 "back into their guest",
-                                 static_cast<int>(name.size()), name.data()));
-    }
+    check_not_in_callback("call its guest");
     if (poisoned()) {
         throw error(errc::poisoned, util::strfmt("cannot call '%.*s': the sandbox is poisoned (%s); restore it first",
                                                  static_cast<int>(name.size()), name.data(), poison_reason_.c_str()));
@@ -179,6 +174,7 @@ return_value sandbox_core::read_result(std::string_view name, value_type return_
     if (result.error) {
         const auto& e = *result.error;
         const errc code = errc_for(e.kind);
+        if (code == errc::protocol_error) poison_and_throw(code, "the guest could not read the call: " + e.message);
         if (code == errc::guest_error) {
             throw error(code, util::strfmt("guest function '%.*s' failed with code %d: %s", static_cast<int>(name.size()),
                                            name.data(), e.code, e.message.c_str()));
@@ -212,7 +208,13 @@ void sandbox_core::enter(std::uint64_t op, std::chrono::nanoseconds timeout) {
                              util::strfmt("the guest call exceeded its deadline of %.3f ms", timeout.count() / 1e6));
         }
         guard.entering_guest();
-        const vmm::vm_exit exit = vm_->run();
+        vmm::vm_exit exit;
+        try {
+            exit = vm_->run();
+        } catch (const std::system_error& e) {
+            guard.left_guest();
+            poison_and_throw(errc::vm_error, std::string("KVM_RUN failed: ") + e.what());
+        }
         guard.left_guest();
         switch (exit.what) {
         case vmm::vm_exit::kind::io_out:
@@ -251,6 +253,15 @@ void sandbox_core::enter(std::uint64_t op, std::chrono::nanoseconds timeout) {
     }
 }
 
+void sandbox_core::check_not_in_callback(const char* what) const {
+    if (in_callback_) {
+        throw error(errc::protocol_error,
+                    util::strfmt("cannot %s from inside one of its host functions or handlers: they must not drive "
+                                 "their own sandbox",
+                                 what));
+    }
+}
+
 void sandbox_core::poison_and_throw(errc code, const std::string& message) {
     poison_reason_ = message;
     throw error(code, message);
@@ -267,8 +278,14 @@ void sandbox_core::throw_abort(std::uint32_t code) {
 void sandbox_core::throw_fault() {
     fault_context ctx;
     const vmm::registers r = vm_->regs();
+    std::uint64_t cr2 = 0;
+    try {
+        cr2 = vm_->read_cr2();
+    } catch (const std::exception& e) {
+        poison_and_throw(errc::vm_error, std::string("the guest faulted and its state could not be read: ") + e.what());
+    }
     ctx.cpu = {r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11,
-               r.r12, r.r13, r.r14, r.r15, r.rip, r.rflags, vm_->read_cr2()};
+               r.r12, r.r13, r.r14, r.r15, r.rip, r.rflags, cr2};
     ctx.page = [this](std::uint64_t address) {
         page_info info;
         if (const auto* region = region_at(mem::gpa{address})) {
@@ -296,8 +313,13 @@ void sandbox_core::throw_fault() {
     ctx.stack_guard_begin = layout_.stack_guard().value;
     ctx.stack_guard_end = layout_.stack().value;
 
-    fault_report report = classify_fault(ctx);
-    vm_->reset_cpu();
+    fault_report report;
+    try {
+        report = classify_fault(ctx);
+        vm_->reset_cpu();
+    } catch (const std::exception& e) {
+        poison_and_throw(errc::vm_error, std::string("the guest faulted and its state could not be read: ") + e.what());
+    }
     poison_and_throw(report.code, report.message);
 }
 

@@ -62,7 +62,12 @@ public:
     void set_log_level(log_level level);
 
 private:
-    sandbox_core(std::shared_ptr<const sandbox_image> image, mem::guest_memory memory) noexcept;
+    sandbox_core(std::shared_ptr<const sandbox_image> image, mem::guest_memory memory);
+
+    /// Throws unless the sandbox may be driven now (not from inside one of its own callbacks).
+    void check_not_in_callback(const char* what) const;
+    /// Writes log_level_ into the PEB.
+    void apply_log_level();
 
     /// Gathers the pages written since the last snapshot or restore (by the guest and by the host)
     /// into dirty_, and records them as populated.
@@ -109,10 +114,12 @@ private:
     std::uint64_t collections_ = 0;
     flatbuffers::FlatBufferBuilder builder_{1024};
     std::string poison_reason_;
-    std::unordered_map<std::string, host_function> host_functions_;
-    print_handler print_;
-    log_handler log_;
-    bool in_host_function_ = false;
+    // Held by shared_ptr so that a callback which replaces itself does not destroy itself mid-call.
+    std::unordered_map<std::string, std::shared_ptr<const host_function>> host_functions_;
+    std::shared_ptr<const print_handler> print_;
+    std::shared_ptr<const log_handler> log_;
+    log_level log_level_ = log_level::info;  // the host's; written into the PEB, re-applied after restore
+    bool in_callback_ = false;  // a host function or handler runs: no calls, snapshots or restores
     std::shared_ptr<interrupt_state> interrupt_ = std::make_shared<interrupt_state>();
     deadline_timer deadline_;
 };

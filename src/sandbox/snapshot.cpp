@@ -109,11 +109,14 @@ void sandbox_core::collect_dirty_pages() {
 }
 
 std::shared_ptr<const snapshot> sandbox_core::take_snapshot() {
-    if (in_host_function_) throw error(errc::protocol_error, "cannot snapshot a sandbox from inside its host function");
+    check_not_in_callback("snapshot it");
     if (poisoned()) {
         throw error(errc::poisoned,
                     util::strfmt("cannot snapshot a poisoned sandbox (%s); restore it first", poison_reason_.c_str()));
     }
+    // Until this succeeds the sandbox matches no snapshot: a later restore then copies every page
+    // rather than trusting dirty pages that this attempt has already consumed.
+    base_.reset();
     collect_dirty_pages();
     auto state = std::make_unique<snapshot::state>();
     state->image = image_;
@@ -127,13 +130,15 @@ std::shared_ptr<const snapshot> sandbox_core::take_snapshot() {
 
 void sandbox_core::restore(const std::shared_ptr<const snapshot>& snap) {
     if (!snap) throw error(errc::invalid_config, "restore() needs a snapshot, not a null pointer");
-    if (in_host_function_) throw error(errc::protocol_error, "cannot restore a sandbox from inside its host function");
+    check_not_in_callback("restore it");
     const snapshot::state& s = *snap->state_;
     if (!image_->compatible_with(*s.image)) {
         throw error(errc::snapshot_mismatch,
                     "the snapshot was taken from a different guest or memory layout; the sandbox is unchanged");
     }
 
+    const bool incremental = base_ == snap;
+    base_.reset();  // as in take_snapshot(): set again only once the restore has succeeded
     collect_dirty_pages();
     // Normally the dirty pages; for another snapshot, or when most pages are dirty, every page
     // either side may hold.
@@ -155,13 +160,14 @@ void sandbox_core::restore(const std::shared_ptr<const snapshot>& snap) {
     };
     std::uint64_t dirty_count = 0;
     for (const auto w : dirty_words_) dirty_count += static_cast<std::uint64_t>(std::popcount(dirty_.word(w)));
-    if (base_ != snap || dirty_count * 100 > populated_count_ * whole_copy_percent) {
+    if (!incremental || dirty_count * 100 > populated_count_ * whole_copy_percent) {
         populated_count_ += populated_.merge(s.populated);
         populated_.for_each_run(copy_back);
     } else {
         dirty_.for_each_run_in_words(dirty_words_, copy_back);
     }
     vm_->restore_cpu(s.cpu);
+    apply_log_level();  // the log level is the host's, not the snapshot's
     poison_reason_.clear();
     base_ = snap;
 }
@@ -176,6 +182,7 @@ std::unique_ptr<sandbox_core> sandbox_core::create_from(std::shared_ptr<const sn
     core->create_vm();
     core->vm_->restore_cpu(s.cpu);
     core->base_ = std::move(snap);
+    core->apply_log_level();
     return core;
 }
 

@@ -208,7 +208,13 @@ void vm::set_registers(const registers& r) noexcept {
 saved_cpu vm::save_cpu() const {
     saved_cpu state;
     state.regs = regs();
-    checked_ioctl(vcpu_fd_.get(), KVM_GET_SREGS, state.sregs, "KVM_GET_SREGS");
+    const kvm_run* run = run_state();
+    if (run->kvm_dirty_regs & KVM_SYNC_X86_SREGS) {
+        // A restore staged these for the next KVM_RUN; the vCPU does not hold them yet.
+        std::memcpy(state.sregs, &run->s.regs.sregs, sizeof state.sregs);
+    } else {
+        checked_ioctl(vcpu_fd_.get(), KVM_GET_SREGS, state.sregs, "KVM_GET_SREGS");
+    }
     checked_ioctl(vcpu_fd_.get(), KVM_GET_XSAVE, state.xsave, "KVM_GET_XSAVE");
     return state;
 }
