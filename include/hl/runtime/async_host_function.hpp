@@ -12,6 +12,8 @@
 #include <chrono>
 #include <filesystem>
 #include <future>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -32,14 +34,36 @@ template <class F, class R, class... A>
 auto blocking_host_function(asio::any_io_executor ex, F f, R (*)(A...)) {
     using T = typename awaitable_result<R>::type;
     return [ex = std::move(ex), f = std::move(f)](A... args) -> T {
-        std::promise<T> done;
-        auto result = done.get_future();
+        // Shared with the completion handler, which may still be returning from set_value() when
+        // this thread wakes up. Failure travels as a message, not as the exception object, whose
+        // reference count two threads would otherwise share inside the standard library.
+        struct outcome {
+            std::promise<void> ready;
+            std::conditional_t<std::is_void_v<T>, bool, std::optional<T>> value{};
+            std::string failure;
+            bool failed = false;
+        };
+        auto state = std::make_shared<outcome>();
+        auto finished = state->ready.get_future();
         // The arguments view guest memory, which stays put while this thread waits for the result.
-        asio::co_spawn(ex, f(args...), [&done](std::exception_ptr e, auto... value) {
-            if (e) done.set_exception(e);
-            else done.set_value(std::move(value)...);
+        asio::co_spawn(ex, f(args...), [state](std::exception_ptr e, auto... value) {
+            if (e) {
+                state->failed = true;
+                try {
+                    std::rethrow_exception(e);
+                } catch (const std::exception& x) {
+                    state->failure = x.what();
+                } catch (...) {
+                    state->failure = "a non-standard exception";
+                }
+            } else if constexpr (sizeof...(value) > 0) {
+                state->value.emplace(std::move(value)...);
+            }
+            state->ready.set_value();
         });
-        return result.get();
+        finished.wait();
+        if (state->failed) throw std::runtime_error(state->failure);
+        if constexpr (!std::is_void_v<T>) return std::move(*state->value);
     };
 }
 

@@ -219,8 +219,13 @@ public:
                             ec = make_error_code(errc::vm_error);
                             raw->set_last_error(e.what());
                         }
-                        // Moved out so that the worker thread never holds the last reference.
-                        return std::make_tuple(ec ? async_sandbox() : async_sandbox(std::move(core), ex));
+                        if (ec) {
+                            // Released on the executor: the worker thread must never drop the last
+                            // reference to the core that owns it.
+                            asio::post(ex, [doomed = std::move(core)] {});
+                            return std::make_tuple(async_sandbox());
+                        }
+                        return std::make_tuple(async_sandbox(std::move(core), ex));
                     },
                     [] { return std::make_tuple(async_sandbox()); });
             },
