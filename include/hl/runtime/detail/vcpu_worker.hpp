@@ -3,6 +3,7 @@
 // type-erased jobs that carry their own completion.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -50,8 +51,11 @@ public:
 private:
     void loop();
 
+    static constexpr int spin_microseconds = 50;
+
     std::mutex mutex_;
     std::condition_variable wake_;
+    std::atomic<bool> has_work_{false};  // a hint for the spin; the queue under mutex_ is the truth
     std::list<std::unique_ptr<worker_job>> queue_;
     bool stopping_ = false;
     std::function<void()> on_exit_;
