@@ -4,6 +4,7 @@
 namespace hl::detail {
 
 async_core::~async_core() {
+    worker_.close();  // first, so that nothing queued starts once the running call is killed
     {
         std::lock_guard lock(run_lock_);
         if (running_ != nullptr && handle_) handle_->kill();

@@ -35,13 +35,17 @@ std::unique_ptr<worker_job> vcpu_worker::withdraw(ticket t, const std::function<
     return job;
 }
 
-void vcpu_worker::stop() {
+void vcpu_worker::close() {
     {
         std::lock_guard lock(mutex_);
-        if (stopping_ && !thread_.joinable()) return;
         stopping_ = true;
+        has_work_.store(true, std::memory_order_release);  // end a spin
     }
     wake_.notify_one();
+}
+
+void vcpu_worker::stop() {
+    close();
     if (!thread_.joinable()) return;
     if (thread_.get_id() == std::this_thread::get_id()) {
         thread_.detach();  // stopped from one of its own jobs: it exits after this job

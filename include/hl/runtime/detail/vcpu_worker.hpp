@@ -43,7 +43,9 @@ public:
     /// Runs on the worker thread just before it exits (destroy thread-bound state there).
     void set_on_exit(std::function<void()> f) { on_exit_ = std::move(f); }
 
-    /// Stops taking jobs: queued ones are aborted; returns when the thread has exited.
+    /// Stops taking jobs: from now on queued and new ones are aborted, never run.
+    void close();
+    /// close(), then returns when the thread has exited.
     void stop();
 
     std::thread::id thread_id() const noexcept { return thread_.get_id(); }
