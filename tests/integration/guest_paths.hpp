@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include "hl/error.hpp"
+
 namespace hl::test {
 
 /// Empty when /dev/kvm can be opened read-write; otherwise why it cannot.
@@ -15,6 +17,18 @@ std::string kvm_unavailable_reason();
 inline const char* simpleguest() { return HL_SIMPLEGUEST; }
 inline const char* c_simpleguest() { return HL_C_SIMPLEGUEST; }
 inline const char* hostileguest() { return HL_HOSTILEGUEST; }
+
+/// The hl::errc that `f` fails with, or errc{} if it succeeds.
+template <class F>
+hl::errc error_of(F&& f) {
+    try {
+        f();
+    } catch (const hl::error& e) {
+        if (e.code().category() == hl::error_category()) return static_cast<hl::errc>(e.code().value());
+        ADD_FAILURE() << "not an hl::errc: " << e.what();
+    }
+    return hl::errc{};
+}
 
 /// Number of open file descriptors of this process.
 int open_fd_count();

@@ -21,14 +21,7 @@ hl::multi_use_sandbox make(hl::sandbox_config config = {}) {
     return std::move(u).evolve();
 }
 
-errc error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const hl::error& e) {
-        return static_cast<errc>(e.code().value());
-    }
-    return errc{};
-}
+using hl::test::error_of;
 
 void wait_until_running(const hl::interrupt_handle& h) {
     while (!h.running()) std::this_thread::yield();

@@ -15,14 +15,7 @@ namespace {
 using hl::errc;
 using namespace std::chrono_literals;
 
-errc error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const hl::error& e) {
-        return static_cast<errc>(e.code().value());
-    }
-    return errc{};
-}
+using hl::test::error_of;
 
 class Reentrancy : public ::testing::Test {
 protected:

@@ -23,16 +23,7 @@ protected:
     }
 };
 
-template <class F>
-errc error_of(F&& f) {
-    try {
-        f();
-    } catch (const hl::error& e) {
-        if (e.code().category() == hl::error_category()) return static_cast<errc>(e.code().value());
-        ADD_FAILURE() << "not an hl::errc: " << e.what();
-    }
-    return errc{};
-}
+using hl::test::error_of;
 
 TEST_P(BothGuests, EchoesAString) {
     auto sb = make();
