@@ -7,6 +7,7 @@
 
 #include "bench_common.hpp"
 #include "hl/runtime/async_sandbox.hpp"
+#include "hl/runtime/sandbox_pool.hpp"
 
 namespace {
 
@@ -62,9 +63,62 @@ void concurrent_calls(benchmark::State& state, int coroutines) {
     state.SetItemsProcessed(state.iterations() * coroutines * calls_per_coroutine);
 }
 
+hl::sandbox_pool make_pool(asio::io_context& io, std::size_t size) {
+    auto work = asio::make_work_guard(io);
+    std::thread loop([&] { io.run(); });
+    auto pool = hl::sandbox_pool::async_create(io.get_executor(), HL_SIMPLEGUEST, {}, {},
+                                               {.min_size = size, .max_size = size}, asio::use_future)
+                    .get();
+    auto drained = pool.async_drain(asio::use_future);  // prewarmed
+    drained.get();
+    work.reset();
+    loop.join();
+    io.restart();
+    return pool;
+}
+
+// `coroutines` coroutines each running Echo tasks through a pool of 4 (acquire, call, restore).
+void pool_call(benchmark::State& state, int coroutines) {
+    asio::io_context io;
+    auto pool = make_pool(io, 4);
+    const std::string hello = "hello\n";
+    constexpr int calls_per_coroutine = 16;
+    for (auto _ : state) {
+        io.restart();
+        for (int c = 0; c < coroutines; ++c) {
+            asio::co_spawn(io, [&]() -> awaitable<void> {
+                for (int i = 0; i < calls_per_coroutine; ++i) co_await pool.async_call<std::string>("Echo", hello);
+            }, asio::detached);
+        }
+        io.run();
+    }
+    state.SetItemsProcessed(state.iterations() * coroutines * calls_per_coroutine);
+}
+
+// Acquiring a sandbox that is idle, and giving it back (the restore happens off this path).
+void pool_acquire_idle(benchmark::State& state) {
+    asio::io_context io;
+    auto pool = make_pool(io, 2);
+    asio::co_spawn(io, [&]() -> awaitable<void> {
+        for (auto _ : state) {
+            state.PauseTiming();
+            co_await pool.async_drain();  // both sandboxes idle again
+            state.ResumeTiming();
+            auto lease = co_await pool.async_acquire();
+            benchmark::DoNotOptimize(lease);
+            state.PauseTiming();
+            lease.release();
+            state.ResumeTiming();
+        }
+    }, asio::detached);
+    io.run();
+}
+
 const int registered = [] {
     hl::bench::add("runtime/async_call", async_call);
     for (int n : {1, 16, 256, 1024}) hl::bench::add("runtime/concurrent_calls/" + std::to_string(n), concurrent_calls, n);
+    for (int n : {1, 16, 256, 1024}) hl::bench::add("runtime/pool_call/" + std::to_string(n), pool_call, n);
+    hl::bench::add("runtime/pool_acquire_idle", pool_acquire_idle);
     return 0;
 }();
 

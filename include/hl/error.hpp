@@ -29,6 +29,8 @@ enum class errc {
     host_function_error,   ///< a host function failed; its message is carried along
     vm_error,              ///< KVM reported a failure the library cannot recover from; poisons
     snapshot_mismatch,     ///< the snapshot belongs to another guest or memory layout
+    pool_busy,             ///< the sandbox pool's wait queue is full
+    pool_closed,           ///< the sandbox pool is closed
 };
 
 const std::error_category& error_category() noexcept;

@@ -32,6 +32,8 @@ public:
         case errc::invalid_guest: return "the guest binary cannot be loaded";
         case errc::host_function_error: return "a host function failed";
         case errc::vm_error: return "KVM reported an unrecoverable error";
+        case errc::pool_busy: return "the sandbox pool's wait queue is full; retry later or raise pool_options::max_waiters";
+        case errc::pool_closed: return "the sandbox pool is closed";
         case errc::snapshot_mismatch:
             return "the snapshot belongs to a different guest or memory layout; restore one taken from this kind of sandbox";
         }

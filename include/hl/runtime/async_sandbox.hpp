@@ -206,30 +206,46 @@ public:
                 detail::submit(
                     core, std::move(handler), ex, false,
                     [raw, core, ex, guest = std::move(guest), config, setup = std::move(setup)](std::error_code& ec) mutable {
-                        try {
+                        guarded(*raw, ec, [&] {
                             raw->create([&] {
                                 auto u = uninitialized_sandbox::from_file(guest, config);
                                 if (setup) setup(u);
                                 return std::move(u).evolve();
                             });
-                        } catch (const std::system_error& e) {
-                            ec = e.code();
-                            raw->set_last_error(e.what());
-                        } catch (const std::exception& e) {
-                            ec = make_error_code(errc::vm_error);
-                            raw->set_last_error(e.what());
-                        }
-                        if (ec) {
-                            // Released on the executor: the worker thread must never drop the last
-                            // reference to the core that owns it.
-                            asio::post(ex, [doomed = std::move(core)] {});
-                            return std::make_tuple(async_sandbox());
-                        }
-                        return std::make_tuple(async_sandbox(std::move(core), ex));
+                        });
+                        return finish_creation(std::move(core), ex, ec);
                     },
                     [] { return std::make_tuple(async_sandbox()); });
             },
             token, std::move(ex), std::move(guest), std::move(config), std::move(setup));
+    }
+
+    /// A sandbox mapping `snap` copy-on-write (no guest initialisation), created on a new vCPU
+    /// thread; `bind` registers its host functions and handlers there. Completes with
+    /// void(std::error_code, async_sandbox).
+    template <class Token = asio::use_awaitable_t<>>
+    static auto async_create_from(executor_type ex, std::shared_ptr<const snapshot> snap,
+                                  std::function<void(multi_use_sandbox&)> bind, Token&& token = {}) {
+        return asio::async_initiate<Token, void(std::error_code, async_sandbox)>(
+            [](auto handler, executor_type ex, std::shared_ptr<const snapshot> snap,
+               std::function<void(multi_use_sandbox&)> bind) {
+                auto core = std::make_shared<detail::async_core>();
+                auto* raw = core.get();
+                detail::submit(
+                    core, std::move(handler), ex, false,
+                    [raw, core, ex, snap = std::move(snap), bind = std::move(bind)](std::error_code& ec) mutable {
+                        guarded(*raw, ec, [&] {
+                            raw->create([&] {
+                                auto sb = multi_use_sandbox::from_snapshot(snap);
+                                if (bind) bind(sb);
+                                return sb;
+                            });
+                        });
+                        return finish_creation(std::move(core), ex, ec);
+                    },
+                    [] { return std::make_tuple(async_sandbox()); });
+            },
+            token, std::move(ex), std::move(snap), std::move(bind));
     }
 
     /// Calls the guest function `name`: `async_call<R>(name, args..., token)`; with no token,
@@ -244,6 +260,12 @@ public:
         } else {
             return initiate_call<R>(name, asio::use_awaitable, std::forward<ArgsAndToken>(args_and_token)...);
         }
+    }
+
+    /// As async_call(), with arguments already copied (for composed operations such as the pool's).
+    template <class R, class Token>
+    auto async_call_with(std::string_view name, detail::owned_arguments args, Token&& token) {
+        return initiate_owned<R>(name, std::forward<Token>(token), std::move(args));
     }
 
     /// Takes a snapshot on the vCPU thread. Completes with
@@ -292,6 +314,17 @@ public:
 private:
     async_sandbox(std::shared_ptr<detail::async_core> core, executor_type ex) : core_(std::move(core)), ex_(std::move(ex)) {}
 
+    static std::tuple<async_sandbox> finish_creation(std::shared_ptr<detail::async_core> core, const executor_type& ex,
+                                                     std::error_code ec) {
+        if (ec) {
+            // Released on the executor: the worker thread must never drop the last reference to
+            // the core that owns it.
+            asio::post(ex, [doomed = std::move(core)] {});
+            return std::make_tuple(async_sandbox());
+        }
+        return std::make_tuple(async_sandbox(std::move(core), ex));
+    }
+
     template <class F>
     static void guarded(detail::async_core& core, std::error_code& ec, F&& f) {
         try {
@@ -313,6 +346,11 @@ private:
 
     template <class R, class Token, class... Args>
     auto initiate_call(std::string_view name, Token&& token, const Args&... args) {
+        return initiate_owned<R>(name, std::forward<Token>(token), detail::owned_arguments(args...));
+    }
+
+    template <class R, class Token>
+    auto initiate_owned(std::string_view name, Token&& token, detail::owned_arguments owned) {
         return asio::async_initiate<Token, detail::call_signature<R>>(
             [core = core_, ex = ex_](auto handler, std::string name, detail::owned_arguments args) {
                 detail::submit(
@@ -334,7 +372,7 @@ private:
                         else return std::make_tuple(R{});
                     });
             },
-            token, std::string(name), detail::owned_arguments(args...));
+            token, std::string(name), std::move(owned));
     }
 
     std::shared_ptr<detail::async_core> core_;

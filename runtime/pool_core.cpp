@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "hl/runtime/detail/pool_core.hpp"
+
+#include <asio/post.hpp>
+
+#include <bit>
+
+namespace hl::detail {
+
+pool_core::pool_core(asio::any_io_executor ex, std::shared_ptr<const snapshot> clean,
+                     std::function<void(multi_use_sandbox&)> bind, pool_options options)
+    : ex_(std::move(ex)), clean_(std::move(clean)), bind_(std::move(bind)), options_(options) {
+    if (options_.max_size == 0) options_.max_size = 1;
+    if (options_.min_size > options_.max_size) options_.min_size = options_.max_size;
+}
+
+void pool_core::start() {
+    std::lock_guard lock(mutex_);
+    while (creating_ + idle_.size() < options_.min_size) create_one();
+}
+
+void pool_core::create_one() {
+    ++creating_;
+    async_sandbox::async_create_from(ex_, clean_, bind_,
+                                     [self = shared_from_this()](std::error_code ec, async_sandbox sandbox) {
+                                         if (ec) {
+                                             std::unique_ptr<pool_waiter> unlucky;
+                                             {
+                                                 std::lock_guard lock(self->mutex_);
+                                                 --self->creating_;
+                                                 ++self->counters_.failures;
+                                                 // A waiter counting on this sandbox must not wait forever.
+                                                 if (!self->waiters_.empty() && self->creating_ == 0 &&
+                                                     self->in_use_ + self->recycling_ == 0) {
+                                                     unlucky = std::move(self->waiters_.front().waiter);
+                                                     self->waiters_.pop_front();
+                                                 }
+                                                 self->check_drained();
+                                             }
+                                             if (unlucky) unlucky->deliver(ec, std::nullopt);
+                                             return;
+                                         }
+                                         {
+                                             std::lock_guard lock(self->mutex_);
+                                             --self->creating_;
+                                         }
+                                         self->arrived(std::move(sandbox));
+                                     });
+}
+
+std::uint64_t pool_core::acquire(std::unique_ptr<pool_waiter> w) {
+    std::unique_lock lock(mutex_);
+    if (closed_) {
+        lock.unlock();
+        w->deliver(make_error_code(errc::pool_closed), std::nullopt);
+        return 0;
+    }
+    if (!idle_.empty() && waiters_.empty()) {
+        auto sandbox = std::move(idle_.back());
+        idle_.pop_back();
+        ++in_use_;
+        ++counters_.acquired;
+        lock.unlock();
+        w->deliver({}, std::move(sandbox));
+        return 0;
+    }
+    if (waiters_.size() >= options_.max_waiters) {
+        lock.unlock();
+        w->deliver(make_error_code(errc::pool_busy), std::nullopt);
+        return 0;
+    }
+    const std::uint64_t id = next_id_++;
+    std::unique_ptr<asio::steady_timer> timer;
+    if (options_.acquire_timeout.count() > 0) {
+        timer = std::make_unique<asio::steady_timer>(ex_, options_.acquire_timeout);
+        timer->async_wait([weak = weak_from_this(), id](std::error_code ec) {
+            if (ec) return;  // cancelled: the waiter was served or withdrawn
+            if (auto self = weak.lock()) self->cancel(id, make_error_code(errc::timed_out));
+        });
+    }
+    waiters_.push_back({id, std::move(w), std::move(timer)});
+    if (creating_ + idle_.size() + in_use_ + recycling_ < options_.max_size) create_one();
+    return id;
+}
+
+void pool_core::cancel(std::uint64_t id, std::error_code reason) {
+    std::unique_ptr<pool_waiter> gone;
+    {
+        std::lock_guard lock(mutex_);
+        for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
+            if (it->id != id) continue;
+            gone = std::move(it->waiter);
+            if (it->timer) it->timer->cancel();
+            waiters_.erase(it);
+            break;
+        }
+    }
+    if (gone) gone->deliver(reason, std::nullopt);
+}
+
+void pool_core::arrived(async_sandbox sandbox) {
+    std::unique_ptr<pool_waiter> next;
+    {
+        std::lock_guard lock(mutex_);
+        if (closed_) {
+            check_drained();
+            return;  // the sandbox is dropped
+        }
+        if (waiters_.empty()) {
+            idle_.push_back(std::move(sandbox));
+            check_drained();
+            return;
+        }
+        next = std::move(waiters_.front().waiter);
+        if (waiters_.front().timer) waiters_.front().timer->cancel();
+        waiters_.pop_front();
+        ++in_use_;
+        ++counters_.acquired;
+    }
+    next->deliver({}, std::move(sandbox));
+}
+
+void pool_core::release(async_sandbox sandbox) {
+    {
+        std::lock_guard lock(mutex_);
+        --in_use_;
+        ++recycling_;
+    }
+    auto keep = std::make_shared<async_sandbox>(std::move(sandbox));
+    keep->async_restore(clean_, [self = shared_from_this(), keep](std::error_code ec) {
+        bool replace = false;
+        {
+            std::lock_guard lock(self->mutex_);
+            --self->recycling_;
+            if (ec) {
+                ++self->counters_.replacements;
+                replace = !self->closed_;
+                if (replace) self->create_one();
+            } else {
+                ++self->counters_.restores;
+            }
+        }
+        if (!ec) self->arrived(std::move(*keep));
+        if (ec) {
+            std::lock_guard lock(self->mutex_);
+            self->check_drained();
+        }
+    });
+}
+
+void pool_core::record_latency(std::chrono::nanoseconds elapsed) {
+    const auto us = static_cast<std::uint64_t>(std::max<std::int64_t>(1, elapsed.count() / 1000));
+    const std::size_t bucket = std::min<std::size_t>(std::bit_width(us) - 1, counters_.latency_us.size() - 1);
+    std::lock_guard lock(mutex_);
+    ++counters_.latency_us[bucket];
+}
+
+pool_stats pool_core::stats() const {
+    std::lock_guard lock(mutex_);
+    pool_stats s = counters_;
+    s.idle = idle_.size();
+    s.in_use = in_use_;
+    s.recycling = recycling_;
+    s.waiters = waiters_.size();
+    s.size = idle_.size() + in_use_ + recycling_ + creating_;
+    return s;
+}
+
+void pool_core::close() {
+    std::list<waiting> waiters;
+    std::vector<async_sandbox> idle;
+    {
+        std::lock_guard lock(mutex_);
+        closed_ = true;
+        waiters.swap(waiters_);
+        idle.swap(idle_);
+        check_drained();
+    }
+    for (auto& w : waiters) {
+        if (w.timer) w.timer->cancel();
+        w.waiter->deliver(asio::error::operation_aborted, std::nullopt);
+    }
+}
+
+void pool_core::when_drained(std::function<void()> done) {
+    std::lock_guard lock(mutex_);
+    drained_.push_back(std::move(done));
+    check_drained();
+}
+
+void pool_core::check_drained() {
+    if (in_use_ + recycling_ + creating_ != 0 || drained_.empty()) return;
+    for (auto& f : drained_) asio::post(ex_, std::move(f));
+    drained_.clear();
+}
+
+}  // namespace hl::detail
