@@ -3,13 +3,16 @@
 
 namespace hl::detail {
 
+async_core::async_core() {
+    worker_.set_on_exit([this] { sandbox_.reset(); });  // destroyed on the thread it lived on
+}
+
 async_core::~async_core() {
     worker_.close();  // first, so that nothing queued starts once the running call is killed
     {
         std::lock_guard lock(run_lock_);
         if (running_ != nullptr && handle_) handle_->kill();
     }
-    worker_.set_on_exit([this] { sandbox_.reset(); });
     worker_.stop();
 }
 

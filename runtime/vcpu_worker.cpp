@@ -80,7 +80,12 @@ void vcpu_worker::loop() {
             job->run();
         }
     }
-    if (on_exit_) on_exit_();
+    std::function<void()> on_exit;
+    {
+        std::lock_guard lock(mutex_);
+        on_exit = std::move(on_exit_);
+    }
+    if (on_exit) on_exit();
 }
 
 }  // namespace hl::detail

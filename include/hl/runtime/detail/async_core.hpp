@@ -25,7 +25,7 @@ struct op_state {
 
 class async_core {
 public:
-    async_core() = default;
+    async_core();
     ~async_core();  // kills a running call, aborts queued ones, destroys the sandbox on its thread
     async_core(const async_core&) = delete;
     async_core& operator=(const async_core&) = delete;

@@ -41,7 +41,10 @@ public:
     std::unique_ptr<worker_job> withdraw(ticket t, const std::function<bool()>& still_queued);
 
     /// Runs on the worker thread just before it exits (destroy thread-bound state there).
-    void set_on_exit(std::function<void()> f) { on_exit_ = std::move(f); }
+    void set_on_exit(std::function<void()> f) {
+        std::lock_guard lock(mutex_);
+        on_exit_ = std::move(f);
+    }
 
     /// Stops taking jobs: from now on queued and new ones are aborted, never run.
     void close();
