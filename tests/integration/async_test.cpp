@@ -15,6 +15,7 @@
 #include <fstream>
 #include <thread>
 
+#include "async_support.hpp"
 #include "guest_paths.hpp"
 #include "hl/runtime/async_host_function.hpp"
 #include "hl/runtime/async_sandbox.hpp"
@@ -41,19 +42,7 @@ protected:
     // Runs `body` as a coroutine on io and fails the test if it throws.
     template <class F>
     void run(F body) {
-        bool finished = false;
-        asio::co_spawn(io, body(), [&](std::exception_ptr e) {
-            finished = true;
-            if (e) {
-                try {
-                    std::rethrow_exception(e);
-                } catch (const std::exception& x) {
-                    ADD_FAILURE() << "coroutine threw: " << x.what();
-                }
-            }
-        });
-        io.run();
-        EXPECT_TRUE(finished);
+        hl::test::run_coroutine(io, std::move(body));
     }
 
     asio::io_context io;

@@ -11,6 +11,7 @@
 
 #include <random>
 
+#include "async_support.hpp"
 #include "guest_paths.hpp"
 #include "hl/runtime/sandbox_pool.hpp"
 
@@ -38,18 +39,7 @@ protected:
 
     template <class F>
     void run(F body) {
-        bool finished = false;
-        asio::co_spawn(io, body(), [&](std::exception_ptr e) {
-            finished = true;
-            if (!e) return;
-            try {
-                std::rethrow_exception(e);
-            } catch (const std::exception& x) {
-                ADD_FAILURE() << "coroutine threw: " << x.what();
-            }
-        });
-        io.run();
-        EXPECT_TRUE(finished);
+        hl::test::run_coroutine(io, std::move(body));
     }
 
     asio::io_context io;

@@ -171,6 +171,20 @@ struct last_is_token<T> : std::bool_constant<!argument_like<T>> {};
 template <class T, class U, class... Rest>
 struct last_is_token<T, U, Rest...> : last_is_token<U, Rest...> {};
 
+/// For `op(name, args..., token)` style initiating functions: calls f(token, args...), where the
+/// token is the last argument if it is one, and asio::use_awaitable otherwise.
+template <class F, class... ArgsAndToken>
+auto with_token_last(F&& f, ArgsAndToken&&... all) {
+    if constexpr (last_is_token<ArgsAndToken...>::value) {
+        auto tuple = std::forward_as_tuple(std::forward<ArgsAndToken>(all)...);
+        return [&]<std::size_t... I>(std::index_sequence<I...>) {
+            return f(std::get<sizeof...(I)>(std::move(tuple)), std::get<I>(tuple)...);
+        }(std::make_index_sequence<sizeof...(ArgsAndToken) - 1>{});
+    } else {
+        return f(asio::use_awaitable, all...);
+    }
+}
+
 }  // namespace detail
 
 /// A sandbox whose vCPU lives on its own worker thread for its whole life (creation, calls,
@@ -254,12 +268,11 @@ public:
     template <class R = void, class... ArgsAndToken>
         requires detail::return_type<R>
     auto async_call(std::string_view name, ArgsAndToken&&... args_and_token) {
-        if constexpr (detail::last_is_token<ArgsAndToken...>::value) {
-            auto all = std::forward_as_tuple(std::forward<ArgsAndToken>(args_and_token)...);
-            return split_call<R>(name, all, std::make_index_sequence<sizeof...(ArgsAndToken) - 1>{});
-        } else {
-            return initiate_call<R>(name, asio::use_awaitable, std::forward<ArgsAndToken>(args_and_token)...);
-        }
+        return detail::with_token_last(
+            [&](auto&& token, const auto&... args) {
+                return initiate_call<R>(name, std::forward<decltype(token)>(token), args...);
+            },
+            std::forward<ArgsAndToken>(args_and_token)...);
     }
 
     /// As async_call(), with arguments already copied (for composed operations such as the pool's).
@@ -336,12 +349,6 @@ private:
             ec = make_error_code(errc::vm_error);
             core.set_last_error(e.what());
         }
-    }
-
-    template <class R, class Tuple, std::size_t... I>
-    auto split_call(std::string_view name, Tuple& all, std::index_sequence<I...>) {
-        return initiate_call<R>(name, std::forward<std::tuple_element_t<sizeof...(I), Tuple>>(std::get<sizeof...(I)>(all)),
-                                std::get<I>(all)...);
     }
 
     template <class R, class Token, class... Args>

@@ -124,12 +124,11 @@ public:
     template <class R = void, class... ArgsAndToken>
         requires detail::return_type<R>
     auto async_call(std::string_view name, ArgsAndToken&&... args_and_token) {
-        if constexpr (detail::last_is_token<ArgsAndToken...>::value) {
-            auto all = std::forward_as_tuple(std::forward<ArgsAndToken>(args_and_token)...);
-            return split_call<R>(name, all, std::make_index_sequence<sizeof...(ArgsAndToken) - 1>{});
-        } else {
-            return initiate_call<R>(name, asio::use_awaitable, std::forward<ArgsAndToken>(args_and_token)...);
-        }
+        return detail::with_token_last(
+            [&](auto&& token, const auto&... args) {
+                return initiate_call<R>(name, std::forward<decltype(token)>(token), args...);
+            },
+            std::forward<ArgsAndToken>(args_and_token)...);
     }
 
     /// Completes with void(std::error_code) once no sandbox is in use, being recycled or being
@@ -155,12 +154,6 @@ public:
 
 private:
     explicit sandbox_pool(std::shared_ptr<detail::pool_core> core) : core_(std::move(core)) {}
-
-    template <class R, class Tuple, std::size_t... I>
-    auto split_call(std::string_view name, Tuple& all, std::index_sequence<I...>) {
-        return initiate_call<R>(name, std::forward<std::tuple_element_t<sizeof...(I), Tuple>>(std::get<sizeof...(I)>(all)),
-                                std::get<I>(all)...);
-    }
 
     template <class R, class Token, class... Args>
     auto initiate_call(std::string_view name, Token&& token, const Args&... args) {
