@@ -169,10 +169,12 @@ TEST_F(Pool, ClosingWithWaitersAndACallInFlightEndsEverythingCleanly) {
             in_flight = ec;
             flight_done = true;
         });
+        while (pool.stats().in_use == 0) {  // the call has its sandbox (creation may take a while)
+            asio::steady_timer t(io, 100us);
+            co_await t.async_wait(use_awaitable);
+        }
         pool.async_acquire([&](std::error_code ec, hl::pool_lease) { waiter1 = ec; });
         pool.async_acquire([&](std::error_code ec, hl::pool_lease) { waiter2 = ec; });
-        asio::steady_timer t(io, 2ms);
-        co_await t.async_wait(use_awaitable);
         pool.close();
         auto [ec, lease] = co_await pool.async_acquire(as_tuple(use_awaitable));
         after = ec;
