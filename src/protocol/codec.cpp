@@ -122,6 +122,14 @@ std::span<const std::byte> encode_call(flatbuffers::FlatBufferBuilder& b, std::s
         throw error(errc::parameter_mismatch, util::strfmt("%zu arguments given; functions take at most %zu",
                                                            arguments.size(), max_parameters));
     }
+    // Large calls: size the builder once instead of letting it double (and copy) its way up.
+    std::size_t estimate = 256 + function_name.size();
+    for (const auto& a : arguments) {
+        if (const auto* s = std::get_if<std::string_view>(&a)) estimate += s->size() + 64;
+        else if (const auto* v = std::get_if<std::span<const std::uint8_t>>(&a)) estimate += v->size() + 64;
+        else estimate += 64;
+    }
+    if (estimate > (std::size_t{1} << 20)) b = flatbuffers::FlatBufferBuilder(estimate);
     start(b);
     flatbuffers::Offset<fb::Parameter> params[max_parameters];
     for (std::size_t i = 0; i < arguments.size(); ++i) params[i] = encode_argument(b, arguments[i]);
