@@ -3,7 +3,7 @@
 # The README's quick start: install what is missing (Debian 12, as root), build with Ninja, then
 #   demo  run the main demo
 #   test  run the whole test suite
-#   bench run the benchmarks (quick mode)
+#   bench run the benchmark report (medians and ratios to their baselines)
 set -euo pipefail
 
 mode=${1:-demo}
@@ -50,7 +50,8 @@ case "$mode" in
     exit "$status"
     ;;
   bench)
-    exec "$build/benchmarks/hl_benchmarks" --benchmark_min_time=0.05
+    cd "$build"
+    exec "$build/benchmarks/report"
     ;;
   *)
     echo "usage: $0 [demo|test|bench]" >&2

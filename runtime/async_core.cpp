@@ -11,7 +11,7 @@ async_core::~async_core() {
     worker_.close();  // first, so that nothing queued starts once the running call is killed
     {
         std::lock_guard lock(run_lock_);
-        if (running_ != nullptr && handle_) handle_->kill();
+        if (running_ != nullptr && handle_) handle_->kill_current_or_next();
     }
     worker_.stop();
 }
@@ -23,13 +23,19 @@ void async_core::submit(const std::shared_ptr<op_state>& op, std::unique_ptr<wor
 }
 
 void async_core::cancel(const std::shared_ptr<op_state>& op) {
-    if (auto job = worker_.withdraw(op->ticket, [&op] { return op->phase.load() == op_state::queued; })) {
+    if (auto job = worker_.withdraw([&op](vcpu_worker::ticket& t) {
+            if (op->phase.load() != op_state::queued) return false;
+            t = op->ticket;
+            return true;
+        })) {
         op->phase = op_state::done;
         job->abort();
         return;
     }
+    // Between begin() and the guest actually running there is no call to kill yet: arm the next
+    // one instead. end() disarms, under the same lock, so a later operation is never hit.
     std::lock_guard lock(run_lock_);
-    if (running_ == op.get() && handle_) handle_->kill();
+    if (running_ == op.get() && handle_) handle_->kill_current_or_next();
 }
 
 void async_core::create(const std::function<multi_use_sandbox()>& make) {
@@ -52,6 +58,7 @@ void async_core::end(op_state* op) {
     std::lock_guard lock(run_lock_);
     if (running_ == op) running_ = nullptr;
     if (op) op->phase = op_state::done;
+    if (handle_) handle_->disarm();
 }
 
 hl::interrupt_handle async_core::interrupt_handle() const {

@@ -23,29 +23,29 @@ void pool_core::create_one() {
     ++creating_;
     async_sandbox::async_create_from(ex_, clean_, bind_,
                                      [self = shared_from_this()](std::error_code ec, async_sandbox sandbox) {
-                                         if (ec) {
-                                             std::unique_ptr<pool_waiter> unlucky;
-                                             {
-                                                 std::lock_guard lock(self->mutex_);
-                                                 --self->creating_;
-                                                 ++self->counters_.failures;
-                                                 // A waiter counting on this sandbox must not wait forever.
-                                                 if (!self->waiters_.empty() && self->creating_ == 0 &&
-                                                     self->in_use_ + self->recycling_ == 0) {
-                                                     unlucky = std::move(self->waiters_.front().waiter);
-                                                     self->waiters_.pop_front();
-                                                 }
-                                                 self->check_drained();
-                                             }
-                                             if (unlucky) unlucky->deliver(ec, std::nullopt);
-                                             return;
-                                         }
-                                         {
-                                             std::lock_guard lock(self->mutex_);
-                                             --self->creating_;
-                                         }
-                                         self->arrived(std::move(sandbox));
+                                         if (ec) return self->creation_failed(ec);
+                                         self->arrived(std::move(sandbox), &pool_core::creating_);
                                      });
+}
+
+void pool_core::creation_failed(std::error_code ec) {
+    std::list<waiting> unserved;
+    {
+        std::lock_guard lock(mutex_);
+        --creating_;
+        ++counters_.failures;
+        // Waiters beyond what the sandboxes that exist or are on their way can serve would wait
+        // forever: they get the error.
+        const std::size_t coming = idle_.size() + in_use_ + recycling_ + creating_;
+        while (waiters_.size() > coming) {
+            unserved.splice(unserved.begin(), waiters_, std::prev(waiters_.end()));
+        }
+        check_drained();
+    }
+    for (auto& w : unserved) {
+        if (w.timer) w.timer->cancel();
+        w.waiter->deliver(ec, std::nullopt);
+    }
 }
 
 std::uint64_t pool_core::acquire(std::unique_ptr<pool_waiter> w) {
@@ -98,10 +98,11 @@ void pool_core::cancel(std::uint64_t id, std::error_code reason) {
     if (gone) gone->deliver(reason, std::nullopt);
 }
 
-void pool_core::arrived(async_sandbox sandbox) {
+void pool_core::arrived(async_sandbox sandbox, std::size_t pool_core::*was_counted_in) {
     std::unique_ptr<pool_waiter> next;
     {
         std::lock_guard lock(mutex_);
+        --(this->*was_counted_in);  // in the same critical section as the hand-off: never uncounted
         if (closed_) {
             check_drained();
             return;  // the sandbox is dropped
@@ -128,23 +129,18 @@ void pool_core::release(async_sandbox sandbox) {
     }
     auto keep = std::make_shared<async_sandbox>(std::move(sandbox));
     keep->async_restore(clean_, [self = shared_from_this(), keep](std::error_code ec) {
-        bool replace = false;
-        {
-            std::lock_guard lock(self->mutex_);
-            --self->recycling_;
-            if (ec) {
-                ++self->counters_.replacements;
-                replace = !self->closed_;
-                if (replace) self->create_one();
-            } else {
+        if (!ec) {
+            {
+                std::lock_guard lock(self->mutex_);
                 ++self->counters_.restores;
             }
+            return self->arrived(std::move(*keep), &pool_core::recycling_);
         }
-        if (!ec) self->arrived(std::move(*keep));
-        if (ec) {
-            std::lock_guard lock(self->mutex_);
-            self->check_drained();
-        }
+        std::lock_guard lock(self->mutex_);
+        --self->recycling_;
+        ++self->counters_.replacements;
+        if (!self->closed_) self->create_one();
+        self->check_drained();
     });
 }
 

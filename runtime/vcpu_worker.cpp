@@ -27,9 +27,10 @@ bool vcpu_worker::push(std::unique_ptr<worker_job> job, const std::function<void
     return true;
 }
 
-std::unique_ptr<worker_job> vcpu_worker::withdraw(ticket t, const std::function<bool()>& still_queued) {
+std::unique_ptr<worker_job> vcpu_worker::withdraw(const std::function<bool(ticket&)>& find) {
     std::lock_guard lock(mutex_);
-    if (!still_queued()) return nullptr;
+    ticket t;
+    if (!find(t)) return nullptr;
     auto job = std::move(*t);
     queue_.erase(t);
     return job;

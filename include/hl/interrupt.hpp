@@ -26,11 +26,23 @@ public:
     /// True while a guest call runs in the sandbox.
     bool running() const noexcept;
 
+    /// For callers that serialize calls themselves (an executor, a queue): like kill(), but if no
+    /// call is running yet, the next call to start is cancelled as soon as it starts. disarm()
+    /// withdraws that once the call it was meant for is over, so that a later call is not hit.
+    void kill_current_or_next() const;
+    void disarm() const;
+
 private:
     friend class multi_use_sandbox;
     explicit interrupt_handle(std::shared_ptr<detail::interrupt_state> state) noexcept : state_(std::move(state)) {}
     std::shared_ptr<detail::interrupt_state> state_;
 };
+
+/// For host functions: true once the guest call that invoked the running host function has been
+/// killed or has passed its deadline on this thread (it will end with errc::cancelled or
+/// errc::timed_out as soon as the host function returns). Long host functions can poll it to stop
+/// early. False outside a guest call.
+bool current_call_interrupted() noexcept;
 
 /// How many of the library's interrupt signals, process-wide, arrived at a thread that was not
 /// running a guest (a kill that raced with the end of a call, or a deadline that fired as the call

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 #include "hl/error.hpp"
 #include "hl/interrupt.hpp"
@@ -25,6 +26,7 @@ std::atomic<std::uint64_t> stale_signals{0};
 // cleared; the signal fences keep the compiler from reordering that.
 struct active_call {
     std::uint8_t* immediate_exit = nullptr;
+    const std::atomic<bool>* cancel = nullptr;
     std::atomic<bool>* deadline_hit = nullptr;
     std::uintptr_t deadline_token = 0;
     volatile sig_atomic_t in_guest = 0;
@@ -162,6 +164,23 @@ void deadline_timer::disarm() noexcept {
     if (created_) ::timer_settime(id_, 0, &off, nullptr);
 }
 
+void interrupt_state::kill_current_or_next() {
+    {
+        std::lock_guard lock(mutex);
+        if (immediate_exit == nullptr) return;
+        if (!running.load()) {
+            pending_cancel = true;
+            return;
+        }
+    }
+    kill();
+}
+
+void interrupt_state::disarm() {
+    std::lock_guard lock(mutex);
+    pending_cancel = false;
+}
+
 call_guard::call_guard(interrupt_state& state, deadline_timer* timer, std::chrono::nanoseconds timeout)
     : state_(state), timer_(timer) {
     const int depth = current.depth;
@@ -181,14 +200,16 @@ call_guard::call_guard(interrupt_state& state, deadline_timer* timer, std::chron
     }
     {
         std::lock_guard lock(state_.mutex);
-        state_.cancel.store(false);
-        set_immediate_exit(state_.immediate_exit, 0);
+        const bool cancelled = std::exchange(state_.pending_cancel, false);
+        state_.cancel.store(cancelled);
+        set_immediate_exit(state_.immediate_exit, cancelled ? 1 : 0);
         state_.thread = ::pthread_self();
         state_.running.store(true);
     }
     active_call& frame = current.frames[depth];
     frame = active_call{};
     frame.immediate_exit = state_.immediate_exit;
+    frame.cancel = &state_.cancel;
     try {
         if (timer_ != nullptr) {
             frame.deadline_token = timer_->prepare(state_.signal);
@@ -249,7 +270,23 @@ namespace hl {
 
 bool interrupt_handle::kill() const { return state_ && state_->kill(); }
 
+bool current_call_interrupted() noexcept {
+    const int depth = detail::current.depth;
+    if (depth == 0) return false;
+    const auto& frame = detail::current.frames[depth - 1];
+    return (frame.cancel != nullptr && frame.cancel->load()) ||
+           (frame.deadline_hit != nullptr && frame.deadline_hit->load());
+}
+
 bool interrupt_handle::running() const noexcept { return state_ && state_->running.load(); }
+
+void interrupt_handle::kill_current_or_next() const {
+    if (state_) state_->kill_current_or_next();
+}
+
+void interrupt_handle::disarm() const {
+    if (state_) state_->disarm();
+}
 
 std::uint64_t stale_interrupt_signals() noexcept { return detail::stale_signals.load(); }
 

@@ -34,6 +34,14 @@ struct interrupt_state {
 
     /// Returns whether a call was running.
     bool kill();
+
+    /// For a caller that knows a call is about to start on this sandbox (the async runtime): the
+    /// next call starts cancelled if none is running now; a running one is killed. disarm() takes
+    /// it back once that call is over.
+    void kill_current_or_next();
+    void disarm();
+
+    bool pending_cancel = false;  // under `mutex`
 };
 
 /// Installs the no-op handler for SIGRTMIN + offset once per process. Throws hl::error

@@ -219,6 +219,24 @@ TEST_F(Async, AsyncHostFunctionsAwaitATimerAndReadAFileWithoutBlockingTheLoop) {
     std::filesystem::remove_all(dir);
 }
 
+TEST_F(Async, CancellingACallReachesTheCoroutineHostFunctionItWaitsOn) {
+    run([&]() -> awaitable<void> {
+        auto ex = io.get_executor();
+        auto sb = co_await hl::async_sandbox::async_create(ex, hl::test::simpleguest(), {}, [&](hl::uninitialized_sandbox& u) {
+            hl::register_async_host_function(u, "HostSleep", ex, hl::timer_host_function(ex));
+        });
+        const auto start = std::chrono::steady_clock::now();
+        asio::steady_timer timer(io, 30ms);
+        auto winner = co_await (sb.async_call<std::uint32_t>("SleepOnHost", 60'000u, asio::experimental::as_tuple(use_awaitable)) ||
+                                timer.async_wait(use_awaitable));
+        EXPECT_EQ(winner.index(), 1u);
+        // The guest waited on a 60 s timer; the cancellation ended that wait, not the timer.
+        EXPECT_LT(std::chrono::steady_clock::now() - start, 30s);
+        auto [ec, v] = co_await sb.async_call<std::int32_t>("AddLocal", 1, 1, asio::experimental::as_tuple(use_awaitable));
+        EXPECT_EQ(ec, errc::poisoned);
+    });
+}
+
 TEST_F(Async, ExceptionsThrownInsideCoroutinesReachTheirCompletion) {
     bool caught = false;
     asio::co_spawn(io, [&]() -> awaitable<void> {

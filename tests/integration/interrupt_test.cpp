@@ -116,6 +116,29 @@ TEST_F(Interrupt, AKillDuringAHostFunctionTakesEffectWhenTheGuestResumes) {
     EXPECT_EQ(sb.call<std::int32_t>("Add", 2, 3), 5);
 }
 
+TEST_F(Interrupt, AHostFunctionCanSeeThatItsCallWasInterrupted) {
+    auto u = hl::uninitialized_sandbox::from_file(hl::test::simpleguest());
+    std::atomic<bool> in_host{false};
+    bool saw_it = false;
+    u.register_host_function("HostAdd", [&](std::int32_t a, std::int32_t b) {
+        in_host = true;
+        EXPECT_FALSE(hl::current_call_interrupted());
+        for (int i = 0; i < 10'000 && !hl::current_call_interrupted(); ++i) std::this_thread::sleep_for(1ms);
+        saw_it = hl::current_call_interrupted();
+        return a + b;
+    });
+    auto sb = std::move(u).evolve();
+    const auto handle = sb.interrupt_handle();
+    std::thread killer([&] {
+        while (!in_host) std::this_thread::yield();
+        handle.kill();
+    });
+    EXPECT_EQ(error_of([&] { sb.call<std::int32_t>("Add", 1, 2); }), errc::cancelled);
+    killer.join();
+    EXPECT_TRUE(saw_it);
+    EXPECT_FALSE(hl::current_call_interrupted()) << "outside a call";
+}
+
 TEST_F(Interrupt, ADeadlineStopsSpin) {
     auto sb = make();
     auto snap = sb.snapshot();

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <asio/awaitable.hpp>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/random_access_file.hpp>
 #include <asio/steady_timer.hpp>
@@ -17,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "hl/interrupt.hpp"
 #include "hl/sandbox.hpp"
 
 namespace hl {
@@ -39,6 +42,7 @@ auto blocking_host_function(asio::any_io_executor ex, F f, R (*)(A...)) {
         // reference count two threads would otherwise share inside the standard library.
         struct outcome {
             std::promise<void> ready;
+            asio::cancellation_signal stop;  // emitted on `ex`, when the guest call is interrupted
             std::conditional_t<std::is_void_v<T>, bool, std::optional<T>> value{};
             std::string failure;
             bool failed = false;
@@ -46,7 +50,7 @@ auto blocking_host_function(asio::any_io_executor ex, F f, R (*)(A...)) {
         auto state = std::make_shared<outcome>();
         auto finished = state->ready.get_future();
         // The arguments view guest memory, which stays put while this thread waits for the result.
-        asio::co_spawn(ex, f(args...), [state](std::exception_ptr e, auto... value) {
+        asio::co_spawn(ex, f(args...), asio::bind_cancellation_slot(state->stop.slot(), [state](std::exception_ptr e, auto... value) {
             if (e) {
                 state->failed = true;
                 try {
@@ -60,8 +64,16 @@ auto blocking_host_function(asio::any_io_executor ex, F f, R (*)(A...)) {
                 state->value.emplace(std::move(value)...);
             }
             state->ready.set_value();
-        });
-        finished.wait();
+        }));
+        // A kill or deadline reaches the coroutine as an Asio cancellation; this thread still waits
+        // for it to finish, since its arguments view guest memory.
+        bool stop_sent = false;
+        while (finished.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready) {
+            if (!stop_sent && current_call_interrupted()) {
+                stop_sent = true;
+                asio::post(ex, [state] { state->stop.emit(asio::cancellation_type::terminal); });
+            }
+        }
         if (state->failed) throw std::runtime_error(state->failure);
         if constexpr (!std::is_void_v<T>) return std::move(*state->value);
     };
@@ -82,8 +94,10 @@ struct awaitable_signature<R (C::*)(A...)> {
 
 /// Registers `f`, a callable returning asio::awaitable<R>, as the host function `name`. Each guest
 /// call co_spawns it on `ex` and blocks the vCPU thread (not the event loop) until it finishes; an
-/// exception it throws becomes an error the guest receives. `ex` must be served by a running
-/// io_context that is not waiting on this sandbox's own calls from the same thread.
+/// exception it throws becomes an error the guest receives. If the guest call is killed or times
+/// out meanwhile, the coroutine gets a terminal Asio cancellation. `ex` must be served by a running
+/// io_context, and that io_context's thread must not destroy this sandbox while such a call runs
+/// (the destructor would wait for a coroutine that needs that very thread).
 template <class Sandbox, class F>
 void register_async_host_function(Sandbox& sandbox, std::string name, asio::any_io_executor ex, F f) {
     using sig = typename detail::awaitable_signature<F>::type;

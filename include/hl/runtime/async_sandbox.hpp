@@ -138,18 +138,18 @@ template <class Handler, class Fn, class Aborted>
 void submit(const std::shared_ptr<async_core>& core, Handler handler, const asio::any_io_executor& ex, bool cancellable,
             Fn fn, Aborted aborted) {
     std::shared_ptr<op_state> op;
-    if (cancellable) {
-        op = std::make_shared<op_state>();
-        auto slot = asio::get_associated_cancellation_slot(handler);
-        if (slot.is_connected()) {
-            slot.assign([weak = std::weak_ptr<async_core>(core), op](asio::cancellation_type type) {
-                if (type == asio::cancellation_type::none) return;
-                if (auto c = weak.lock()) c->cancel(op);
-            });
-        }
-    }
+    auto slot = asio::get_associated_cancellation_slot(handler);
+    if (cancellable) op = std::make_shared<op_state>();
     core->submit(op, std::make_unique<sandbox_job<Handler, Fn, Aborted>>(*core, op, completion<Handler>(std::move(handler), ex),
                                                                          std::move(fn), std::move(aborted)));
+    // After the job is queued (and its ticket recorded), so a cancellation always finds it. The
+    // completion is posted, so it cannot have cleared the slot yet when started from its executor.
+    if (op && slot.is_connected()) {
+        slot.assign([weak = std::weak_ptr<async_core>(core), op](asio::cancellation_type type) {
+            if (type == asio::cancellation_type::none) return;
+            if (auto c = weak.lock()) c->cancel(op);
+        });
+    }
 }
 
 template <class R>
@@ -348,6 +348,9 @@ private:
         } catch (const std::exception& e) {
             ec = make_error_code(errc::vm_error);
             core.set_last_error(e.what());
+        } catch (...) {
+            ec = make_error_code(errc::vm_error);
+            core.set_last_error("a non-standard exception");
         }
     }
 

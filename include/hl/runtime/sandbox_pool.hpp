@@ -23,7 +23,13 @@ public:
         }
         return *this;
     }
-    ~pool_lease() { release(); }
+    ~pool_lease() {
+        try {
+            release();
+        } catch (...) {
+            // Out of memory while recycling: the sandbox is dropped instead of reused.
+        }
+    }
 
     async_sandbox& sandbox() noexcept { return *sandbox_; }
     async_sandbox* operator->() noexcept { return &*sandbox_; }
@@ -60,7 +66,13 @@ class sandbox_pool {
 public:
     sandbox_pool() = default;
     sandbox_pool(sandbox_pool&&) noexcept = default;
-    sandbox_pool& operator=(sandbox_pool&&) noexcept = default;
+    sandbox_pool& operator=(sandbox_pool&& other) noexcept {
+        if (this != &other) {
+            close();
+            core_ = std::move(other.core_);
+        }
+        return *this;
+    }
     ~sandbox_pool() {
         if (core_) core_->close();
     }

@@ -20,7 +20,7 @@ namespace hl::detail {
 struct op_state {
     enum phase_t : int { queued, running, done };
     std::atomic<int> phase{queued};
-    vcpu_worker::ticket ticket{};
+    vcpu_worker::ticket ticket{};  // read and written under the worker's queue lock
 };
 
 class async_core {

@@ -80,8 +80,10 @@ private:
         std::unique_ptr<asio::steady_timer> timer;
     };
 
-    void create_one();                        // with mutex_ held: counts it, starts it
-    void arrived(async_sandbox sandbox);      // a new or recycled sandbox
+    void create_one();  // with mutex_ held: counts it, starts it
+    void creation_failed(std::error_code ec);
+    /// A new or recycled sandbox, until now counted in `*was_counted_in`: to a waiter or idle.
+    void arrived(async_sandbox sandbox, std::size_t pool_core::*was_counted_in);
     void check_drained();                     // with mutex_ held
 
     asio::any_io_executor ex_;

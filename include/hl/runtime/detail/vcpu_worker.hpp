@@ -36,9 +36,10 @@ public:
     /// Returns false, aborting the job, once the worker is stopping.
     bool push(std::unique_ptr<worker_job> job, const std::function<void(ticket)>& on_queued = {});
 
-    /// Takes a job out of the queue if it is still there (`still_queued()`, evaluated under the queue
-    /// lock, must be false from the job's dequeued() on); returns it, or null.
-    std::unique_ptr<worker_job> withdraw(ticket t, const std::function<bool()>& still_queued);
+    /// Takes a job out of the queue if it is still there: `find(t)`, called under the queue lock, sets
+    /// `t` and returns true while the job is queued (false from its dequeued() on). Returns the job
+    /// or null.
+    std::unique_ptr<worker_job> withdraw(const std::function<bool(ticket&)>& find);
 
     /// Runs on the worker thread just before it exits (destroy thread-bound state there).
     void set_on_exit(std::function<void()> f) {
