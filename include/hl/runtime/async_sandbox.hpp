@@ -201,6 +201,10 @@ auto with_token_last(F&& f, ArgsAndToken&&... all) {
 /// joins the worker thread.
 ///
 /// Thread-safety: operations may be started from any thread.
+///
+/// Lifetimes: keep the executor's io_context alive, and running, until every operation on the
+/// sandbox has completed (completions are posted to it). Do not drop the last handle from inside one
+/// of the sandbox's own host functions (on its vCPU thread): destruction joins that thread.
 class async_sandbox {
 public:
     using executor_type = asio::any_io_executor;
