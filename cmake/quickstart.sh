@@ -11,7 +11,7 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${HL_BUILD_DIR:-$top/build}
 
 packages=(cmake ninja-build g++ pkg-config flatbuffers-compiler flatbuffers-compiler-dev libflatbuffers-dev
-          libgtest-dev libbenchmark-dev libcapstone-dev libasio-dev liburing-dev)
+          libgtest-dev libbenchmark-dev libcapstone-dev libasio-dev liburing-dev libcli11-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
