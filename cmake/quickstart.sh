@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # The README's quick start: install what is missing (Debian 12, as root), build with Ninja, then
-#   demo  run the main demo
+#   demo  run the main demo (06_server under a bounded load)
 #   test  run the whole test suite
 #   bench run the benchmark report (medians and ratios to their baselines)
 set -euo pipefail
@@ -11,7 +11,7 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${HL_BUILD_DIR:-$top/build}
 
 packages=(cmake ninja-build g++ pkg-config flatbuffers-compiler flatbuffers-compiler-dev libflatbuffers-dev
-          libgtest-dev libbenchmark-dev libcapstone-dev libasio-dev liburing-dev libcli11-dev)
+          libgtest-dev libbenchmark-dev libcapstone-dev libasio-dev liburing-dev libcli11-dev libhttp-parser-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,7 +33,7 @@ cmake --build "$build" --parallel "$(nproc)"
 
 case "$mode" in
   demo)
-    exec "$build/examples/01_hello"
+    exec "$build/examples/06_server/06_server"
     ;;
   test)
     cd "$build"

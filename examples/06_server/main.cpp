@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: Apache-2.0
+// 06_server: an Asio HTTP server whose requests run guest functions in pooled sandboxes.
+//
+//   06_server                 the demo: start the server on loopback, drive it with a bounded load
+//                             generator, print progress and a summary, stop
+//   06_server --serve         serve on --port until SIGINT or SIGTERM, e.g.
+//                             curl --data-binary abc localhost:8080/call/Sha256
+#include <CLI/CLI.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <asio/signal_set.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <cstdio>
+#include <thread>
+
+#include "load.hpp"
+#include "server.hpp"
+
+namespace {
+
+struct settings {
+    bool serve = false;
+    std::uint16_t port = 8080;
+    std::uint64_t requests = 20000;
+    std::size_t connections = 16;
+    std::size_t pool_size = 4;
+    std::uint64_t deadline_ms = 100;
+};
+
+void print_summary(const web::load_report& r, const web::http_server& server) {
+    const double seconds = std::chrono::duration<double>(r.elapsed).count();
+    const auto s = server.stats();
+    const auto p = server.pool_stats();
+    std::printf("== summary\n");
+    std::printf("requests   %llu in %.2f s: %.0f requests/s\n", static_cast<unsigned long long>(r.requests), seconds,
+                static_cast<double>(r.requests) / seconds);
+    std::printf("errors     %llu (answers other than the expected one, and transport failures)\n",
+                static_cast<unsigned long long>(r.errors));
+    for (const auto& e : r.error_samples) std::printf("           e.g. %s\n", e.c_str());
+    std::printf("statuses  ");
+    for (auto [status, n] : r.statuses) std::printf(" %d: %llu", status, static_cast<unsigned long long>(n));
+    std::printf("  (404, 422 and 504 are expected: unknown functions, invalid JSON, runaway guests)\n");
+    std::printf("latency    p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", r.p50_ms, r.p99_ms, r.max_ms);
+    std::printf("guests     %llu stopped by the deadline, %llu by a client leaving\n",
+                static_cast<unsigned long long>(s.deadline_cancels), static_cast<unsigned long long>(s.disconnect_cancels));
+    std::printf("pool       %zu sandboxes, %llu restores, %llu replaced\n", p.size, static_cast<unsigned long long>(p.restores),
+                static_cast<unsigned long long>(p.replacements));
+}
+
+asio::awaitable<int> run(settings cfg) {
+    auto ex = co_await asio::this_coro::executor;
+    web::server_options options;
+    options.endpoint.port(cfg.serve ? cfg.port : 0);
+    options.deadline = std::chrono::milliseconds(cfg.deadline_ms);
+    auto server = co_await web::http_server::create(HL_WEBGUEST, options, {.min_size = cfg.pool_size, .max_size = cfg.pool_size, .max_waiters = 256});
+    server.start();
+    std::printf("== listening on http://127.0.0.1:%u (pool of %zu sandboxes, deadline %llu ms)\n", server.port(), cfg.pool_size,
+                static_cast<unsigned long long>(cfg.deadline_ms));
+    std::fflush(stdout);
+    int status = 0;
+    if (cfg.serve) {
+        asio::signal_set signals(ex, SIGINT, SIGTERM);
+        co_await signals.async_wait(asio::use_awaitable);
+        std::printf("== stopping\n");
+    } else {
+        // The load generator runs on its own thread and io_context, like a separate client process.
+        web::load_options load;
+        load.target = {asio::ip::address_v4::loopback(), server.port()};
+        load.requests = cfg.requests;
+        load.connections = cfg.connections;
+        load.on_progress = [](const web::load_progress& p) {
+            std::printf("  [%5.1f s] %llu/%llu requests, %llu errors\n", std::chrono::duration<double>(p.elapsed).count(),
+                        static_cast<unsigned long long>(p.done), static_cast<unsigned long long>(p.total),
+                        static_cast<unsigned long long>(p.errors));
+            std::fflush(stdout);
+        };
+        std::printf("== sending %llu requests over %zu connections\n", static_cast<unsigned long long>(cfg.requests), cfg.connections);
+        web::load_report report;
+        asio::steady_timer finished(ex, asio::steady_timer::time_point::max());  // cancelled by the generator
+        std::thread generator([&] {
+            report = web::run_load(load);
+            asio::post(ex, [&] { finished.cancel(); });
+        });
+        co_await finished.async_wait(asio::experimental::as_tuple(asio::use_awaitable));  // serving meanwhile
+        generator.join();
+        print_summary(report, server);
+        status = report.errors == 0 ? 0 : 1;
+    }
+    co_await server.shutdown();
+    co_return status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    settings cfg;
+    CLI::App app{"An HTTP server running guest functions in pooled hyperlight sandboxes; by default, a load demo."};
+    app.add_flag("--serve", cfg.serve, "serve until SIGINT/SIGTERM instead of running the demo");
+    app.add_option("--port", cfg.port, "port to listen on with --serve")->capture_default_str();
+    app.add_option("--requests", cfg.requests, "demo: requests to send")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--connections", cfg.connections, "demo: client connections")->capture_default_str()->check(CLI::Range(1, 1000));
+    app.add_option("--pool-size", cfg.pool_size, "sandboxes in the pool")->capture_default_str()->check(CLI::Range(1, 64));
+    app.add_option("--deadline-ms", cfg.deadline_ms, "per-call deadline")->capture_default_str()->check(CLI::Range(1, 600000));
+    CLI11_PARSE(app, argc, argv);
+
+    asio::io_context io(1);
+    int status = 0;
+    asio::co_spawn(io, run(cfg), [&](std::exception_ptr e, int s) {
+        status = s;
+        if (!e) return;
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::system_error& x) {
+            std::fprintf(stderr, "error: %s\n", x.what());
+            status = x.code() == hl::errc::kvm_unavailable ? 77 : 1;
+        } catch (const std::exception& x) {
+            std::fprintf(stderr, "error: %s\n", x.what());
+            status = 1;
+        }
+    });
+    io.run();
+    return status;
+}

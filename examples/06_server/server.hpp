@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: Apache-2.0
+// An HTTP/1.1 server whose requests run guest functions in pooled sandboxes:
+//
+//   POST /call/<Function>   calls the guest's <Function> with the body; 200 with its result
+//   GET  /stats             server and pool counters, as JSON
+//   GET  /                  what the server offers
+//
+// Each call has a deadline (waiting for a sandbox plus running the guest). A call that runs past it
+// is interrupted and answered 504; a client that disconnects mid-call interrupts its guest too.
+// The pool's full wait queue answers 503; unknown functions, malformed requests and oversized
+// bodies get 4xx answers. Nothing a client or a guest does stops the server.
+#pragma once
+
+#include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+
+#include "http.hpp"
+#include "hl/runtime/sandbox_pool.hpp"
+
+namespace web {
+
+struct server_options {
+    asio::ip::tcp::endpoint endpoint{asio::ip::address_v4::loopback(), 8080};  ///< port 0: any free port
+    std::chrono::milliseconds deadline{1000};         ///< per call: waiting for a sandbox plus the guest call
+    std::chrono::milliseconds request_timeout{5000};  ///< to receive a whole request (else 408)
+    std::chrono::milliseconds write_timeout{5000};    ///< to send a response (else the connection closes)
+    std::chrono::milliseconds lookup_latency{1};      ///< the simulated database behind LookupUser
+    std::size_t max_connections = 1024;               ///< beyond this, new connections get 503
+    http_limits limits;
+};
+
+/// Counters, readable from any thread.
+struct server_stats {
+    std::uint64_t connections = 0, rejected_connections = 0, requests = 0;
+    std::uint64_t status_2xx = 0, status_4xx = 0, status_5xx = 0;
+    std::uint64_t deadline_cancels = 0;    ///< calls stopped by their deadline (504, or 503 in the queue)
+    std::uint64_t disconnect_cancels = 0;  ///< calls stopped because their client went away
+    std::uint64_t open_connections = 0;
+};
+
+struct server_state;
+
+/// The server: a handle on state that its connections share, so it may be destroyed before they
+/// finish. All of its work runs on the executor it was created with, which must not run handlers
+/// concurrently (an io_context run by one thread, or a strand).
+class http_server {
+public:
+    /// Creates the pool (guest `guest`, with the host function LookupUser) and binds the listening
+    /// socket. Throws std::system_error if either fails.
+    static asio::awaitable<http_server> create(std::filesystem::path guest, server_options options,
+                                               hl::pool_options pool_options, hl::sandbox_config config = {});
+    http_server() = default;  ///< empty; only assign to it
+    http_server(http_server&&) noexcept = default;
+    http_server& operator=(http_server&&) noexcept = default;
+    ~http_server();
+
+    /// Starts accepting connections.
+    void start();
+    /// Stops accepting, closes every connection (interrupting their calls) and waits until the
+    /// connections are gone and the pool has drained. Call it on the server's executor.
+    asio::awaitable<void> shutdown();
+
+    std::uint16_t port() const;
+    server_stats stats() const;
+    hl::pool_stats pool_stats() const;
+    const server_options& options() const;
+
+private:
+    explicit http_server(std::shared_ptr<server_state> state) : state_(std::move(state)) {}
+    std::shared_ptr<server_state> state_;
+};
+
+}  // namespace web
