@@ -1,9 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "hl/runtime/detail/vcpu_worker.hpp"
 
+#include <algorithm>
 #include <chrono>
 
 namespace hl::detail {
+
+namespace {
+
+std::atomic<int> spinners{0};  // workers spinning right now, across all sandboxes
+// Half the cores, at least one: a spinning worker holds a core the event loop may need.
+const int max_spinners = std::max(1, static_cast<int>(std::thread::hardware_concurrency() / 2));
+
+}  // namespace
 
 vcpu_worker::vcpu_worker() : thread_([this] { loop(); }) {}
 
@@ -60,11 +69,17 @@ void vcpu_worker::loop() {
         std::unique_ptr<worker_job> job;
         bool abort = false;
         // A caller that awaits one call and starts the next finds the worker still spinning: no
-        // futex wake-up (30-40 us on virtualized hosts) between back-to-back calls.
-        const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_microseconds);
-        while (!has_work_.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < spin_until) {
-            __builtin_ia32_pause();
+        // futex wake-up (30-40 us on virtualized hosts) between back-to-back calls. Only a few
+        // workers spin at once, so that spinning never takes every core from the threads that
+        // produce the work (there are often more workers than cores).
+        if (spinners.fetch_add(1, std::memory_order_relaxed) < max_spinners) {
+            const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_microseconds);
+            for (unsigned i = 1; !has_work_.load(std::memory_order_acquire); ++i) {
+                __builtin_ia32_pause();
+                if (i % 16 == 0 && std::chrono::steady_clock::now() >= spin_until) break;  // the clock costs more than a pause
+            }
         }
+        spinners.fetch_sub(1, std::memory_order_relaxed);
         {
             std::unique_lock lock(mutex_);
             wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
