@@ -47,6 +47,7 @@ struct callbacks {
         if (r.field_ != "expect") return;
         std::string v = r.value_;
         std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::tolower(c); });
+        while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.pop_back();
         r.message_.expect_continue = v == "100-continue";
     }
     static int on_headers_complete(::http_parser* p) {
@@ -55,13 +56,18 @@ struct callbacks {
         r.message_.method = r.kind_ == message_reader::kind::request ? http_method_str(static_cast<http_method>(p->method)) : "";
         r.message_.status = static_cast<int>(p->status_code);
         r.message_.keep_alive = http_should_keep_alive(p) != 0;
+        if (p->http_major == 1 && p->http_minor == 0) r.message_.expect_continue = false;  // HTTP/1.0 has no 100
+        if (r.kind_ == message_reader::kind::request && p->method == HTTP_CONNECT) {
+            r.fail(405, "CONNECT is not supported");
+            return -1;
+        }
         // Content-Length is known now: refuse an oversized body before reading it.
         if ((p->flags & F_CONTENTLENGTH) && p->content_length > r.limits_.max_body_bytes) {
             r.fail(413, "the body is larger than " + std::to_string(r.limits_.max_body_bytes) + " bytes");
             return -1;  // 1 and 2 would mean "no body", not an error
         }
         r.state_ = message_reader::state::headers_done;
-        return 0;
+        return r.response_to_head_ ? 1 : 0;  // 1: this message has no body
     }
     static int on_body(::http_parser* p, const char* at, std::size_t n) {
         auto& r = self(p);
@@ -101,7 +107,8 @@ message_reader::message_reader(kind k, http_limits limits)
 
 message_reader::~message_reader() = default;
 
-void message_reader::reset() {
+void message_reader::reset(bool response_to_head) {
+    response_to_head_ = response_to_head && kind_ == kind::response;
     http_parser_init(parser_.get(), kind_ == kind::request ? HTTP_REQUEST : HTTP_RESPONSE);
     parser_->data = this;
     message_ = {};
@@ -134,12 +141,12 @@ std::size_t message_reader::feed(std::string_view bytes) {
     if (state_ == state::complete || state_ == state::failed || bytes.empty()) return 0;
     const std::size_t used = http_parser_execute(parser_.get(), &callbacks::settings, bytes.data(), bytes.size());
     const auto err = HTTP_PARSER_ERRNO(parser_.get());
+    // An Upgrade request is served as a plain request (RFC 9110 allows ignoring Upgrade): the parser
+    // stops after it, and the next message gets a fresh parser from reset().
     if (err == HPE_PAUSED) {
         http_parser_pause(parser_.get(), 0);
     } else if (err != HPE_OK) {
         fail(400, std::string("malformed HTTP: ") + http_errno_description(err));
-    } else if (parser_->upgrade) {
-        fail(400, "protocol upgrades are not supported");
     }
     return used;
 }

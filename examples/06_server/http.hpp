@@ -39,7 +39,8 @@ public:
     message_reader(const message_reader&) = delete;
     message_reader& operator=(const message_reader&) = delete;
 
-    void reset();
+    /// Starts the next message; for a response to HEAD, which has headers but never a body, say so.
+    void reset(bool response_to_head = false);
     /// Consumes bytes of the current message; returns how many (fewer than given once it completes
     /// or fails).
     std::size_t feed(std::string_view bytes);
@@ -64,6 +65,7 @@ private:
     http_message message_;
     state state_ = state::incomplete;
     bool started_ = false;
+    bool response_to_head_ = false;
     std::size_t header_bytes_ = 0;
     std::string field_;  // the header name being read, lower-cased
     bool field_done_ = false;

@@ -48,6 +48,7 @@ bool valid_function_name(std::string_view name) {
 // What a failed guest call means to an HTTP client. `what` is the exception's what(): the library's
 // message, then ": " and the error code's generic description, which the client does not need.
 response call_failed(std::error_code ec, std::string_view function, std::string_view what) {
+    if (ec.category() != hl::error_category()) return text(500, "internal error");  // the host's own failure: no details out
     const std::string suffix = ": " + ec.message();
     if (what.ends_with(suffix)) what.remove_suffix(suffix.size());
     const std::string message(what);
@@ -75,6 +76,27 @@ const std::map<std::string, std::string, std::less<>> users = {
     {"linus", "Linus <torvalds> started a kernel as a hobby."},
     {"barbara", "Barbara designed CLU and the substitution principle."},
 };
+
+// Closes gracefully: after a response with Connection: close the client may still be sending (an
+// oversized body, more pipelined requests). Closing a socket with unread input sends a reset, and
+// the client may lose the response, so shut down the sending side and read until the client closes,
+// for at most a second and a megabyte.
+awaitable<void> linger_close(asio::ip::tcp::socket& socket) {
+    using namespace asio::experimental::awaitable_operators;
+    std::error_code ignored;
+    socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    auto drain = [&socket]() -> awaitable<void> {
+        char sink[16384];
+        for (std::size_t total = 0; total < (1u << 20);) {
+            auto [ec, n] = co_await socket.async_read_some(asio::buffer(sink), as_tuple);
+            if (ec) co_return;
+            total += n;
+        }
+    };
+    asio::steady_timer limit(socket.get_executor(), 1s);
+    if (socket.is_open()) co_await (drain() || limit.async_wait(as_tuple));
+    socket.close(ignored);
+}
 
 }  // namespace
 
@@ -123,14 +145,13 @@ public:
     awaitable<void> run() {
         using namespace asio::experimental::awaitable_operators;
         co_await (serve_guarded() || watchdog());
-        std::error_code ignored;
-        socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-        socket_.close(ignored);
+        co_await linger_close(socket_);
     }
 
     void close() {
         std::error_code ignored;
         socket_.close(ignored);
+        parked_.cancel();
     }
 
 private:
@@ -149,22 +170,21 @@ private:
             reader_.reset();
             arm(state_->options.request_timeout);
             const bool got = co_await read_request();
-            if (timed_out_) {
-                if (reader_.started()) co_await send(text(408, "the request did not arrive in time"), false);
-                co_return;
-            }
             if (reader_.status() == message_reader::state::failed) {
-                co_await send(text(reader_.error_status(), reader_.error_text()), false);
+                co_await send(text(reader_.error_status(), reader_.error_text()), false, false);
                 co_return;
             }
-            if (!got) co_return;
+            if (!got) {  // a timeout with part of a request gets an answer; an idle connection just closes
+                if (timed_out_ && reader_.started()) co_await send(text(408, "the request did not arrive in time"), false, false);
+                co_return;
+            }
             ++state_->counters.requests;
             http_message& request = reader_.message();
             arm(clock::duration::max());  // the guest call has its own deadline
             std::optional<response> answer = co_await route(request);
             if (!answer) co_return;  // the client went away during the call
             const bool keep_alive = request.keep_alive && !state_->stopped;
-            if (!co_await send(std::move(*answer), keep_alive) || !keep_alive) co_return;
+            if (!co_await send(std::move(*answer), keep_alive, request.method == "HEAD") || !keep_alive) co_return;
         }
     }
 
@@ -195,13 +215,15 @@ private:
         }
     }
 
-    awaitable<bool> send(response r, bool keep_alive) {
+    // A response to HEAD has the headers of the one to GET, and no body.
+    awaitable<bool> send(response r, bool keep_alive, bool head_only) {
         const int status = r.status;
         if (status >= 500) ++state_->counters.status_5xx;
         else if (status >= 400) ++state_->counters.status_4xx;
         else ++state_->counters.status_2xx;
         arm(state_->options.write_timeout);
-        const std::string bytes = format_response(status, r.content_type, r.body, keep_alive, r.extra_headers);
+        std::string bytes = format_response(status, r.content_type, r.body, keep_alive, r.extra_headers);
+        if (head_only) bytes.resize(bytes.size() - r.body.size());
         auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(bytes), as_tuple);
         co_return !ec;
     }
@@ -217,7 +239,7 @@ private:
             co_return co_await call_guest(std::string(function), std::move(request.body));
         }
         if (path == "/stats" || path == "/") {
-            if (request.method != "GET") co_return text(405, "use GET here", "Allow: GET\r\n");
+            if (request.method != "GET" && request.method != "HEAD") co_return text(405, "use GET here", "Allow: GET, HEAD\r\n");
             if (path == "/") {
                 co_return text(200, "POST /call/<Function> with the argument as the body: Sha256, Render, ValidateJson, "
                                     "Profile (an async host function), Runaway (stopped by the deadline), Crash\n"
@@ -252,6 +274,8 @@ private:
             co_return text(503, "all sandboxes are busy and the queue is full; try again", "Retry-After: 1\r\n");
         }
         if (ec) co_return text(503, "no sandbox: " + ec.message());
+        // The deadline may have fired while this completion was on its way: then the guest never ran.
+        if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none) co_return response{};
         in_guest_ = true;
         auto [call_ec, result] = co_await lease->async_call<std::string>(function, std::move(body), as_tuple);
         if (call_ec) co_return call_failed(call_ec, function, lease->last_error());
@@ -259,14 +283,16 @@ private:
     }
 
     // Completes when the client closes or resets the connection, or the server stops. Bytes it
-    // sends meanwhile (a pipelined request) are kept for later; beyond the header limit, reading
-    // pauses. Cancelled (the call finished first), it completes too, but by then it has lost the race.
+    // sends meanwhile (pipelined requests) are kept for later, up to one request of the largest
+    // size; beyond that, reading pauses and only the server's stop or the deadline ends the call.
+    // Cancelled (the call finished first), it completes too, but by then it has lost the race.
     awaitable<void> client_gone() {
         char chunk[4096];
+        const std::size_t max_pending = state_->options.limits.max_header_bytes + state_->options.limits.max_body_bytes;
         for (;;) {
-            if (pending_.size() > state_->options.limits.max_header_bytes) {
-                asio::steady_timer forever(socket_.get_executor(), clock::time_point::max());
-                co_await forever.async_wait(as_tuple);
+            if (pending_.size() > max_pending) {
+                parked_.expires_at(clock::time_point::max());
+                co_await parked_.async_wait(as_tuple);  // cancelled by close() or by the race's end
                 co_return;
             }
             auto [ec, n] = co_await socket_.async_read_some(asio::buffer(chunk), as_tuple);
@@ -292,6 +318,7 @@ private:
     // The watchdog closes in on slow clients: when the armed time passes, it cancels the socket's
     // operations and marks the connection timed out.
     void arm(clock::duration d) {
+        timed_out_ = false;
         expiry_ = d == clock::duration::max() ? clock::time_point::max() : clock::now() + d;
         timer_.expires_at(expiry_);  // wakes the watchdog, which re-reads expiry_
     }
@@ -313,6 +340,7 @@ private:
     std::shared_ptr<server_state> state_;
     asio::ip::tcp::socket socket_;
     asio::steady_timer timer_;
+    asio::steady_timer parked_{socket_.get_executor()};  // client_gone() waits here when reading pauses
     clock::time_point expiry_ = clock::time_point::max();
     bool timed_out_ = false;
     bool in_guest_ = false;

@@ -9,6 +9,8 @@
 #include <asio/use_future.hpp>
 #include <asio/write.hpp>
 
+#include <sys/socket.h>
+
 #include <future>
 #include <optional>
 #include <thread>
@@ -63,13 +65,23 @@ protected:
 // A blocking test client on its own io_context.
 class client {
 public:
-    explicit client(const asio::ip::tcp::endpoint& to) : socket_(io_) { socket_.connect(to); }
+    explicit client(const asio::ip::tcp::endpoint& to) : socket_(io_) {
+        socket_.connect(to);
+        // A server that never answers fails the test instead of hanging it.
+        const timeval timeout{.tv_sec = 10, .tv_usec = 0};
+        ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    }
 
     void send(std::string_view bytes) { asio::write(socket_, asio::buffer(bytes)); }
+    std::error_code try_send(std::string_view bytes) {
+        std::error_code ec;
+        asio::write(socket_, asio::buffer(bytes), ec);
+        return ec;
+    }
 
     // The next response; nullopt if the server closed the connection before one arrived.
-    std::optional<web::http_message> receive() {
-        reader_.reset();
+    std::optional<web::http_message> receive(bool response_to_head = false) {
+        reader_.reset(response_to_head);
         for (;;) {
             if (!pending_.empty()) pending_.erase(0, reader_.feed(pending_));
             if (reader_.status() == web::message_reader::state::complete) return reader_.message();
@@ -171,6 +183,40 @@ TEST_F(ServerTest, UnknownFunctionsPathsAndMethodsAre4xx) {
     EXPECT_EQ(stats().status_4xx, 6u);
 }
 
+TEST_F(ServerTest, HeadGetsHeadersWithoutABody) {
+    HL_REQUIRE_KVM();
+    start();
+    client c(endpoint_);
+    c.send("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.send(web::format_request("POST", "/call/Sha256", "abc"));
+    // The response to HEAD announces a length but carries no body: the next bytes are the next response.
+    auto head = c.receive(true);
+    ASSERT_TRUE(head);
+    EXPECT_EQ(head->status, 200);
+    auto next = c.receive();
+    ASSERT_TRUE(next);
+    EXPECT_EQ(next->status, 200);
+    EXPECT_EQ(next->body.substr(0, 8), "ba7816bf");
+}
+
+TEST_F(ServerTest, UpgradeIsIgnoredAndConnectRefused) {
+    HL_REQUIRE_KVM();
+    start();
+    client c(endpoint_);
+    c.send("POST /call/Sha256 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 3\r\n\r\n");
+    c.send("abc");
+    auto r = c.receive();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body.substr(0, 8), "ba7816bf");
+    EXPECT_EQ(c.call("/call/Sha256", "abc").status, 200);  // the connection carries on as HTTP/1.1
+    client tunnel(endpoint_);
+    tunnel.send("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+    auto refused = tunnel.receive();
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->status, 405);
+}
+
 TEST_F(ServerTest, AGuestCrashIs500AndTheSandboxIsRecycled) {
     HL_REQUIRE_KVM();
     start({}, {.min_size = 1, .max_size = 1});
@@ -223,6 +269,15 @@ TEST_F(ServerTest, OversizedBodiesAre413BeforeTheyAreRead) {
         EXPECT_EQ(r->status, 200);
         EXPECT_EQ(r->body, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
+    {  // a client that keeps uploading after the 413 still gets it: the server drains before closing
+        client c(endpoint_);
+        c.send("POST /call/Sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n");
+        const std::string chunk(16 << 10, 'u');
+        for (int i = 0; i < 32; ++i) ASSERT_FALSE(c.try_send(chunk)) << "reset after " << i << " chunks";
+        auto r = c.receive();
+        ASSERT_TRUE(r);
+        EXPECT_EQ(r->status, 413);
+    }
     client c(endpoint_);
     c.send("GET / HTTP/1.1\r\nHost: x\r\nX-Padding: " + std::string(10000, 'p') + "\r\n\r\n");
     auto r = c.receive();
@@ -262,11 +317,41 @@ TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
     EXPECT_EQ(d->status, 404);
 }
 
+TEST_F(ServerTest, ARequestPipelinedDuringACallWaitsItsTurn) {
+    HL_REQUIRE_KVM();
+    web::server_options options;
+    options.lookup_latency = 200ms;  // Profile's host function takes this long
+    start(options);
+    client c(endpoint_);
+    c.send(web::format_request("POST", "/call/Profile", "ada"));
+    ASSERT_TRUE(eventually([&] { return pool_stats().in_use == 1; }));
+    c.send(web::format_request("POST", "/call/Sha256", "abc"));  // read by the disconnect watcher
+    auto first = c.receive(), second = c.receive();
+    ASSERT_TRUE(first && second);
+    EXPECT_EQ(first->body.substr(0, 12), "<h1>ada</h1>");
+    EXPECT_EQ(second->body.substr(0, 8), "ba7816bf");
+    EXPECT_EQ(stats().disconnect_cancels, 0u);
+}
+
+TEST_F(ServerTest, ShutdownInterruptsCallsInFlight) {
+    HL_REQUIRE_KVM();
+    web::server_options options;
+    options.deadline = 60s;
+    start(options, {.min_size = 1, .max_size = 1});
+    client c(endpoint_);
+    c.send(web::format_request("POST", "/call/Runaway", "x"));
+    ASSERT_TRUE(eventually([&] { return pool_stats().in_use == 1; }));
+    const auto t0 = std::chrono::steady_clock::now();
+    stop();
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);  // not the 60 s deadline
+    EXPECT_TRUE(c.closed_by_server());
+}
+
 TEST_F(ServerTest, ExpectContinueGetsAnInterimResponse) {
     HL_REQUIRE_KVM();
     start();
     client c(endpoint_);
-    c.send("POST /call/Sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
+    c.send("POST /call/Sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-Continue \r\n\r\n");
     auto interim = c.receive();
     ASSERT_TRUE(interim);
     EXPECT_EQ(interim->status, 100);
