@@ -22,6 +22,7 @@ bool vcpu_worker::push(std::unique_ptr<worker_job> job, const std::function<void
     {
         std::lock_guard lock(mutex_);
         if (!stopping_) {
+            if (queue_.empty()) work_arrived_ = std::chrono::steady_clock::now();
             queue_.push_back(std::move(job));
             if (on_queued) on_queued(std::prev(queue_.end()));
             job = nullptr;
@@ -69,17 +70,23 @@ void vcpu_worker::loop() {
         std::unique_ptr<worker_job> job;
         bool abort = false;
         // A caller that awaits one call and starts the next finds the worker still spinning: no
-        // futex wake-up (30-40 us on virtualized hosts) between back-to-back calls. Only a few
-        // workers spin at once, so that spinning never takes every core from the threads that
-        // produce the work (there are often more workers than cores).
-        if (spinners.fetch_add(1, std::memory_order_relaxed) < max_spinners) {
-            const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_microseconds);
-            for (unsigned i = 1; !has_work_.load(std::memory_order_acquire); ++i) {
+        // futex wake-up (30-40 us on virtualized hosts) between back-to-back calls. The spin lasts
+        // as long as recent work took to come (adapt_spin), and only a few workers spin at once, so
+        // that spinning never takes every core from the threads that produce the work (there are
+        // often more workers than cores).
+        const auto idle_since = std::chrono::steady_clock::now();
+        bool caught = false;
+        if (spin_budget_.count() > 0 && spinners.fetch_add(1, std::memory_order_relaxed) < max_spinners) {
+            const auto spin_until = idle_since + spin_budget_;
+            for (unsigned i = 1; !(caught = has_work_.load(std::memory_order_acquire)); ++i) {
                 __builtin_ia32_pause();
                 if (i % 16 == 0 && std::chrono::steady_clock::now() >= spin_until) break;  // the clock costs more than a pause
             }
+            spinners.fetch_sub(1, std::memory_order_relaxed);
+        } else if (spin_budget_.count() > 0) {
+            spinners.fetch_sub(1, std::memory_order_relaxed);
         }
-        spinners.fetch_sub(1, std::memory_order_relaxed);
+        std::chrono::steady_clock::time_point arrived;
         {
             std::unique_lock lock(mutex_);
             wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
@@ -89,7 +96,9 @@ void vcpu_worker::loop() {
             job->dequeued();
             has_work_.store(!queue_.empty(), std::memory_order_relaxed);
             abort = stopping_;
+            arrived = work_arrived_;
         }
+        if (!caught) adapt_spin(arrived - idle_since);
         if (abort) {
             job->abort();
         } else {
@@ -102,6 +111,18 @@ void vcpu_worker::loop() {
         on_exit = std::move(on_exit_);
     }
     if (on_exit) on_exit();
+}
+
+void vcpu_worker::adapt_spin(std::chrono::nanoseconds gap) {
+    // Work that came within the longest spin would have been caught by one: spin longer next time.
+    // Work that came later made any spin a waste of a core: spin half as long, down to not at all.
+    using std::chrono::microseconds;
+    if (gap <= max_spin) {
+        spin_budget_ = std::min(max_spin, std::max<std::chrono::nanoseconds>(spin_budget_ * 2, microseconds(4)));
+    } else {
+        spin_budget_ /= 2;
+        if (spin_budget_ < microseconds(1)) spin_budget_ = {};
+    }
 }
 
 }  // namespace hl::detail

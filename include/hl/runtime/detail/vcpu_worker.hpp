@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -56,8 +57,11 @@ public:
 
 private:
     void loop();
+    void adapt_spin(std::chrono::nanoseconds gap);
 
-    static constexpr int spin_microseconds = 50;
+    static constexpr std::chrono::nanoseconds max_spin{std::chrono::microseconds(50)};
+    std::chrono::nanoseconds spin_budget_ = max_spin;  // the worker thread's own
+    std::chrono::steady_clock::time_point work_arrived_;  // when the queue last became non-empty
 
     std::mutex mutex_;
     std::condition_variable wake_;
