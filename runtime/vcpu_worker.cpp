@@ -2,6 +2,8 @@
 #include "hl/runtime/detail/vcpu_worker.hpp"
 
 #include <algorithm>
+#include <pthread.h>
+
 #include <chrono>
 
 namespace hl::detail {
@@ -14,7 +16,11 @@ const int max_spinners = std::max(1, static_cast<int>(std::thread::hardware_conc
 
 }  // namespace
 
-vcpu_worker::vcpu_worker() : thread_([this] { loop(); }) {}
+vcpu_worker::vcpu_worker()
+    : thread_([this] {
+          pthread_setname_np(pthread_self(), "hl-vcpu");  // for top -H, perf and debuggers
+          loop();
+      }) {}
 
 vcpu_worker::~vcpu_worker() { stop(); }
 

@@ -97,7 +97,7 @@ awaitable<void> client(run_state& st) {
     std::string pending;
     while (st.next < st.options.requests) {
         const std::uint64_t i = st.next++;
-        const planned p = plan(i, st.options.runaway_every);
+        const planned p = st.options.http_only ? planned{"/", "", 200, {}} : plan(i, st.options.runaway_every);
         if (!socket.is_open()) {
             pending.clear();
             auto [ec] = co_await socket.async_connect(st.options.target, as_tuple);
@@ -111,7 +111,7 @@ awaitable<void> client(run_state& st) {
             }
         }
         const auto t0 = clock::now();
-        const std::string request = format_request("POST", p.target, p.body);
+        const std::string request = format_request(st.options.http_only ? "GET" : "POST", p.target, p.body);
         auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(request), as_tuple);
         reader.reset();
         std::error_code ec = wec;

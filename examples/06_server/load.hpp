@@ -24,6 +24,7 @@ struct load_options {
     std::uint64_t requests = 20000;
     std::size_t connections = 16;
     std::uint64_t runaway_every = 1000;  ///< every Nth request calls Runaway (expects 504); 0: never
+    bool http_only = false;  ///< every request is GET / (no guest): the HTTP floor to compare with
     std::chrono::milliseconds progress_interval{500};
     std::function<void(const load_progress&)> on_progress;  ///< called on the generator's thread
 };

@@ -13,6 +13,7 @@
 #include <asio/signal_set.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <thread>
 
@@ -30,24 +31,47 @@ struct settings {
     std::uint64_t deadline_ms = 100;
 };
 
-void print_summary(const web::load_report& r, const web::http_server& server) {
-    const double seconds = std::chrono::duration<double>(r.elapsed).count();
+double rate(const web::load_report& r) {
+    return static_cast<double>(r.requests) / std::chrono::duration<double>(r.elapsed).count();
+}
+
+// The guest requests are read against `floor`: plain HTTP requests (GET /, no guest) sent first, in
+// the same run, since absolute figures drift on a shared machine.
+void print_summary(const web::load_report& r, const web::load_report& floor, const web::http_server& server) {
     const auto s = server.stats();
     const auto p = server.pool_stats();
     std::printf("== summary\n");
-    std::printf("requests   %llu in %.2f s: %.0f requests/s\n", static_cast<unsigned long long>(r.requests), seconds,
-                static_cast<double>(r.requests) / seconds);
+    std::printf("requests   %llu in %.2f s: %.0f requests/s, %.2f of the HTTP-only rate (%.0f requests/s)\n",
+                static_cast<unsigned long long>(r.requests), std::chrono::duration<double>(r.elapsed).count(), rate(r),
+                rate(r) / rate(floor), rate(floor));
     std::printf("errors     %llu (answers other than the expected one, and transport failures)\n",
                 static_cast<unsigned long long>(r.errors));
     for (const auto& e : r.error_samples) std::printf("           e.g. %s\n", e.c_str());
     std::printf("statuses  ");
     for (auto [status, n] : r.statuses) std::printf(" %d: %llu", status, static_cast<unsigned long long>(n));
     std::printf("  (404, 422 and 504 are expected: unknown functions, invalid JSON, runaway guests)\n");
-    std::printf("latency    p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", r.p50_ms, r.p99_ms, r.max_ms);
+    std::printf("latency    p50 %.2f ms, p99 %.2f ms, max %.2f ms (HTTP only: p50 %.2f ms, p99 %.2f ms)\n", r.p50_ms, r.p99_ms,
+                r.max_ms, floor.p50_ms, floor.p99_ms);
     std::printf("guests     %llu stopped by the deadline, %llu by a client leaving\n",
                 static_cast<unsigned long long>(s.deadline_cancels), static_cast<unsigned long long>(s.disconnect_cancels));
     std::printf("pool       %zu sandboxes, %llu restores, %llu replaced\n", p.size, static_cast<unsigned long long>(p.restores),
                 static_cast<unsigned long long>(p.replacements));
+}
+
+// Runs the load generator on a thread of its own, like a separate client process, while this
+// coroutine's io_context keeps serving.
+asio::awaitable<web::load_report> generate(web::load_options options) {
+    auto ex = co_await asio::this_coro::executor;
+    web::load_report report;
+    asio::steady_timer finished(ex, asio::steady_timer::time_point::max());  // cancelled by the generator
+    std::thread generator([&] {
+        pthread_setname_np(pthread_self(), "load");
+        report = web::run_load(options);
+        asio::post(ex, [&] { finished.cancel(); });
+    });
+    co_await finished.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+    generator.join();
+    co_return report;
 }
 
 asio::awaitable<int> run(settings cfg) {
@@ -66,7 +90,6 @@ asio::awaitable<int> run(settings cfg) {
         co_await signals.async_wait(asio::use_awaitable);
         std::printf("== stopping\n");
     } else {
-        // The load generator runs on its own thread and io_context, like a separate client process.
         web::load_options load;
         load.target = {asio::ip::address_v4::loopback(), server.port()};
         load.requests = cfg.requests;
@@ -77,17 +100,17 @@ asio::awaitable<int> run(settings cfg) {
                         static_cast<unsigned long long>(p.errors));
             std::fflush(stdout);
         };
+        web::load_options http_only = load;
+        http_only.http_only = true;
+        http_only.requests = std::clamp<std::uint64_t>(cfg.requests / 4, 500, 5000);
+        http_only.on_progress = nullptr;
+        std::printf("== first, %llu requests to GET / (HTTP only, no guest), the floor to compare with\n",
+                    static_cast<unsigned long long>(http_only.requests));
+        const web::load_report floor = co_await generate(http_only);
         std::printf("== sending %llu requests over %zu connections\n", static_cast<unsigned long long>(cfg.requests), cfg.connections);
-        web::load_report report;
-        asio::steady_timer finished(ex, asio::steady_timer::time_point::max());  // cancelled by the generator
-        std::thread generator([&] {
-            report = web::run_load(load);
-            asio::post(ex, [&] { finished.cancel(); });
-        });
-        co_await finished.async_wait(asio::experimental::as_tuple(asio::use_awaitable));  // serving meanwhile
-        generator.join();
-        print_summary(report, server);
-        status = report.errors == 0 ? 0 : 1;
+        const web::load_report report = co_await generate(load);
+        print_summary(report, floor, server);
+        status = report.errors + floor.errors == 0 ? 0 : 1;
     }
     co_await server.shutdown();
     co_return status;

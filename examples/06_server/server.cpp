@@ -10,9 +10,10 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
+#include <cstdio>
 #include <map>
-#include <set>
 #include <optional>
+#include <set>
 
 #include "hl/runtime/async_host_function.hpp"
 
@@ -48,7 +49,11 @@ bool valid_function_name(std::string_view name) {
 // What a failed guest call means to an HTTP client. `what` is the exception's what(): the library's
 // message, then ": " and the error code's generic description, which the client does not need.
 response call_failed(std::error_code ec, std::string_view function, std::string_view what) {
-    if (ec.category() != hl::error_category()) return text(500, "internal error");  // the host's own failure: no details out
+    if (ec.category() != hl::error_category()) {  // the host's own failure: the operator gets the details, not the client
+        std::fprintf(stderr, "06_server: calling %.*s failed on the host: %.*s\n", static_cast<int>(function.size()),
+                     function.data(), static_cast<int>(what.size()), what.data());
+        return text(500, "internal error");
+    }
     const std::string suffix = ": " + ec.message();
     if (what.ends_with(suffix)) what.remove_suffix(suffix.size());
     const std::string message(what);
