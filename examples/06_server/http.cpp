@@ -57,6 +57,10 @@ struct callbacks {
         r.message_.status = static_cast<int>(p->status_code);
         r.message_.keep_alive = http_should_keep_alive(p) != 0;
         if (p->http_major == 1 && p->http_minor == 0) r.message_.expect_continue = false;  // HTTP/1.0 has no 100
+        if (r.kind_ == message_reader::kind::request && p->http_major != 1) {
+            r.fail(505, "HTTP/" + std::to_string(p->http_major) + "." + std::to_string(p->http_minor) + " is not supported");
+            return -1;
+        }
         if (r.kind_ == message_reader::kind::request && p->method == HTTP_CONNECT) {
             r.fail(405, "CONNECT is not supported");
             return -1;

@@ -49,7 +49,7 @@ public:
 
     state status() const noexcept { return state_; }
     bool started() const noexcept { return started_; }
-    /// When status() is failed: the HTTP status to answer with (400, 413 or 431) and why.
+    /// When status() is failed: the HTTP status to answer with (400, 405, 413, 431 or 505) and why.
     int error_status() const noexcept { return error_status_; }
     const std::string& error_text() const noexcept { return error_text_; }
     http_message& message() noexcept { return message_; }
