@@ -16,10 +16,13 @@ async_core::~async_core() {
     worker_.stop();
 }
 
-void async_core::submit(const std::shared_ptr<op_state>& op, std::unique_ptr<worker_job> job) {
-    worker_.push(std::move(job), [&op](vcpu_worker::ticket t) {
-        if (op) op->ticket = t;
-    });
+void async_core::submit(const std::shared_ptr<op_state>& op, std::unique_ptr<worker_job> job, bool wake) {
+    worker_.push(
+        std::move(job),
+        [&op](vcpu_worker::ticket t) {
+            if (op) op->ticket = t;
+        },
+        wake);
 }
 
 void async_core::cancel(const std::shared_ptr<op_state>& op) {

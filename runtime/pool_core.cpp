@@ -3,13 +3,14 @@
 
 #include <asio/post.hpp>
 
+#include <algorithm>
 #include <bit>
 
 namespace hl::detail {
 
 pool_core::pool_core(asio::any_io_executor ex, std::shared_ptr<const snapshot> clean,
                      std::function<void(multi_use_sandbox&)> bind, pool_options options)
-    : ex_(std::move(ex)), clean_(std::move(clean)), bind_(std::move(bind)), options_(options) {
+    : ex_(std::move(ex)), clean_(std::move(clean)), bind_(std::move(bind)), options_(options), wake_timer_(ex_) {
     if (options_.max_size == 0) options_.max_size = 1;
     if (options_.min_size > options_.max_size) options_.min_size = options_.max_size;
 }
@@ -36,7 +37,7 @@ void pool_core::creation_failed(std::error_code ec) {
         ++counters_.failures;
         // Waiters beyond what the sandboxes that exist or are on their way can serve would wait
         // forever: they get the error.
-        const std::size_t coming = idle_.size() + in_use_ + recycling_ + creating_;
+        const std::size_t coming = idle_.size() + in_use_ + creating_;
         while (waiters_.size() > coming) {
             unserved.splice(unserved.begin(), waiters_, std::prev(waiters_.end()));
         }
@@ -79,7 +80,7 @@ std::uint64_t pool_core::acquire(std::unique_ptr<pool_waiter> w) {
         });
     }
     waiters_.push_back({id, std::move(w), std::move(timer)});
-    if (creating_ + idle_.size() + in_use_ + recycling_ < options_.max_size) create_one();
+    if (creating_ + idle_.size() + in_use_ < options_.max_size) create_one();
     return id;
 }
 
@@ -122,26 +123,62 @@ void pool_core::arrived(async_sandbox sandbox, std::size_t pool_core::*was_count
 }
 
 void pool_core::release(async_sandbox sandbox) {
+    const async_core* which = sandbox.core_.get();
     {
         std::lock_guard lock(mutex_);
-        --in_use_;
-        ++recycling_;
-    }
-    auto keep = std::make_shared<async_sandbox>(std::move(sandbox));
-    keep->async_restore(clean_, [self = shared_from_this(), keep](std::error_code ec) {
-        if (!ec) {
-            {
-                std::lock_guard lock(self->mutex_);
-                ++self->counters_.restores;
-            }
-            return self->arrived(std::move(*keep), &pool_core::recycling_);
+        if (const auto it = std::find(broken_.begin(), broken_.end(), which); it != broken_.end()) {
+            broken_.erase(it);  // its restore failed: dropped here, on the holder's thread, and replaced
+            --in_use_;
+            ++counters_.replacements;
+            if (!closed_) create_one();
+            check_drained();
+            return;
         }
-        std::lock_guard lock(self->mutex_);
-        --self->recycling_;
-        ++self->counters_.replacements;
-        if (!self->closed_) self->create_one();
-        self->check_drained();
-    });
+        ++recycling_;
+        deferred_.push_back(sandbox.core_);
+        if (!wake_armed_) {
+            // Restores that no next task wakes within this time are woken here, so they still run
+            // off every task's path when the pool is quiet, and drain() and run() can finish.
+            wake_armed_ = true;
+            wake_timer_.expires_after(std::chrono::microseconds(500));
+            wake_timer_.async_wait([self = shared_from_this()](std::error_code) { self->wake_deferred(); });
+        }
+    }
+    // Queued before the hand-off: whatever the next holder does runs after it.
+    sandbox.async_restore_deferred(clean_, [self = shared_from_this(), which](std::error_code ec) { self->restored(which, ec); });
+    arrived(std::move(sandbox), &pool_core::in_use_);
+}
+
+void pool_core::wake_deferred() {
+    std::vector<std::weak_ptr<async_core>> due;
+    {
+        std::lock_guard lock(mutex_);
+        wake_armed_ = false;
+        due.swap(deferred_);
+    }
+    for (auto& weak : due) {
+        if (auto core = weak.lock()) core->wake();  // a no-op when the restore already ran
+    }
+}
+
+void pool_core::restored(const async_core* which, std::error_code ec) {
+    std::optional<async_sandbox> doomed;  // dropped outside the lock
+    std::lock_guard lock(mutex_);
+    --recycling_;
+    if (!ec) {
+        ++counters_.restores;
+    } else if (ec != asio::error::operation_aborted) {  // aborted: the sandbox was dropped anyway
+        const auto it = std::find_if(idle_.begin(), idle_.end(), [which](const async_sandbox& s) { return s.core_.get() == which; });
+        if (it != idle_.end()) {
+            doomed = std::move(*it);
+            idle_.erase(it);
+            ++counters_.replacements;
+            if (!closed_) create_one();
+        } else {
+            broken_.push_back(which);  // in use: its holder gets errc::poisoned until it lets go
+        }
+    }
+    check_drained();
 }
 
 void pool_core::record_latency(std::chrono::nanoseconds elapsed) {
@@ -158,7 +195,7 @@ pool_stats pool_core::stats() const {
     s.in_use = in_use_;
     s.recycling = recycling_;
     s.waiters = waiters_.size();
-    s.size = idle_.size() + in_use_ + recycling_ + creating_;
+    s.size = idle_.size() + in_use_ + creating_;
     return s;
 }
 

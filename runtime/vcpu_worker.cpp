@@ -24,7 +24,7 @@ vcpu_worker::vcpu_worker()
 
 vcpu_worker::~vcpu_worker() { stop(); }
 
-bool vcpu_worker::push(std::unique_ptr<worker_job> job, const std::function<void(ticket)>& on_queued) {
+bool vcpu_worker::push(std::unique_ptr<worker_job> job, const std::function<void(ticket)>& on_queued, bool wake) {
     {
         std::lock_guard lock(mutex_);
         if (!stopping_) {
@@ -32,14 +32,14 @@ bool vcpu_worker::push(std::unique_ptr<worker_job> job, const std::function<void
             queue_.push_back(std::move(job));
             if (on_queued) on_queued(std::prev(queue_.end()));
             job = nullptr;
-            has_work_.store(true, std::memory_order_release);
+            has_work_.store(true, std::memory_order_release);  // a spinning worker takes it at once
         }
     }
     if (job) {
         job->abort();
         return false;
     }
-    wake_.notify_one();
+    if (wake) wake_.notify_one();
     return true;
 }
 
@@ -50,6 +50,15 @@ std::unique_ptr<worker_job> vcpu_worker::withdraw(const std::function<bool(ticke
     auto job = std::move(*t);
     queue_.erase(t);
     return job;
+}
+
+void vcpu_worker::wake() {
+    {
+        std::lock_guard lock(mutex_);
+        if (queue_.empty()) return;
+        has_work_.store(true, std::memory_order_release);
+    }
+    wake_.notify_one();
 }
 
 void vcpu_worker::close() {

@@ -116,6 +116,30 @@ TEST_F(Pool, ALeaseServesSeveralCallsInOneSession) {
     });
 }
 
+TEST_F(Pool, RestoresRunOffThePathWhenThePoolIsQuiet) {
+    run([&]() -> awaitable<void> {
+        auto pool = co_await make({.min_size = 1, .max_size = 1});
+        EXPECT_EQ(co_await pool.async_call<std::int32_t>("IncrementCounter"), 1);
+        // The restore was queued without waking the vCPU thread; with no next task to wake it, the
+        // pool does, shortly after.
+        for (int i = 0; i < 1000 && pool.stats().restores == 0; ++i) {
+            asio::steady_timer t(io, 1ms);
+            co_await t.async_wait(use_awaitable);
+        }
+        auto stats = pool.stats();
+        EXPECT_EQ(stats.restores, 1u);
+        EXPECT_EQ(stats.recycling, 0u);
+        EXPECT_EQ(stats.idle, 1u);
+        // A task and a drain right behind it: drain waits for the restore too.
+        EXPECT_EQ(co_await pool.async_call<std::int32_t>("IncrementCounter"), 1);
+        co_await pool.async_drain();
+        stats = pool.stats();
+        EXPECT_EQ(stats.restores, 2u);
+        EXPECT_EQ(stats.recycling, 0u);
+        EXPECT_EQ(stats.size, 1u);
+    });
+}
+
 TEST_F(Pool, AnAcquireTimesOutWhenNothingFreesUp) {
     run([&]() -> awaitable<void> {
         auto pool = co_await make({.min_size = 1, .max_size = 1, .acquire_timeout = 20ms});

@@ -28,6 +28,8 @@ class async_sandbox;
 
 namespace detail {
 
+class pool_core;
+
 /// The types async_call() accepts as arguments; anything else in last position is the token.
 template <class T>
 concept argument_like =
@@ -136,12 +138,14 @@ private:
 
 template <class Handler, class Fn, class Aborted>
 void submit(const std::shared_ptr<async_core>& core, Handler handler, const asio::any_io_executor& ex, bool cancellable,
-            Fn fn, Aborted aborted) {
+            Fn fn, Aborted aborted, bool wake = true) {
     std::shared_ptr<op_state> op;
     auto slot = asio::get_associated_cancellation_slot(handler);
     if (cancellable) op = std::make_shared<op_state>();
-    core->submit(op, std::make_unique<sandbox_job<Handler, Fn, Aborted>>(*core, op, completion<Handler>(std::move(handler), ex),
-                                                                         std::move(fn), std::move(aborted)));
+    core->submit(op,
+                 std::make_unique<sandbox_job<Handler, Fn, Aborted>>(*core, op, completion<Handler>(std::move(handler), ex),
+                                                                     std::move(fn), std::move(aborted)),
+                 wake);
     // After the job is queued (and its ticket recorded), so a cancellation always finds it. The
     // completion is posted, so it cannot have cleared the slot yet when started from its executor.
     if (op && slot.is_connected()) {
@@ -319,6 +323,25 @@ public:
             token, std::move(snap));
     }
 
+    /// As async_restore(), but queued without waking the vCPU thread: the restore runs ahead of the
+    /// sandbox's next operation, in the same wake-up, or at once if the thread is awake anyway (the
+    /// pool's recycling: one thread switch per task instead of two). Until something wakes the
+    /// thread it does not run: the pool wakes it after a short delay.
+    template <class Token>
+    auto async_restore_deferred(std::shared_ptr<const snapshot> snap, Token&& token) {
+        return asio::async_initiate<Token, void(std::error_code)>(
+            [core = core_, ex = ex_](auto handler, std::shared_ptr<const snapshot> snap) {
+                detail::submit(
+                    core, std::move(handler), ex, false,
+                    [raw = core.get(), snap = std::move(snap)](std::error_code& ec) {
+                        guarded(*raw, ec, [&] { raw->sandbox().restore(snap); });
+                        return std::tuple<>();
+                    },
+                    [] { return std::tuple<>(); }, false);
+            },
+            token, std::move(snap));
+    }
+
     /// Stops the running call from any thread (see hl::interrupt_handle).
     hl::interrupt_handle interrupt_handle() const { return core_->interrupt_handle(); }
 
@@ -329,6 +352,8 @@ public:
     explicit operator bool() const noexcept { return core_ != nullptr; }
 
 private:
+    friend class detail::pool_core;  // wakes deferred restores, tells sandboxes apart
+
     async_sandbox(std::shared_ptr<detail::async_core> core, executor_type ex) : core_(std::move(core)), ex_(std::move(ex)) {}
 
     static std::tuple<async_sandbox> finish_creation(std::shared_ptr<detail::async_core> core, const executor_type& ex,

@@ -53,8 +53,11 @@ private:
 /// Sandboxes for one task each: built once from a template (guest, configuration, host functions),
 /// snapshotted clean, and created from that snapshot (sharing its pages copy-on-write) in the
 /// background, between min_size and max_size of them. Every task gets a sandbox exactly as clean
-/// as the snapshot: on release it is restored on its own worker thread before it is handed out
-/// again, and replaced if the restore fails (a poisoned sandbox is simply restored).
+/// as the snapshot: on release a restore is queued on the sandbox's vCPU thread, ahead of anything
+/// the next holder does there, without waking the thread (it runs with the next holder's first
+/// operation, in the same wake-up, or within half a millisecond if no one comes). A poisoned
+/// sandbox is simply restored; if a restore fails, the sandbox refuses calls (errc::poisoned)
+/// and is replaced once idle or released.
 ///
 /// Acquiring is asynchronous, FIFO-fair, bounded (pool_options::max_waiters, then errc::pool_busy),
 /// cancellable (a cancelled waiter leaves the queue: asio::error::operation_aborted) and may time

@@ -30,8 +30,11 @@ public:
     async_core(const async_core&) = delete;
     async_core& operator=(const async_core&) = delete;
 
-    /// Queues `job` for `op` (null for operations that cannot be cancelled).
-    void submit(const std::shared_ptr<op_state>& op, std::unique_ptr<worker_job> job);
+    /// Queues `job` for `op` (null for operations that cannot be cancelled). Without `wake`, see
+    /// vcpu_worker::push().
+    void submit(const std::shared_ptr<op_state>& op, std::unique_ptr<worker_job> job, bool wake = true);
+    /// Runs jobs queued without waking the worker.
+    void wake() { worker_.wake(); }
 
     /// From any thread: a queued operation is withdrawn and aborted; a running call is killed.
     void cancel(const std::shared_ptr<op_state>& op);

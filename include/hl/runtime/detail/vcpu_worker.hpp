@@ -33,9 +33,11 @@ public:
     vcpu_worker(const vcpu_worker&) = delete;
     vcpu_worker& operator=(const vcpu_worker&) = delete;
 
-    /// Queues a job; `on_queued(ticket)` runs under the queue lock (to record the ticket).
-    /// Returns false, aborting the job, once the worker is stopping.
-    bool push(std::unique_ptr<worker_job> job, const std::function<void(ticket)>& on_queued = {});
+    /// Queues a job; `on_queued(ticket)` runs under the queue lock (to record the ticket). Without
+    /// `wake`, a sleeping worker is left asleep (a spinning one still takes the job at once): the
+    /// job runs when something wakes it (the next job, or wake()). Returns false, aborting the job,
+    /// once the worker is stopping.
+    bool push(std::unique_ptr<worker_job> job, const std::function<void(ticket)>& on_queued = {}, bool wake = true);
 
     /// Takes a job out of the queue if it is still there: `find(t)`, called under the queue lock, sets
     /// `t` and returns true while the job is queued (false from its dequeued() on). Returns the job
@@ -47,6 +49,9 @@ public:
         std::lock_guard lock(mutex_);
         on_exit_ = std::move(f);
     }
+
+    /// Wakes the worker to run what is queued.
+    void wake();
 
     /// Stops taking jobs: from now on queued and new ones are aborted, never run.
     void close();
