@@ -17,17 +17,26 @@ async_core::~async_core() {
 }
 
 void async_core::submit(const std::shared_ptr<op_state>& op, std::unique_ptr<worker_job> job, bool wake) {
+    bool cancelled_before = false;
     worker_.push(
         std::move(job),
-        [&op](vcpu_worker::ticket t) {
-            if (op) op->ticket = t;
+        [&](vcpu_worker::ticket t) {
+            if (!op) return;
+            op->ticket = t;
+            op->in_queue = true;
+            cancelled_before = op->cancel_early;
         },
         wake);
+    if (cancelled_before) cancel(op);  // it is queued now: withdrawn, or killed if already running
 }
 
 void async_core::cancel(const std::shared_ptr<op_state>& op) {
     if (auto job = worker_.withdraw([&op](vcpu_worker::ticket& t) {
             if (op->phase.load() != op_state::queued) return false;
+            if (!op->in_queue) {  // submit() has not queued it yet: it will call back once it has
+                op->cancel_early = true;
+                return false;
+            }
             t = op->ticket;
             return true;
         })) {
@@ -60,8 +69,9 @@ void async_core::begin(op_state* op) {
 void async_core::end(op_state* op) {
     std::lock_guard lock(run_lock_);
     if (running_ == op) running_ = nullptr;
-    if (op) op->phase = op_state::done;
-    if (handle_) handle_->disarm();
+    if (!op) return;  // restore, snapshot: cancel() never arms a kill for these, so leave any alone
+    op->phase = op_state::done;
+    if (handle_) handle_->disarm();  // a kill armed for this operation must not hit the next one
 }
 
 hl::interrupt_handle async_core::interrupt_handle() const {

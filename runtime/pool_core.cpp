@@ -8,6 +8,27 @@
 
 namespace hl::detail {
 
+void pending_acquire::cancel(pool_core& pool) {
+    std::uint64_t id = 0;
+    {
+        std::lock_guard lock(mutex_);
+        cancelled_ = true;
+        if (!started_) return;  // started() will cancel it
+        id = id_;
+    }
+    pool.cancel(id, asio::error::operation_aborted);
+}
+
+void pending_acquire::started(pool_core& pool, std::uint64_t id) {
+    {
+        std::lock_guard lock(mutex_);
+        id_ = id;
+        started_ = true;
+        if (!cancelled_) return;
+    }
+    pool.cancel(id, asio::error::operation_aborted);
+}
+
 pool_core::pool_core(asio::any_io_executor ex, std::shared_ptr<const snapshot> clean,
                      std::function<void(multi_use_sandbox&)> bind, pool_options options)
     : ex_(std::move(ex)), clean_(std::move(clean)), bind_(std::move(bind)), options_(options), wake_timer_(ex_) {
@@ -126,7 +147,9 @@ void pool_core::release(async_sandbox sandbox) {
     const async_core* which = sandbox.core_.get();
     {
         std::lock_guard lock(mutex_);
-        if (const auto it = std::find(broken_.begin(), broken_.end(), which); it != broken_.end()) {
+        std::erase_if(broken_, [](const std::weak_ptr<async_core>& b) { return b.expired(); });
+        const auto it = std::find_if(broken_.begin(), broken_.end(), [which](const auto& b) { return b.lock().get() == which; });
+        if (it != broken_.end()) {
             broken_.erase(it);  // its restore failed: dropped here, on the holder's thread, and replaced
             --in_use_;
             ++counters_.replacements;
@@ -134,18 +157,24 @@ void pool_core::release(async_sandbox sandbox) {
             check_drained();
             return;
         }
+        // Queued before the hand-off, so whatever the next holder does runs after it; and before
+        // the sandbox joins deferred_, so that wake_deferred() never finds its queue still empty.
         ++recycling_;
+        sandbox.async_restore_deferred(
+            clean_, [self = shared_from_this(), weak = std::weak_ptr<async_core>(sandbox.core_)](std::error_code ec) {
+                self->restored(weak, ec);
+            });
         deferred_.push_back(sandbox.core_);
         if (!wake_armed_) {
             // Restores that no next task wakes within this time are woken here, so they still run
             // off every task's path when the pool is quiet, and drain() and run() can finish.
             wake_armed_ = true;
             wake_timer_.expires_after(std::chrono::microseconds(500));
-            wake_timer_.async_wait([self = shared_from_this()](std::error_code) { self->wake_deferred(); });
+            wake_timer_.async_wait([weak = weak_from_this()](std::error_code) {
+                if (auto self = weak.lock()) self->wake_deferred();
+            });
         }
     }
-    // Queued before the hand-off: whatever the next holder does runs after it.
-    sandbox.async_restore_deferred(clean_, [self = shared_from_this(), which](std::error_code ec) { self->restored(which, ec); });
     arrived(std::move(sandbox), &pool_core::in_use_);
 }
 
@@ -161,14 +190,15 @@ void pool_core::wake_deferred() {
     }
 }
 
-void pool_core::restored(const async_core* which, std::error_code ec) {
+void pool_core::restored(const std::weak_ptr<async_core>& which, std::error_code ec) {
     std::optional<async_sandbox> doomed;  // dropped outside the lock
     std::lock_guard lock(mutex_);
     --recycling_;
     if (!ec) {
         ++counters_.restores;
-    } else if (ec != asio::error::operation_aborted) {  // aborted: the sandbox was dropped anyway
-        const auto it = std::find_if(idle_.begin(), idle_.end(), [which](const async_sandbox& s) { return s.core_.get() == which; });
+    } else if (ec != asio::error::operation_aborted && !which.expired()) {  // aborted: dropped already
+        const auto it = std::find_if(idle_.begin(), idle_.end(),
+                                     [&which](const async_sandbox& s) { return s.core_ == which.lock(); });
         if (it != idle_.end()) {
             doomed = std::move(*it);
             idle_.erase(it);

@@ -5,6 +5,7 @@
 #include <pthread.h>
 
 #include <chrono>
+#include <optional>
 
 namespace hl::detail {
 
@@ -28,7 +29,7 @@ bool vcpu_worker::push(std::unique_ptr<worker_job> job, const std::function<void
     {
         std::lock_guard lock(mutex_);
         if (!stopping_) {
-            if (queue_.empty()) work_arrived_ = std::chrono::steady_clock::now();
+            if (wake) note_wake();
             queue_.push_back(std::move(job));
             if (on_queued) on_queued(std::prev(queue_.end()));
             job = nullptr;
@@ -56,9 +57,15 @@ void vcpu_worker::wake() {
     {
         std::lock_guard lock(mutex_);
         if (queue_.empty()) return;
+        note_wake();
         has_work_.store(true, std::memory_order_release);
     }
     wake_.notify_one();
+}
+
+void vcpu_worker::note_wake() {
+    if (!woken_) woken_at_ = std::chrono::steady_clock::now();
+    woken_ = true;
 }
 
 void vcpu_worker::close() {
@@ -101,7 +108,7 @@ void vcpu_worker::loop() {
         } else if (spin_budget_.count() > 0) {
             spinners.fetch_sub(1, std::memory_order_relaxed);
         }
-        std::chrono::steady_clock::time_point arrived;
+        std::optional<std::chrono::steady_clock::time_point> woken_at;  // when asked to work, if it was
         {
             std::unique_lock lock(mutex_);
             wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
@@ -111,9 +118,10 @@ void vcpu_worker::loop() {
             job->dequeued();
             has_work_.store(!queue_.empty(), std::memory_order_relaxed);
             abort = stopping_;
-            arrived = work_arrived_;
+            if (woken_) woken_at = woken_at_;
+            woken_ = false;
         }
-        if (!caught) adapt_spin(arrived - idle_since);
+        if (!caught && woken_at) adapt_spin(*woken_at - idle_since);
         if (abort) {
             job->abort();
         } else {

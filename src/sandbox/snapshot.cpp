@@ -141,7 +141,7 @@ void sandbox_core::restore(const std::shared_ptr<const snapshot>& snap) {
     base_.reset();  // as in take_snapshot(): set again only once the restore has succeeded
     // A restore that fails part way leaves memory neither the old nor the snapshot's: refuse calls
     // (which could read what is left of the last caller's data) until a restore succeeds.
-    poison_reason_ = "a restore failed part way";
+    poison_reason_ = "restore failed";  // short enough not to allocate, so it cannot itself fail
     collect_dirty_pages();
     // Normally the dirty pages; for another snapshot, or when most pages are dirty, every page
     // either side may hold.

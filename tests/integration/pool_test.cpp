@@ -9,7 +9,9 @@
 #include <asio/steady_timer.hpp>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <random>
+#include <thread>
 
 #include "async_support.hpp"
 #include "guest_paths.hpp"
@@ -138,6 +140,42 @@ TEST_F(Pool, RestoresRunOffThePathWhenThePoolIsQuiet) {
         EXPECT_EQ(stats.recycling, 0u);
         EXPECT_EQ(stats.size, 1u);
     });
+}
+
+TEST_F(Pool, ServesAnIoContextRunByTwoThreads) {
+    // Leases end on both threads, so restores are queued from both, racing the pool's wake timer.
+    std::atomic<int> done{0}, dirty{0};
+    constexpr int tasks = 2000;
+    std::atomic<bool> finished{false};
+    hl::pool_stats stats;
+    asio::co_spawn(
+        io,
+        [&]() -> awaitable<void> {
+            auto pool = co_await make({.min_size = 3, .max_size = 3});
+            auto worker = [&](int n) -> awaitable<void> {
+                for (int i = 0; i < n; ++i) {
+                    if (co_await pool.async_call<std::int32_t>("IncrementCounter") != 1) ++dirty;
+                    ++done;
+                }
+            };
+            for (int c = 0; c < 8; ++c) asio::co_spawn(io, worker(tasks / 8), asio::detached);
+            while (done < tasks) {
+                asio::steady_timer t(io, 1ms);
+                co_await t.async_wait(use_awaitable);
+            }
+            co_await pool.async_drain();
+            stats = pool.stats();
+            finished = true;
+        },
+        asio::detached);
+    std::thread second([&] { io.run(); });
+    io.run();
+    second.join();
+    ASSERT_TRUE(finished);
+    EXPECT_EQ(dirty, 0);
+    EXPECT_EQ(stats.restores, static_cast<std::uint64_t>(tasks));
+    EXPECT_EQ(stats.recycling, 0u);
+    EXPECT_EQ(stats.size, 3u);
 }
 
 TEST_F(Pool, AnAcquireTimesOutWhenNothingFreesUp) {

@@ -116,10 +116,10 @@ public:
 
     void dequeued() noexcept override {
         if (op_) op_->phase = op_state::running;
+        core_.begin(op_.get());  // here, under the queue lock: a cancel() then always finds it running
     }
     void run() override {
         std::error_code ec;
-        core_.begin(op_.get());
         auto values = fn_(ec);
         core_.end(op_.get());
         std::apply([&](auto&&... v) { done_.complete(ec, std::move(v)...); }, std::move(values));
@@ -142,18 +142,19 @@ void submit(const std::shared_ptr<async_core>& core, Handler handler, const asio
     std::shared_ptr<op_state> op;
     auto slot = asio::get_associated_cancellation_slot(handler);
     if (cancellable) op = std::make_shared<op_state>();
-    core->submit(op,
-                 std::make_unique<sandbox_job<Handler, Fn, Aborted>>(*core, op, completion<Handler>(std::move(handler), ex),
-                                                                     std::move(fn), std::move(aborted)),
-                 wake);
-    // After the job is queued (and its ticket recorded), so a cancellation always finds it. The
-    // completion is posted, so it cannot have cleared the slot yet when started from its executor.
+    // Before the job is queued, as Asio's own operations do: once queued it may complete, and its
+    // completion clears the slot, on any thread of a multi-threaded executor. A cancellation that
+    // comes before the job is queued is remembered (op_state::cancel_early) and acted on then.
     if (op && slot.is_connected()) {
         slot.assign([weak = std::weak_ptr<async_core>(core), op](asio::cancellation_type type) {
             if (type == asio::cancellation_type::none) return;
             if (auto c = weak.lock()) c->cancel(op);
         });
     }
+    core->submit(op,
+                 std::make_unique<sandbox_job<Handler, Fn, Aborted>>(*core, op, completion<Handler>(std::move(handler), ex),
+                                                                     std::move(fn), std::move(aborted)),
+                 wake);
 }
 
 template <class R>
@@ -335,6 +336,7 @@ public:
                     core, std::move(handler), ex, false,
                     [raw = core.get(), snap = std::move(snap)](std::error_code& ec) {
                         guarded(*raw, ec, [&] { raw->sandbox().restore(snap); });
+                        if (!ec) raw->set_last_error({});  // the last holder's error text goes too
                         return std::tuple<>();
                     },
                     [] { return std::tuple<>(); }, false);

@@ -122,13 +122,17 @@ public:
                     detail::completion<H> done;
                     std::shared_ptr<detail::pool_core> core;
                 };
-                const std::uint64_t id = core->acquire(std::make_unique<waiter>(std::move(handler), core));
-                if (id != 0 && slot.is_connected()) {
-                    slot.assign([weak = std::weak_ptr<detail::pool_core>(core), id](asio::cancellation_type type) {
+                // The slot is assigned before the acquire starts: once started, the acquire may
+                // complete, and clear the slot, on another thread of the executor.
+                auto pending = slot.is_connected() ? std::make_shared<detail::pending_acquire>() : nullptr;
+                if (pending) {
+                    slot.assign([weak = std::weak_ptr<detail::pool_core>(core), pending](asio::cancellation_type type) {
                         if (type == asio::cancellation_type::none) return;
-                        if (auto c = weak.lock()) c->cancel(id, asio::error::operation_aborted);
+                        if (auto c = weak.lock()) pending->cancel(*c);
                     });
                 }
+                const std::uint64_t id = core->acquire(std::make_unique<waiter>(std::move(handler), core));
+                if (pending) pending->started(*core, id);
             },
             token);
     }
@@ -180,7 +184,7 @@ private:
                     detail::completion<H> done;
                     asio::cancellation_signal inner;  // forwards cancellation to the guest call
                     std::atomic<bool> calling{false};
-                    std::uint64_t waiter = 0;
+                    detail::pending_acquire waiter;
                     pool_lease lease;
                 };
                 auto state = std::make_shared<call_state>(std::move(handler), core->executor());
@@ -209,11 +213,11 @@ private:
                         if (state->calling) {
                             state->inner.emit(type);
                         } else if (auto c = weak.lock()) {
-                            c->cancel(state->waiter, asio::error::operation_aborted);
+                            state->waiter.cancel(*c);
                         }
                     });
                 }
-                state->waiter = acquire_raw(core, std::move(on_lease));
+                state->waiter.started(*core, acquire_raw(core, std::move(on_lease)));
             },
             token, std::string(name), detail::owned_arguments(args...));
     }

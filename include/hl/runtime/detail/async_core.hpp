@@ -20,7 +20,11 @@ namespace hl::detail {
 struct op_state {
     enum phase_t : int { queued, running, done };
     std::atomic<int> phase{queued};
-    vcpu_worker::ticket ticket{};  // read and written under the worker's queue lock
+    // Under the worker's queue lock: the job's place in the queue, once it has one, and a
+    // cancellation that came before that.
+    vcpu_worker::ticket ticket{};
+    bool in_queue = false;
+    bool cancel_early = false;
 };
 
 class async_core {

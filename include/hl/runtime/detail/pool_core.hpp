@@ -45,6 +45,21 @@ struct pool_waiter {
     virtual void deliver(std::error_code ec, std::optional<async_sandbox> sandbox) = 0;
 };
 
+class pool_core;
+
+/// A cancellable acquire whose cancellation may come before the acquire has its id.
+class pending_acquire {
+public:
+    void cancel(pool_core& pool);
+    /// The acquire started with `id` (0: already answered); acts on an earlier cancel().
+    void started(pool_core& pool, std::uint64_t id);
+
+private:
+    std::mutex mutex_;
+    std::uint64_t id_ = 0;
+    bool started_ = false, cancelled_ = false;
+};
+
 class pool_core : public std::enable_shared_from_this<pool_core> {
 public:
     pool_core(asio::any_io_executor ex, std::shared_ptr<const snapshot> clean,
@@ -89,7 +104,7 @@ private:
     /// A new or recycled sandbox, until now counted in `*was_counted_in`: to a waiter or idle.
     void arrived(async_sandbox sandbox, std::size_t pool_core::*was_counted_in);
     void check_drained();                     // with mutex_ held
-    void restored(const detail::async_core* which, std::error_code ec);
+    void restored(const std::weak_ptr<async_core>& which, std::error_code ec);
     void wake_deferred();
 
     asio::any_io_executor ex_;
@@ -106,7 +121,7 @@ private:
     std::vector<std::weak_ptr<async_core>> deferred_;  // sandboxes with a restore queued, not yet woken
     asio::steady_timer wake_timer_;                     // wakes them if nothing else does
     bool wake_armed_ = false;
-    std::vector<const async_core*> broken_;  // a restore failed while in use: replace on release
+    std::vector<std::weak_ptr<async_core>> broken_;  // a restore failed while in use: replace on release
     pool_stats counters_;
     std::vector<std::function<void()>> drained_;
 };

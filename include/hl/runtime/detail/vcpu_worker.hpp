@@ -63,10 +63,14 @@ public:
 private:
     void loop();
     void adapt_spin(std::chrono::nanoseconds gap);
+    void note_wake();  // with mutex_ held
 
     static constexpr std::chrono::nanoseconds max_spin{std::chrono::microseconds(50)};
     std::chrono::nanoseconds spin_budget_ = max_spin;  // the worker thread's own
-    std::chrono::steady_clock::time_point work_arrived_;  // when the queue last became non-empty
+    // When the worker was first asked to work since it last took a job (a push without wake does
+    // not ask): adapt_spin() measures the idle gap to it. Both under mutex_.
+    std::chrono::steady_clock::time_point woken_at_;
+    bool woken_ = false;
 
     std::mutex mutex_;
     std::condition_variable wake_;
