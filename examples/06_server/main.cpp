@@ -102,7 +102,7 @@ asio::awaitable<int> run(settings cfg) {
         };
         web::load_options http_only = load;
         http_only.http_only = true;
-        http_only.requests = std::clamp<std::uint64_t>(cfg.requests / 4, 500, 5000);
+        http_only.requests = std::clamp<std::uint64_t>(cfg.requests / 2, 500, 10000);
         http_only.on_progress = nullptr;
         std::printf("== first, %llu requests to GET / (HTTP only, no guest), the floor to compare with\n",
                     static_cast<unsigned long long>(http_only.requests));
