@@ -37,7 +37,8 @@ double rate(const web::load_report& r) {
 
 // The guest requests are read against `floor`: plain HTTP requests (GET /, no guest) sent first, in
 // the same run, since absolute figures drift on a shared machine.
-void print_summary(const web::load_report& r, const web::load_report& floor, const web::http_server& server) {
+void print_summary(const web::load_report& r, const web::load_report& floor, const web::http_server& server,
+                   std::size_t pool_size) {
     const auto s = server.stats();
     const auto p = server.pool_stats();
     std::printf("== summary\n");
@@ -54,7 +55,7 @@ void print_summary(const web::load_report& r, const web::load_report& floor, con
                 r.max_ms, floor.p50_ms, floor.p99_ms);
     std::printf("guests     %llu stopped by the deadline, %llu by a client leaving\n",
                 static_cast<unsigned long long>(s.deadline_cancels), static_cast<unsigned long long>(s.disconnect_cancels));
-    std::printf("pool       %zu sandboxes, %llu restores, %llu replaced\n", p.size, static_cast<unsigned long long>(p.restores),
+    std::printf("pool       %zu sandboxes, %llu restores, %llu replaced\n", pool_size, static_cast<unsigned long long>(p.restores),
                 static_cast<unsigned long long>(p.replacements));
 }
 
@@ -84,7 +85,6 @@ asio::awaitable<int> run(settings cfg) {
     std::printf("== listening on http://127.0.0.1:%u (pool of %zu sandboxes, deadline %llu ms)\n", server.port(), cfg.pool_size,
                 static_cast<unsigned long long>(cfg.deadline_ms));
     std::fflush(stdout);
-    int status = 0;
     if (cfg.serve) {
         asio::signal_set signals(ex, SIGINT, SIGTERM);
         co_await signals.async_wait(asio::use_awaitable);
@@ -109,11 +109,12 @@ asio::awaitable<int> run(settings cfg) {
         const web::load_report floor = co_await generate(http_only);
         std::printf("== sending %llu requests over %zu connections\n", static_cast<unsigned long long>(cfg.requests), cfg.connections);
         const web::load_report report = co_await generate(load);
-        print_summary(report, floor, server);
-        status = report.errors + floor.errors == 0 ? 0 : 1;
+        co_await server.shutdown();  // first, so that the last tasks' restores are counted
+        print_summary(report, floor, server, cfg.pool_size);
+        co_return report.errors + floor.errors == 0 ? 0 : 1;
     }
     co_await server.shutdown();
-    co_return status;
+    co_return 0;
 }
 
 }  // namespace

@@ -421,6 +421,7 @@ awaitable<void> http_server::shutdown() {
         asio::steady_timer tick(state->ex, 1ms);
         co_await tick.async_wait(use_awaitable);
     }
+    co_await state->pool.async_drain();  // the last tasks' restores run
     state->pool.close();
     co_await state->pool.async_drain();
 }

@@ -61,8 +61,9 @@ public:
 
     /// Starts accepting connections.
     void start();
-    /// Stops accepting, closes every connection (interrupting their calls) and waits until the
-    /// connections are gone and the pool has drained. Call it on the server's executor.
+    /// Stops accepting, closes every connection (interrupting their calls), waits until the
+    /// connections are gone and the pool's last restores have run, then closes the pool. Call it
+    /// on the server's executor.
     asio::awaitable<void> shutdown();
 
     std::uint16_t port() const;
