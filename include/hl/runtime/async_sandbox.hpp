@@ -311,37 +311,17 @@ public:
     /// Restores `snap` on the vCPU thread. Completes with void(std::error_code).
     template <class Token = asio::use_awaitable_t<>>
     auto async_restore(std::shared_ptr<const snapshot> snap, Token&& token = {}) {
-        return asio::async_initiate<Token, void(std::error_code)>(
-            [core = core_, ex = ex_](auto handler, std::shared_ptr<const snapshot> snap) {
-                detail::submit(
-                    core, std::move(handler), ex, false,
-                    [raw = core.get(), snap = std::move(snap)](std::error_code& ec) {
-                        guarded(*raw, ec, [&] { raw->sandbox().restore(snap); });
-                        return std::tuple<>();
-                    },
-                    [] { return std::tuple<>(); });
-            },
-            token, std::move(snap));
+        return initiate_restore(std::move(snap), std::forward<Token>(token), false);
     }
 
     /// As async_restore(), but queued without waking the vCPU thread: the restore runs ahead of the
     /// sandbox's next operation, in the same wake-up, or at once if the thread is awake anyway (the
     /// pool's recycling: one thread switch per task instead of two). Until something wakes the
-    /// thread it does not run: the pool wakes it after a short delay.
+    /// thread it does not run: the pool wakes it after a short delay. It also clears last_error(),
+    /// so that the next holder does not see the last one's error text.
     template <class Token>
     auto async_restore_deferred(std::shared_ptr<const snapshot> snap, Token&& token) {
-        return asio::async_initiate<Token, void(std::error_code)>(
-            [core = core_, ex = ex_](auto handler, std::shared_ptr<const snapshot> snap) {
-                detail::submit(
-                    core, std::move(handler), ex, false,
-                    [raw = core.get(), snap = std::move(snap)](std::error_code& ec) {
-                        guarded(*raw, ec, [&] { raw->sandbox().restore(snap); });
-                        if (!ec) raw->set_last_error({});  // the last holder's error text goes too
-                        return std::tuple<>();
-                    },
-                    [] { return std::tuple<>(); }, false);
-            },
-            token, std::move(snap));
+        return initiate_restore(std::move(snap), std::forward<Token>(token), true);
     }
 
     /// Stops the running call from any thread (see hl::interrupt_handle).
@@ -383,6 +363,22 @@ private:
             ec = make_error_code(errc::vm_error);
             core.set_last_error("a non-standard exception");
         }
+    }
+
+    template <class Token>
+    auto initiate_restore(std::shared_ptr<const snapshot> snap, Token&& token, bool deferred) {
+        return asio::async_initiate<Token, void(std::error_code)>(
+            [core = core_, ex = ex_, deferred](auto handler, std::shared_ptr<const snapshot> snap) {
+                detail::submit(
+                    core, std::move(handler), ex, false,
+                    [raw = core.get(), snap = std::move(snap), deferred](std::error_code& ec) {
+                        guarded(*raw, ec, [&] { raw->sandbox().restore(snap); });
+                        if (deferred && !ec) raw->set_last_error({});
+                        return std::tuple<>();
+                    },
+                    [] { return std::tuple<>(); }, /*wake=*/!deferred);
+            },
+            token, std::move(snap));
     }
 
     template <class R, class Token, class... Args>
