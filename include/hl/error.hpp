@@ -8,6 +8,10 @@ namespace hl {
 
 /// Every error the library reports, in one `std::error_category` ("hyperlight"). OS failures keep the
 /// system category; these codes say what went wrong at the level of a sandbox.
+///
+/// Exactly these codes leave the sandbox poisoned (every later call fails with `poisoned` until a
+/// restore): guest_aborted, guest_fault, stack_overflow, cancelled, timed_out, protocol_error,
+/// handler_error, vm_error, and poisoned itself (the sandbox stays so). is_poisoning() answers it.
 enum class errc {
     guest_error = 1,       ///< a guest function returned an error; the sandbox stays usable
     guest_aborted,         ///< the guest aborted (abort, assertion, runtime failure); poisons
@@ -26,12 +30,19 @@ enum class errc {
     kvm_unavailable,       ///< /dev/kvm is missing, not permitted, or lacks a needed capability
     invalid_config,        ///< the sandbox configuration cannot be laid out
     invalid_guest,         ///< the guest binary is not a loadable hyperlight guest
-    host_function_error,   ///< a host function failed; its message is carried along
+    host_function_error,   ///< a host function threw and the guest passed the error on
+    handler_error,         ///< a print or log handler threw while the guest was stopped mid-call; poisons
     vm_error,              ///< KVM reported a failure the library cannot recover from; poisons
     snapshot_mismatch,     ///< the snapshot belongs to another guest or memory layout
     pool_busy,             ///< the sandbox pool's wait queue is full
     pool_closed,           ///< the sandbox pool is closed
+    usage_error,           ///< the host used the API wrongly (a moved-from sandbox, a call from inside its
+                           ///< own host function, concurrent use from two threads, a null argument)
 };
+
+/// True when a failure with `code` leaves the sandbox poisoned (see errc). False for codes of other
+/// categories.
+bool is_poisoning(std::error_code code) noexcept;
 
 const std::error_category& error_category() noexcept;
 

@@ -31,6 +31,9 @@ public:
         case errc::invalid_config: return "the sandbox configuration is invalid";
         case errc::invalid_guest: return "the guest binary cannot be loaded";
         case errc::host_function_error: return "a host function failed";
+        case errc::handler_error:
+            return "a print or log handler failed while the guest was stopped; restore the sandbox before calling again";
+        case errc::usage_error: return "the library was used in a way its contract does not allow";
         case errc::vm_error: return "KVM reported an unrecoverable error";
         case errc::pool_busy: return "the sandbox pool's wait queue is full; retry later or raise pool_options::max_waiters";
         case errc::pool_closed: return "the sandbox pool is closed";
@@ -42,6 +45,22 @@ public:
 };
 
 }  // namespace
+
+bool is_poisoning(std::error_code code) noexcept {
+    if (code.category() != error_category()) return false;
+    switch (static_cast<errc>(code.value())) {
+    case errc::guest_aborted:
+    case errc::guest_fault:
+    case errc::stack_overflow:
+    case errc::cancelled:
+    case errc::timed_out:
+    case errc::protocol_error:
+    case errc::handler_error:
+    case errc::vm_error:
+    case errc::poisoned: return true;
+    default: return false;
+    }
+}
 
 const std::error_category& error_category() noexcept {
     static const category instance;

@@ -148,10 +148,10 @@ void sandbox_core::deliver_output(std::uint32_t kind) {
             handler();
         } catch (const std::exception& e) {
             in_callback_ = false;
-            poison_and_throw(errc::host_function_error, util::strfmt("the %s handler failed: %s", which, e.what()));
+            poison_and_throw(errc::handler_error, util::strfmt("the %s handler failed: %s", which, e.what()));
         } catch (...) {
             in_callback_ = false;
-            poison_and_throw(errc::host_function_error, util::strfmt("the %s handler threw", which));
+            poison_and_throw(errc::handler_error, util::strfmt("the %s handler threw", which));
         }
         in_callback_ = false;
     };

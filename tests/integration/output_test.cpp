@@ -112,7 +112,8 @@ TEST_P(GuestOutput, AThrowingPrintHandlerPoisonsTheSandbox) {
         sb.call<std::int32_t>("PrintOutput", std::string("x\n"));
         FAIL();
     } catch (const hl::error& e) {
-        EXPECT_EQ(e.code(), hl::errc::host_function_error) << e.what();
+        EXPECT_EQ(e.code(), hl::errc::handler_error) << e.what();
+        EXPECT_TRUE(hl::is_poisoning(e.code()));
         EXPECT_NE(std::string(e.what()).find("stdout closed"), std::string::npos) << e.what();
     }
     EXPECT_TRUE(sb.poisoned());
