@@ -240,8 +240,10 @@ void sandbox_core::enter(std::uint64_t op, std::chrono::nanoseconds timeout) {
         case vmm::vm_exit::kind::shutdown: throw_fault();
         case vmm::vm_exit::kind::interrupted: continue;  // stop_reason() tells why, or it was a stray signal
         case vmm::vm_exit::kind::io_in:
+            settle_vcpu();
             poison_and_throw(errc::protocol_error, util::strfmt("the guest read from I/O port 0x%x", exit.port));
         case vmm::vm_exit::kind::mmio:
+            settle_vcpu();
             poison_and_throw(errc::guest_fault, util::strfmt("the guest accessed unbacked physical address 0x%llx",
                                                              static_cast<unsigned long long>(exit.address)));
         case vmm::vm_exit::kind::internal_error:
@@ -250,6 +252,15 @@ void sandbox_core::enter(std::uint64_t op, std::chrono::nanoseconds timeout) {
         case vmm::vm_exit::kind::other:
             poison_and_throw(errc::vm_error, util::strfmt("unexpected KVM exit reason %u", exit.detail));
         }
+    }
+}
+
+void sandbox_core::settle_vcpu() {
+    try {
+        vm_->complete_pending();
+    } catch (const std::exception& e) {
+        vcpu_unusable_ = true;
+        poison_and_throw(errc::vm_error, e.what());
     }
 }
 

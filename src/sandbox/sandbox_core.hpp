@@ -77,6 +77,11 @@ private:
     /// way out: abort, fault, a protocol violation.
     void enter(std::uint64_t op, std::chrono::nanoseconds timeout = {});
 
+    /// Finishes whatever instruction the last exit left half done in KVM (vm::complete_pending), so
+    /// that nothing of this task runs after the next restore. Poisons with errc::vm_error, for
+    /// good, when KVM does not settle.
+    void settle_vcpu();
+
     /// Creates the VM and hooks it up to the interrupt state.
     void create_vm();
 
@@ -119,6 +124,7 @@ private:
     std::shared_ptr<const print_handler> print_;
     std::shared_ptr<const log_handler> log_;
     log_level log_level_ = log_level::info;  // the host's; written into the PEB, re-applied after restore
+    bool vcpu_unusable_ = false;  // KVM kept a half-done instruction: no restore may reuse this vCPU
     bool in_callback_ = false;  // a host function or handler runs: no calls, snapshots or restores
     std::shared_ptr<interrupt_state> interrupt_ = std::make_shared<interrupt_state>();
     deadline_timer deadline_;

@@ -116,6 +116,7 @@ std::shared_ptr<const snapshot> sandbox_core::take_snapshot() {
     }
     // Until this succeeds the sandbox matches no snapshot: a later restore then copies every page
     // rather than trusting dirty pages that this attempt has already consumed.
+    settle_vcpu();  // a no-op: a sandbox with a half-done instruction is poisoned
     base_.reset();
     collect_dirty_pages();
     auto state = std::make_unique<snapshot::state>();
@@ -137,6 +138,14 @@ void sandbox_core::restore(const std::shared_ptr<const snapshot>& snap) {
                     "the snapshot was taken from a different guest or memory layout; the sandbox is unchanged");
     }
 
+    if (vcpu_unusable_) {
+        throw error(errc::vm_error, util::strfmt("cannot restore: this sandbox's vCPU could not be brought to a clean "
+                                                 "state (%s); create a new sandbox",
+                                                 poison_reason_.c_str()));
+    }
+    // Before anything is copied: finishing an instruction writes guest memory, and KVM's dirty log
+    // must see that write for the copy below to undo it.
+    settle_vcpu();
     const bool incremental = base_ == snap;
     base_.reset();  // as in take_snapshot(): set again only once the restore has succeeded
     // A restore that fails part way leaves memory neither the old nor the snapshot's: refuse calls

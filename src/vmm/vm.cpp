@@ -252,12 +252,85 @@ std::uint64_t vm::read_cr2() const {
     return s.cr2;
 }
 
+namespace {
+
+// What an exit asks the host to supply before KVM can finish the instruction: the data of an `in`
+// or of an MMIO read. The guest never gets host data: zero it.
+void zero_exit_data(kvm_run* run, std::size_t run_size) {
+    if (run->exit_reason == KVM_EXIT_IO && run->io.direction == KVM_EXIT_IO_IN) {
+        const std::size_t offset = run->io.data_offset;
+        const std::size_t bytes = std::size_t{run->io.size} * run->io.count;
+        if (offset < run_size) std::memset(reinterpret_cast<std::byte*>(run) + offset, 0, std::min(bytes, run_size - offset));
+    } else if (run->exit_reason == KVM_EXIT_MMIO) {
+        std::memset(run->mmio.data, 0, sizeof run->mmio.data);
+    }
+}
+
+bool leaves_completion_pending(const kvm_run* run) {
+    // An `out` (string or not) is complete when KVM exits: the emulator writes its results back
+    // first, and KVM's fast path only skips the instruction if RIP still points at it.
+    return (run->exit_reason == KVM_EXIT_IO && run->io.direction == KVM_EXIT_IO_IN) ||
+           run->exit_reason == KVM_EXIT_MMIO;
+}
+
+}  // namespace
+
+void vm::complete_pending() {
+    if (!pending_) return;
+    kvm_run* run = run_state();
+    const std::size_t run_size = run_.size();
+    // Each round hands KVM zeroed data and lets it finish; an MMIO access split across pages asks
+    // again for its next fragment. A string `in` goes back to the guest after each batch, which
+    // immediate_exit prevents, so it settles in one round.
+    constexpr int max_rounds = 8;
+    for (int round = 0; round < max_rounds; ++round) {
+        zero_exit_data(run, run_size);
+        __atomic_store_n(&run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+        const int r = ::ioctl(vcpu_fd_.get(), KVM_RUN, 0);
+        const int e = errno;
+        __atomic_store_n(&run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+        if (r < 0 && (e == EINTR || e == EAGAIN)) {
+            pending_ = false;
+            break;
+        }
+        if (r < 0) {
+            throw error(errc::vm_error, util::strfmt("KVM_RUN could not finish the guest's half-done instruction: %s",
+                                                     std::strerror(e)));
+        }
+        if (!leaves_completion_pending(run)) {
+            throw error(errc::vm_error,
+                        util::strfmt("finishing the guest's half-done instruction ended in KVM exit %u", run->exit_reason));
+        }
+    }
+    if (pending_) {
+        throw error(errc::vm_error, util::strfmt("the guest's half-done instruction did not finish in %d rounds", max_rounds));
+    }
+    // Finishing it may have raised an exception (an `ins` into read-only memory queues a #PF). On
+    // this machine's KVM, staging new special registers happens to drop it too; KVM documents no
+    // such thing, so drop it here rather than let it be delivered into whatever state runs next.
+    kvm_vcpu_events events{};
+    checked_ioctl(vcpu_fd_.get(), KVM_GET_VCPU_EVENTS, &events, "KVM_GET_VCPU_EVENTS");
+    if (events.exception.injected || events.exception.pending || events.interrupt.injected || events.nmi.injected ||
+        events.nmi.pending) {
+        events.exception = {};
+        events.interrupt.injected = 0;
+        events.nmi.injected = 0;
+        events.nmi.pending = 0;
+        events.flags = KVM_VCPUEVENT_VALID_NMI_PENDING;
+        checked_ioctl(vcpu_fd_.get(), KVM_SET_VCPU_EVENTS, &events, "KVM_SET_VCPU_EVENTS");
+    }
+}
+
 vm_exit vm::run() {
     kvm_run* run = run_state();
+    if (pending_) {
+        throw error(errc::vm_error, "the vCPU still holds a half-done instruction; complete_pending() must run first");
+    }
     if (::ioctl(vcpu_fd_.get(), KVM_RUN, 0) < 0) {
         if (errno == EINTR || errno == EAGAIN) return {.what = vm_exit::kind::interrupted};
         throw_errno("KVM_RUN");
     }
+    pending_ = leaves_completion_pending(run);
     vm_exit e;
     switch (run->exit_reason) {
     case KVM_EXIT_IO: {

@@ -32,6 +32,18 @@ public:
     /// (KVM_CAP_SYNC_REGS); after the exit, registers() holds the guest's registers.
     vm_exit run();
 
+    /// True when the last exit left an instruction half done inside KVM: an `in`, `ins` or `rep ins`
+    /// waiting for its data, or an MMIO access. The next KVM_RUN finishes it *after* applying any
+    /// registers staged since, with the operands it decoded at the exit: it would write its data and
+    /// move RIP behind the old instruction, inside whatever state was restored in the meantime.
+    bool has_pending_completion() const noexcept { return pending_; }
+
+    /// Finishes a pending instruction without running guest code (a KVM_RUN with immediate_exit set;
+    /// the data it reads is zero, into the current guest memory) and drops any exception that raised,
+    /// so that what is staged next is exactly what runs next. A no-op when nothing is pending. Throws
+    /// hl::error(errc::vm_error) when KVM does not settle; the vCPU must then not run again.
+    void complete_pending();
+
     /// kvm_run's immediate_exit byte: set (atomically, from any thread) to make KVM_RUN return EINTR
     /// instead of entering the guest. Valid as long as this vm.
     std::uint8_t* immediate_exit() const noexcept;
@@ -73,6 +85,7 @@ private:
     cpu_setup setup_;
     std::uint64_t pages_;
     bool manual_protect_;  // KVM_CLEAR_DIRTY_LOG re-arms only the pages fetched
+    bool pending_ = false;  // see has_pending_completion()
 };
 
 }  // namespace hl::vmm
