@@ -77,7 +77,7 @@ std::unique_ptr<sandbox_core> sandbox_core::create(std::vector<std::byte> elf, c
     const auto layout = mem::layout::compute(config, image.image_size());
     auto memory = mem::guest_memory::create(layout.total_size());
 
-    image.load(memory.span(layout.image(), layout.image_size()), layout.image().value);
+    image.load(memory.writable(layout.image(), layout.image_size()), layout.image().value);
 
     std::vector<mem::region> regions = layout.fixed_regions();
     for (const auto& s : image.segments()) {
@@ -149,8 +149,7 @@ return_value sandbox_core::call(std::string_view name, value_type return_type, s
                                  static_cast<unsigned long long>(capacity)));
     }
     memory_.write(layout_.input(), hl_buffer_header{message.size()});
-    std::memcpy(memory_.span(layout_.input() + HL_BUFFER_HEADER_SIZE, message.size()).data(), message.data(),
-                message.size());
+    memory_.write_bytes(layout_.input() + HL_BUFFER_HEADER_SIZE, message);
     if (builder_.GetSize() > builder_keep_limit) builder_.Reset();
 
     enter(HL_OP_DISPATCH, timeout);
