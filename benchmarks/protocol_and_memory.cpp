@@ -53,7 +53,7 @@ void guest_call_with_large_parameters(benchmark::State& state) {
 void fill(benchmark::State& state, std::size_t size) {
     auto memory = hl::mem::guest_memory::create(size);
     for (auto _ : state) {
-        auto s = memory.span(hl::mem::gpa{0}, size);
+        auto s = memory.writable(hl::mem::gpa{0}, size);
         std::memset(s.data(), 0xab, s.size());
         benchmark::ClobberMemory();
     }
@@ -61,10 +61,10 @@ void fill(benchmark::State& state, std::size_t size) {
 
 void copy_to_slice(benchmark::State& state, std::size_t size) {
     auto memory = hl::mem::guest_memory::create(size);
-    std::memset(memory.span(hl::mem::gpa{0}, size).data(), 1, size);
+    std::memset(memory.writable(hl::mem::gpa{0}, size).data(), 1, size);
     std::vector<std::byte> out(size);
     for (auto _ : state) {
-        const auto s = std::as_const(memory).span(hl::mem::gpa{0}, size);
+        const auto s = memory.span(hl::mem::gpa{0}, size);
         std::memcpy(out.data(), s.data(), size);
         benchmark::ClobberMemory();
     }
@@ -74,7 +74,7 @@ void copy_from_slice(benchmark::State& state, std::size_t size) {
     auto memory = hl::mem::guest_memory::create(size);
     const std::vector<std::byte> in(size, std::byte{7});
     for (auto _ : state) {
-        std::memcpy(memory.span(hl::mem::gpa{0}, size).data(), in.data(), size);
+        std::memcpy(memory.writable(hl::mem::gpa{0}, size).data(), in.data(), size);
         benchmark::ClobberMemory();
     }
 }

@@ -3,6 +3,7 @@
 
 #include "hl/error.hpp"
 #include "mem/address.hpp"
+#include "mem/guest_memory.hpp"
 
 #include <elf.h>
 
@@ -390,28 +391,41 @@ elf_image elf_image::parse(std::vector<std::byte> file) {
     return image;
 }
 
+template <class Writable>
+void elf_image::write_contents(Writable&& writable, std::uint64_t base) const {
+    if (base % page_size != 0)
+        throw std::invalid_argument("elf_image::load: base " + hex(base) + " is not page-aligned");
+    for (const auto& c : copies_) {
+        if (!fits(c.file_offset, c.size, file_.size()) || !fits(c.image_offset, c.size, image_size_)) {
+            fail("a PT_LOAD copy [" + hex(c.image_offset) + ", +" + hex(c.size) + ") is out of bounds");
+        }
+        std::memcpy(writable(c.image_offset, c.size).data(), file_.data() + c.file_offset, c.size);
+    }
+    for (const auto& r : relocations_) {
+        if (!fits(r.offset, sizeof(std::uint64_t), image_size_)) {
+            fail("relocation target " + hex(r.offset) + " lies outside the image");
+        }
+        const std::uint64_t value = base + r.addend;
+        std::memcpy(writable(r.offset, sizeof value).data(), &value, sizeof value);
+    }
+}
+
+void elf_image::load(mem::guest_memory& memory, mem::gpa at) const {
+    if (!memory.contains(at, image_size_)) {
+        throw error(errc::protocol_error, "elf_image::load: the " + std::to_string(image_size_) + "-byte image at " +
+                                              hex(at.value) + " does not fit in guest memory");
+    }
+    write_contents([&](std::uint64_t offset, std::uint64_t size) { return memory.writable(at + offset, size); },
+                   at.value);
+}
+
 void elf_image::load(std::span<std::byte> dest, std::uint64_t base) const {
     if (dest.size() != image_size_) {
         throw std::invalid_argument("elf_image::load: destination is " + std::to_string(dest.size()) +
                                     " bytes, the image needs exactly " + std::to_string(image_size_));
     }
-    if (base % page_size != 0)
-        throw std::invalid_argument("elf_image::load: base " + hex(base) + " is not page-aligned");
-
     std::ranges::fill(dest, std::byte{0});
-    for (const auto& c : copies_) {
-        if (!fits(c.file_offset, c.size, file_.size()) || !fits(c.image_offset, c.size, dest.size())) {
-            fail("a PT_LOAD copy [" + hex(c.image_offset) + ", +" + hex(c.size) + ") is out of bounds");
-        }
-        std::memcpy(dest.data() + c.image_offset, file_.data() + c.file_offset, c.size);
-    }
-    for (const auto& r : relocations_) {
-        if (!fits(r.offset, sizeof(std::uint64_t), dest.size())) {
-            fail("relocation target " + hex(r.offset) + " lies outside the image");
-        }
-        const std::uint64_t value = base + r.addend;
-        std::memcpy(dest.data() + r.offset, &value, sizeof value);
-    }
+    write_contents([&](std::uint64_t offset, std::uint64_t size) { return dest.subspan(offset, size); }, base);
 }
 
 }  // namespace hl::loader

@@ -6,6 +6,12 @@
 #include <span>
 #include <vector>
 
+#include "mem/address.hpp"
+
+namespace hl::mem {
+class guest_memory;
+}
+
 namespace hl::loader {
 
 /// Page permissions as bit flags. A value with no bits set means "no access".
@@ -59,11 +65,19 @@ public:
     /// Number of R_X86_64_RELATIVE relocations load() applies (R_X86_64_NONE entries not counted).
     std::size_t relocation_count() const noexcept { return relocations_.size(); }
 
-    /// Copies the PT_LOAD file bytes into `dest`, zero-fills everything else (bss, gaps between
-    /// segments) and applies the relocations as if the image were placed at guest address `base`.
-    /// Preconditions: dest.size() == image_size() and `base` is page-aligned; otherwise throws
-    /// std::invalid_argument. Throws hl::error(errc::invalid_guest) on a bad relocation (cannot
-    /// happen after a successful parse()). Reads only the parsed file and writes only `dest`.
+    /// Loads the image into `memory` at the page-aligned guest address `at`, writing only the PT_LOAD
+    /// file bytes and the relocated words, through guest_memory::writable(). Precondition: every byte
+    /// of [at, at + image_size()) is zero already, as in fresh guest memory; the pages that hold
+    /// only zeros (bss, gaps between segments) are neither written nor marked host-written, so a
+    /// small file with a huge bss costs no memory until the guest writes there. Throws
+    /// std::invalid_argument for an unaligned `at`, hl::error(errc::protocol_error) when the image
+    /// does not fit in `memory`, and hl::error(errc::invalid_guest) on a bad relocation (cannot
+    /// happen after a successful parse()).
+    void load(mem::guest_memory& memory, mem::gpa at) const;
+
+    /// As above, into `dest` (any contents), as if it were placed at guest address `base`: zero-fills
+    /// everything that is not file bytes. Preconditions: dest.size() == image_size() and `base` is
+    /// page-aligned; otherwise throws std::invalid_argument.
     void load(std::span<std::byte> dest, std::uint64_t base) const;
 
 private:
@@ -78,6 +92,11 @@ private:
     };
 
     elf_image() = default;
+
+    /// Writes the file bytes and relocations for an image at `base` through writable(offset, size),
+    /// which returns the destination bytes at that image offset.
+    template <class Writable>
+    void write_contents(Writable&& writable, std::uint64_t base) const;
 
     std::vector<std::byte> file_;
     std::vector<file_copy> copies_;

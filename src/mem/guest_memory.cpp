@@ -41,7 +41,7 @@ void guest_memory::check(gpa addr, std::uint64_t len) const {
     }
 }
 
-std::span<std::byte> guest_memory::span(gpa addr, std::uint64_t len) {
+std::span<std::byte> guest_memory::writable(gpa addr, std::uint64_t len) {
     check(addr, len);
     if (len > 0) {
         for (std::uint64_t p = addr.value / page_size; p <= (addr.value + len - 1) / page_size; ++p) {

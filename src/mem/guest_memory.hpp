@@ -17,8 +17,10 @@ namespace hl::mem {
 /// A sandbox's guest memory, handed to KVM as one slot at guest physical address 0: either a fresh
 /// memfd mapped shared, or a snapshot's memfd mapped private (copy-on-write, so many sandboxes share
 /// one copy). This is the only place that turns a guest address into a host pointer; every access is
-/// bounds-checked, so a guest-provided address or length can never reach outside. Writes through
-/// span() are recorded page by page (KVM's dirty log only sees the guest's own writes).
+/// bounds-checked, so a guest-provided address or length can never reach outside. Reading and writing
+/// are separate: span() and read() only read, whatever the object's constness; writable(), write() and
+/// write_bytes() record the pages they touch as host-written (KVM's dirty log only sees the guest's own
+/// writes), so that restore copies them back. A read never marks a page.
 class guest_memory {
 public:
     /// Creates zeroed memory of `size` bytes (a multiple of the page size). Throws std::system_error.
@@ -37,19 +39,26 @@ public:
         return addr.value <= size() && len <= size() - addr.value;
     }
 
-    /// The host view of [addr, addr + len). Throws hl::error(errc::protocol_error) when out of bounds:
-    /// callers pass guest-controlled values through here unchecked. The mutable view marks the pages
-    /// host-written.
-    std::span<std::byte> span(gpa addr, std::uint64_t len);
+    /// The read-only host view of [addr, addr + len). Throws hl::error(errc::protocol_error) when out
+    /// of bounds: callers pass guest-controlled values through here unchecked. Marks nothing.
     std::span<const std::byte> span(gpa addr, std::uint64_t len) const;
+
+    /// The writable host view of [addr, addr + len), bounds-checked as span(). Marks every page it
+    /// covers host-written, whether or not the caller then writes all of it: ask only for what you write.
+    std::span<std::byte> writable(gpa addr, std::uint64_t len);
+
+    /// Copies `bytes` to `addr`, bounds-checked; marks the pages written.
+    void write_bytes(gpa addr, std::span<const std::byte> bytes) {
+        if (!bytes.empty()) std::memcpy(writable(addr, bytes.size()).data(), bytes.data(), bytes.size());
+    }
 
     /// Restore's writes: copy pages from `source` (the same offsets in a snapshot), or zero them,
     /// without recording them as host-written.
     void copy_pages_from(std::uint64_t first_page, std::uint64_t count, const std::byte* source);
     void zero_pages(std::uint64_t first_page, std::uint64_t count);
 
-    /// Pages written through span() since the last clear_host_written(), and the indices of the
-    /// bitmap's non-zero words (unordered).
+    /// Pages marked by writable(), write() and write_bytes() since the last clear_host_written(), and
+    /// the indices of the bitmap's non-zero words (unordered).
     const page_bitmap& host_written() const noexcept { return host_written_; }
     const std::vector<std::uint32_t>& host_written_words() const noexcept { return host_written_words_; }
     void clear_host_written() noexcept {
@@ -68,7 +77,7 @@ public:
     template <class T>
         requires std::is_trivially_copyable_v<T>
     void write(gpa addr, const T& value) {
-        std::memcpy(span(addr, sizeof(T)).data(), &value, sizeof(T));
+        std::memcpy(writable(addr, sizeof(T)).data(), &value, sizeof(T));
     }
 
 private:

@@ -87,8 +87,7 @@ void sandbox_core::reply(std::span<const std::byte> message) {
         return reply(protocol::encode_error(builder_, {protocol::guest_error_kind::result_too_large, 0, text}));
     }
     memory_.write(layout_.output(), hl_buffer_header{message.size()});
-    std::memcpy(memory_.span(layout_.output() + HL_BUFFER_HEADER_SIZE, message.size()).data(), message.data(),
-                message.size());
+    memory_.write_bytes(layout_.output() + HL_BUFFER_HEADER_SIZE, message);
 }
 
 void sandbox_core::serve_host_call() {

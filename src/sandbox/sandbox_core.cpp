@@ -73,11 +73,14 @@ sandbox_core::sandbox_core(std::shared_ptr<const sandbox_image> image, mem::gues
       rearm_(memory_.pages()) {}
 
 std::unique_ptr<sandbox_core> sandbox_core::create(std::vector<std::byte> elf, const sandbox_config& config) {
+    // The file, not the loaded image: hashing the image would read (and so allocate) every page of
+    // its bss.
+    const std::uint64_t guest_hash = hash_bytes(elf);
     const auto image = loader::elf_image::parse(std::move(elf));
     const auto layout = mem::layout::compute(config, image.image_size());
     auto memory = mem::guest_memory::create(layout.total_size());
 
-    image.load(memory.span(layout.image(), layout.image_size()), layout.image().value);
+    image.load(memory, layout.image());  // fresh memory is zero: only the pages with file bytes are written
 
     std::vector<mem::region> regions = layout.fixed_regions();
     for (const auto& s : image.segments()) {
@@ -105,9 +108,8 @@ std::unique_ptr<sandbox_core> sandbox_core::create(std::vector<std::byte> elf, c
     memory.write(layout.peb(), peb);
 
     const int signal = install_interrupt_signal(config.interrupt_signal_offset);
-    auto shared = std::make_shared<sandbox_image>(sandbox_image{
-        layout, std::move(regions), layout.image() + image.entry_offset(), setup,
-        hash_bytes(std::as_const(memory).span(layout.image(), layout.image_size())), signal});
+    auto shared = std::make_shared<sandbox_image>(
+        sandbox_image{layout, std::move(regions), layout.image() + image.entry_offset(), setup, guest_hash, signal});
     auto core = std::unique_ptr<sandbox_core>(new sandbox_core(std::move(shared), std::move(memory)));
     core->populated_count_ = core->populated_.merge(core->memory_.host_written());
     core->memory_.clear_host_written();
@@ -149,8 +151,7 @@ return_value sandbox_core::call(std::string_view name, value_type return_type, s
                                  static_cast<unsigned long long>(capacity)));
     }
     memory_.write(layout_.input(), hl_buffer_header{message.size()});
-    std::memcpy(memory_.span(layout_.input() + HL_BUFFER_HEADER_SIZE, message.size()).data(), message.data(),
-                message.size());
+    memory_.write_bytes(layout_.input() + HL_BUFFER_HEADER_SIZE, message);
     if (builder_.GetSize() > builder_keep_limit) builder_.Reset();
 
     enter(HL_OP_DISPATCH, timeout);

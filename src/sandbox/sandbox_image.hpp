@@ -16,7 +16,7 @@ struct sandbox_image {
     std::vector<mem::region> regions;  // every mapped region, sorted by address
     mem::gpa entry;
     vmm::cpu_setup setup;
-    std::uint64_t guest_hash = 0;  // of the loaded guest image: tells snapshots of other guests apart
+    std::uint64_t guest_hash = 0;  // of the guest ELF file: tells snapshots of other guests apart
     int interrupt_signal = 0;
 
     /// True when a snapshot of `other` can be restored into a sandbox of this image.

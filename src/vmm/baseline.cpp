@@ -37,7 +37,7 @@ constexpr unsigned char spin_code[] = {0xf3, 0x90, 0xeb, 0xfc};
 class tiny_vm {
 public:
     explicit tiny_vm(std::span<const unsigned char> guest_code) : memory_(mem::guest_memory::create(mem_size)) {
-        std::memcpy(memory_.span(mem::gpa{code}, guest_code.size()).data(), guest_code.data(), guest_code.size());
+        memory_.write_bytes(mem::gpa{code}, std::as_bytes(guest_code));
         cpu_setup setup = x86_64::write_descriptor_tables(memory_, mem::gpa{gdt}, mem::gpa{tss}, port, port + 3);
         // The CPU reads the GDT and TSS (its I/O bitmap) through their linear addresses: map them,
         // supervisor-only, as a sandbox does.

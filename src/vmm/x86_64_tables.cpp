@@ -73,7 +73,7 @@ cpu_setup write_descriptor_tables(mem::guest_memory& memory, mem::gpa gdt, mem::
     const std::uint64_t bitmap_bytes = last_port / 8u + 1u;
     const std::uint32_t tss_limit = static_cast<std::uint32_t>(tss_size + bitmap_bytes + 1 - 1);
 
-    auto t = memory.span(tss, mem::page_size);
+    auto t = memory.writable(tss, mem::page_size);
     std::memset(t.data(), 0, t.size());
     const std::uint16_t iomap_base = tss_size;
     std::memcpy(t.data() + tss_iomap_offset_field, &iomap_base, 2);
@@ -91,7 +91,7 @@ cpu_setup write_descriptor_tables(mem::guest_memory& memory, mem::gpa gdt, mem::
         tss_lo,                                   // 0x18: 64-bit TSS (16 bytes)
         tss_hi,
     };
-    auto g = memory.span(gdt, mem::page_size);
+    auto g = memory.writable(gdt, mem::page_size);
     std::memset(g.data(), 0, g.size());
     std::memcpy(g.data(), entries, sizeof entries);
 
@@ -106,7 +106,7 @@ cpu_setup write_descriptor_tables(mem::guest_memory& memory, mem::gpa gdt, mem::
 
 std::uint64_t write_page_tables(mem::guest_memory& memory, mem::gpa tables, std::uint64_t pages,
                                 std::span<const mem::region> regions) {
-    table_writer writer(memory.span(tables, pages * mem::page_size), tables.value);
+    table_writer writer(memory.writable(tables, pages * mem::page_size), tables.value);
     for (const auto& r : regions) {
         if (!mem::has(r.access, mem::perms::read)) continue;
         std::uint64_t leaf = pte_present | pte_accessed | pte_dirty;

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
+#include <elf.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -284,6 +287,52 @@ TEST_F(Snapshot, RestoreWorksWithQuarterGibibyteHeaps) {
         ASSERT_EQ(sb.call<std::string>("GetSecret"), "");
         sb.restore(snap);
     }
+}
+
+// simpleguest with its last (data) segment's bss grown so that the image ends just under 1 GiB: the
+// shape of a small file that asks for a huge zero-filled segment.
+std::vector<std::byte> simpleguest_with_bss_up_to(std::uint64_t image_end) {
+    std::ifstream in(hl::test::simpleguest(), std::ios::binary);
+    const std::vector<char> raw{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    std::vector<std::byte> elf(raw.size());
+    std::memcpy(elf.data(), raw.data(), raw.size());
+    Elf64_Ehdr header;
+    std::memcpy(&header, elf.data(), sizeof header);
+    std::size_t last = 0;
+    Elf64_Phdr last_load{};
+    for (std::size_t i = 0; i < header.e_phnum; ++i) {
+        Elf64_Phdr p;
+        std::memcpy(&p, elf.data() + header.e_phoff + i * sizeof p, sizeof p);
+        if (p.p_type == PT_LOAD && p.p_vaddr >= last_load.p_vaddr) {
+            last = i;
+            last_load = p;
+        }
+    }
+    EXPECT_TRUE(last_load.p_flags & PF_W) << "simpleguest's last PT_LOAD is expected to hold data and bss";
+    last_load.p_memsz = image_end - last_load.p_vaddr;
+    std::memcpy(elf.data() + header.e_phoff + last * sizeof last_load, &last_load, sizeof last_load);
+    return elf;
+}
+
+TEST_F(Snapshot, OfAGuestWithANearlyGibibyteBssStoresOnlyThePagesThatHoldData) {
+    const auto elf = simpleguest_with_bss_up_to((1u << 30) - (64u << 10));
+    ASSERT_LT(elf.size(), 4u << 20);
+    const long resident_before = resident_pages();
+    auto u = hl::uninitialized_sandbox::from_bytes(elf);
+    auto sb = std::move(u).evolve();
+    EXPECT_EQ(sb.call<std::int32_t>("IncrementCounter"), 1) << "the guest's bss starts out zero";
+    auto snap = sb.snapshot();
+    EXPECT_GT(snap->memory_size(), 1u << 30);
+    EXPECT_LT(snap->stored_bytes(), 16u << 20) << "the zero-filled pages of the bss are not stored";
+    EXPECT_LT((resident_pages() - resident_before) * 4096, 64l << 20) << "nor touched by the host";
+
+    EXPECT_EQ(sb.call<std::int32_t>("IncrementCounter"), 2);
+    sb.restore(snap);
+    EXPECT_EQ(sb.call<std::int32_t>("IncrementCounter"), 2);
+    auto again = sb.snapshot();
+    EXPECT_LT(again->stored_bytes(), 16u << 20);
+    auto child = hl::multi_use_sandbox::from_snapshot(snap);
+    EXPECT_EQ(child.call<std::int32_t>("IncrementCounter"), 2);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include "loader/elf_image.hpp"
 
 #include "hl/error.hpp"
+#include "mem/guest_memory.hpp"
 
 #include <elf.h>
 #include <gtest/gtest.h>
@@ -212,6 +213,51 @@ TEST(ElfImage, LoadWritesBasePlusAddendAtEachRelativeRelocation) {
     EXPECT_EQ(read_u64(dest, 0x4008), base + 0x2010);
     EXPECT_EQ(read_u64(dest, 0x4ff3), base - 16);
     EXPECT_EQ(read_u64(dest, 0x4ffc), base + 0x1000);
+}
+
+TEST(ElfImage, LoadIntoGuestMemoryWritesOnlyThePagesThatHoldFileBytesOrRelocations) {
+    guest_builder b;
+    // A 16 KiB file whose data segment asks for a bss that fills the whole 1 GiB image.
+    b.phdrs[ph_data].p_memsz = max_image_size - b.phdrs[ph_data].p_vaddr;
+    b.add_rela(0x2000'0008, R_X86_64_RELATIVE, 0x1000);  // one relocated word far out in the bss
+    const auto file = b.build();
+    const auto image = elf_image::parse(file);
+    ASSERT_EQ(image.image_size(), max_image_size);
+
+    const mem::gpa at{16 * mem::page_size};
+    auto memory = mem::guest_memory::create(at.value + image.image_size() + mem::page_size);
+    image.load(memory, at);
+
+    std::vector<std::uint64_t> written;
+    for (const auto w : memory.host_written_words()) {
+        for (std::uint64_t p = w * 64; p < (w + 1) * 64; ++p) {
+            if (memory.host_written().test(p)) written.push_back(p);
+        }
+    }
+    std::ranges::sort(written);
+    EXPECT_EQ(written, (std::vector<std::uint64_t>{16, 17, 18, 19, 20, 16 + 0x20000}))
+        << "the file bytes fill image pages 0-4; the rest is bss or gaps, zero already";
+
+    const auto bytes = [&](std::uint64_t offset, std::uint64_t size) { return memory.span(at + offset, size); };
+    EXPECT_TRUE(std::ranges::equal(bytes(0x1000, 0x20), std::span(file).subspan(0x1000, 0x20)));
+    EXPECT_TRUE(std::ranges::equal(bytes(0x4010, file_size - 0x4010), std::span(file).subspan(0x4010)));
+    EXPECT_EQ(memory.read<std::uint64_t>(at + 0x4008), at.value + 0x2010);
+    EXPECT_EQ(memory.read<std::uint64_t>(at + 0x2000'0008), at.value + 0x1000);
+    const auto zero = [](std::span<const std::byte> b) {
+        return std::ranges::all_of(b, [](std::byte x) { return x == std::byte{0}; });
+    };
+    EXPECT_TRUE(zero(bytes(file_size, 0x5000 - file_size)));
+    for (const std::uint64_t page : {std::uint64_t{5}, std::uint64_t{0x1000}, max_image_size / mem::page_size - 1}) {
+        EXPECT_TRUE(zero(bytes(page * mem::page_size, mem::page_size))) << "bss page " << page;
+    }
+}
+
+TEST(ElfImage, LoadIntoGuestMemoryRefusesAnImageThatDoesNotFitOrAnUnalignedAddress) {
+    const auto image = guest_builder{}.parse();
+    auto memory = mem::guest_memory::create(image.image_size() + mem::page_size);
+    EXPECT_THROW(image.load(memory, mem::gpa{2 * mem::page_size}), hl::error);
+    EXPECT_THROW(image.load(memory, mem::gpa{0x123}), std::invalid_argument);
+    EXPECT_NO_THROW(image.load(memory, mem::gpa{mem::page_size}));
 }
 
 TEST(ElfImage, LoadRejectsADestinationOfTheWrongSizeOrAnUnalignedBase) {
