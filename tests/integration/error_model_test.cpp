@@ -68,6 +68,20 @@ TEST_P(ErrorModel, TheErrorCodeOverloadReportsWithoutThrowing) {
     EXPECT_EQ(ec, errc::poisoned);
 }
 
+TEST_P(ErrorModel, AHugeFunctionNameIsShortenedInTheMessage) {
+    auto sb = make();
+    const std::string name(10 * 1024 * 1024, 'f');
+    std::error_code ec;
+    sb.call<void>(ec, name);
+    EXPECT_EQ(ec, errc::argument_too_large);
+    EXPECT_LT(sb.last_error().size(), 1024u);
+    EXPECT_NE(sb.last_error().find("... (10485760 bytes)"), std::string::npos) << sb.last_error();
+    sb.call<void>(ec, "Abort", 1, std::string("bye"));
+    sb.call<void>(ec, name);
+    EXPECT_EQ(ec, errc::poisoned);
+    EXPECT_LT(sb.last_error().size(), 1024u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Guests, ErrorModel, ::testing::Values(hl::test::simpleguest(), hl::test::c_simpleguest()),
                          [](const auto& info) { return info.index == 0 ? "cpp" : "c"; });
 
