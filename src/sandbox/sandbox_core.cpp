@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 #include <utility>
 
 #include "hl/abi/hl_abi.h"
@@ -115,6 +116,12 @@ std::unique_ptr<sandbox_core> sandbox_core::create(std::vector<std::byte> elf, c
 }
 
 sandbox_core::~sandbox_core() {
+    // Freeing memory under a call that another thread still runs would crash the host: stop its guest
+    // and wait until it has left (a host function it is in finishes first).
+    while (driver_.try_take() == driving_thread::claim::held_by_another_thread) {
+        interrupt_->kill();
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
     // Handles may outlive the sandbox: from now on their kill() finds nothing to stop.
     std::lock_guard lock(interrupt_->mutex);
     interrupt_->immediate_exit = nullptr;
@@ -255,7 +262,7 @@ void sandbox_core::enter(std::uint64_t op, std::chrono::nanoseconds timeout) {
 
 void sandbox_core::check_not_in_callback(const char* what) const {
     if (in_callback_) {
-        throw error(errc::protocol_error,
+        throw error(errc::usage_error,
                     util::strfmt("cannot %s from inside one of its host functions or handlers: they must not drive "
                                  "their own sandbox",
                                  what));
