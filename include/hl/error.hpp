@@ -20,7 +20,8 @@ enum class errc {
     cancelled,             ///< the call was interrupted by the host; poisons
     timed_out,             ///< the call exceeded its deadline; poisons
     poisoned,              ///< the sandbox refuses calls until it is restored
-    unknown_function,      ///< the guest has no function with that name
+    unknown_function,      ///< no such function: the guest has none of that name, or (passed on by the
+                           ///< guest) the host has no host function of the name the guest called
     parameter_mismatch,    ///< wrong number or types of arguments for that function
     return_type_mismatch,  ///< the function returns another type than the one asked for
     argument_too_large,    ///< the serialized call does not fit the input buffer

@@ -88,10 +88,20 @@ host_function make_host_function_from(F f, std::tuple<A...>*) {
     return h;
 }
 
+/// A null function pointer or an empty std::function makes an empty host_function, which
+/// registration refuses (errc::usage_error) rather than crash the host when the guest calls it.
 template <class F>
 host_function make_host_function(F&& f) {
     using D = std::decay_t<F>;
     using sig = signature_of<D>;
+    if constexpr (std::is_pointer_v<std::remove_reference_t<F>>) {  // not a function named directly
+        if (f == nullptr) return {};
+    } else if constexpr (requires(const D& g) {
+                             typename D::result_type;
+                             static_cast<bool>(g);
+                         }) {
+        if (!static_cast<bool>(f)) return {};
+    }
     return make_host_function_from<typename sig::result>(D(std::forward<F>(f)),
                                                          static_cast<typename sig::params*>(nullptr));
 }

@@ -30,7 +30,8 @@ class multi_use_sandbox;
 /// A guest loaded into fresh sandbox memory but not yet run (Hyperlight's `UninitializedSandbox`).
 /// Creating one validates the guest and the configuration; evolve() runs the guest's initialisation.
 ///
-/// Thread-safety: a sandbox may be moved between threads but used by one thread at a time.
+/// Thread-safety: a sandbox may be moved between threads but used by one thread at a time. Every
+/// member fails with errc::usage_error on a sandbox that was moved from or evolved.
 class uninitialized_sandbox {
 public:
     /// Loads the guest ELF at `path`. Throws hl::error: invalid_guest (unreadable or malformed binary),
@@ -50,8 +51,9 @@ public:
     /// The sandbox checks the name, parameter count and types before calling. An exception thrown by
     /// `fn` becomes an error the guest receives (and may pass on: the caller then sees
     /// errc::host_function_error with the exception's message). Host functions run on the thread
-    /// that drives the sandbox and must not call into the same sandbox (that fails). Registering a
-    /// name again replaces the function.
+    /// that drives the sandbox and must not call into the same sandbox (that fails with
+    /// errc::usage_error). Registering a name again replaces the function. A null function pointer
+    /// or empty std::function fails with errc::usage_error.
     template <class F>
     uninitialized_sandbox& register_host_function(std::string name, F&& fn) {
         register_host_function(std::move(name), detail::make_host_function(std::forward<F>(fn)));
@@ -80,27 +82,37 @@ private:
 /// An initialised sandbox whose guest functions can be called any number of times
 /// (Hyperlight's `MultiUseSandbox`). Guest state persists from one call to the next.
 ///
-/// Thread-safety: one thread at a time; calls do not nest.
+/// Thread-safety: one thread at a time; calls do not nest. A call, snapshot, restore or
+/// registration while another thread runs one fails with errc::usage_error (and changes nothing);
+/// interrupt_handle() and its kill() may be used from any thread. On a moved-from sandbox every
+/// member fails with errc::usage_error, except poisoned() (true) and last_error().
 class multi_use_sandbox {
 public:
     /// A ready sandbox whose memory maps `snap` copy-on-write: the guest's initialisation does not run
     /// again, and any number of sandboxes share the snapshot's pages until they write to them. Host
     /// functions, handlers and the log level are not part of a snapshot: register them on the new
-    /// sandbox before calling.
+    /// sandbox before calling. Throws errc::usage_error for a null `snap`.
     static multi_use_sandbox from_snapshot(std::shared_ptr<const hl::snapshot> snap);
 
+    /// Moving or assigning must not happen while a call runs on the source.
     multi_use_sandbox(multi_use_sandbox&&) noexcept;
     multi_use_sandbox& operator=(multi_use_sandbox&&) noexcept;
+    /// If another thread is running a call, snapshot or restore on this sandbox, the destructor kills
+    /// the guest call and waits for that thread to leave before freeing anything (a host function it
+    /// is in runs to its end first). Must not run inside one of the sandbox's own host functions.
     ~multi_use_sandbox();
 
     /// Calls the guest function `name` with `args` and returns its result as R. R and the argument
     /// types are int32_t, uint32_t, int64_t, uint64_t, float, double, bool, std::string (arguments: any
     /// string type), std::vector<uint8_t> (arguments: also std::span<const uint8_t>), or void for R.
     ///
-    /// Throws hl::error. Leaves the sandbox usable: unknown_function, parameter_mismatch,
-    /// return_type_mismatch, argument_too_large, result_too_large, guest_error. Poisons it (every
-    /// later call fails with errc::poisoned): guest_fault, stack_overflow, guest_aborted,
-    /// protocol_error, vm_error.
+    /// Throws hl::error. Poisons the sandbox (every later call fails with errc::poisoned until a
+    /// restore) exactly for the codes that is_poisoning() names: guest_aborted, guest_fault,
+    /// stack_overflow, cancelled, timed_out, protocol_error, handler_error, vm_error, and poisoned
+    /// itself. Leaves it usable: guest_error, unknown_function, parameter_mismatch,
+    /// return_type_mismatch, argument_too_large, result_too_large, out_of_memory,
+    /// host_function_error, and usage_error (a call from inside the sandbox's own host function or
+    /// handler, or while another thread uses it).
     template <class R = void, class... Args>
         requires(detail::return_type<R> && sizeof...(Args) <= max_parameters)
     R call(std::string_view name, const Args&... args) {
@@ -110,7 +122,8 @@ public:
     }
 
     /// As call(), reporting failure through `ec` (and last_error()) instead of throwing; returns a
-    /// default-constructed R on failure.
+    /// default-constructed R on failure. A usage_error because another thread uses the sandbox
+    /// leaves last_error() alone (it belongs to that thread).
     template <class R = void, class... Args>
         requires(detail::return_type<R> && sizeof...(Args) <= max_parameters)
     R call(std::error_code& ec, std::string_view name, const Args&... args) {
@@ -148,7 +161,7 @@ public:
     /// Puts guest memory and vCPU state back to `snap` and clears poison. Copies only the pages
     /// written since the sandbox last matched `snap` (its last snapshot or restore), or every page
     /// either may hold for another snapshot. Throws errc::snapshot_mismatch, changing nothing, when
-    /// `snap` comes from another guest or configuration.
+    /// `snap` comes from another guest or configuration; errc::usage_error for a null `snap`.
     void restore(const std::shared_ptr<const hl::snapshot>& snap);
 
     /// Calls, then restores `snap` whether the call succeeded or not (Hyperlight's call-with-restore
@@ -170,7 +183,8 @@ public:
     /// throwing call carries its own message).
     const std::string& last_error() const noexcept;
 
-    /// True after a fault, abort or other failure that left the guest in an unknown state.
+    /// True after a failure that left the guest in an unknown state (see is_poisoning()), until a
+    /// restore. True on a moved-from sandbox, which cannot run calls either.
     bool poisoned() const noexcept;
 
     /// As on uninitialized_sandbox; takes effect from the next call.

@@ -18,7 +18,7 @@ public:
         case errc::cancelled: return "the guest call was cancelled by the host";
         case errc::timed_out: return "the guest call exceeded its deadline";
         case errc::poisoned: return "the sandbox is poisoned by an earlier failure; restore it before calling again";
-        case errc::unknown_function: return "the guest has no function with that name";
+        case errc::unknown_function: return "no function of that name is registered";
         case errc::parameter_mismatch: return "the arguments do not match the guest function's parameters";
         case errc::return_type_mismatch: return "the guest function returns a different type than requested";
         case errc::argument_too_large:

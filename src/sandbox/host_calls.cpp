@@ -98,14 +98,26 @@ void sandbox_core::serve_host_call() {
         if (poisoned()) throw;
         poison_and_throw(errc::protocol_error, std::string("bad host call from the guest: ") + e.what());
     }
+    // An error text too long for the output buffer (a host function's exception message) is cut to
+    // fit: the guest must still learn what failed, not that a result was too large.
     auto fail = [this](protocol::guest_error_kind kind, std::string message) {
-        reply(protocol::encode_error(builder_, {kind, 0, std::move(message)}));
+        const std::uint64_t capacity = layout_.output_size() - HL_BUFFER_HEADER_SIZE;
+        auto encoded = protocol::encode_error(builder_, {kind, 0, message});
+        if (encoded.size() > capacity) {
+            // Room for "...", FlatBuffer padding, and the guest's passing it on in its own result.
+            const std::uint64_t cut = encoded.size() - capacity + 64;
+            message.resize(message.size() > cut ? message.size() - cut : 0);
+            message += "...";
+            encoded = protocol::encode_error(builder_, {kind, 0, message});
+        }
+        reply(encoded);
     };
-    const std::string name(call.function_name);
-    const auto it = host_functions_.find(name);
+    const auto it = host_functions_.find(std::string(call.function_name));
+    const std::string name = util::name_for_message(call.function_name);
     if (it == host_functions_.end()) {
         return fail(protocol::guest_error_kind::function_not_found,
-                    util::strfmt("the host has no function named '%s'", name.c_str()));
+                    util::strfmt("the guest called host function '%s', which the host has not registered",
+                                 name.c_str()));
     }
     const std::shared_ptr<const host_function> keep = it->second;  // survives re-registration from inside
     const host_function& fn = *keep;

@@ -185,7 +185,7 @@ call_guard::call_guard(interrupt_state& state, deadline_timer* timer, std::chron
     : state_(state), timer_(timer) {
     const int depth = current.depth;
     if (depth >= max_nesting) {
-        throw error(errc::protocol_error,
+        throw error(errc::usage_error,
                     util::strfmt("guest calls nest more than %d deep through host functions on one thread", max_nesting));
     }
     // A thread that blocks the signal (sigwait or signalfd designs) would never be kicked out.

@@ -32,6 +32,69 @@ std::vector<std::byte> read_file(const std::filesystem::path& path) {
     return bytes;
 }
 
+// The core of a sandbox that still has one.
+detail::sandbox_core& live(const std::unique_ptr<detail::sandbox_core>& core, const char* what) {
+    if (!core) {
+        throw error(errc::usage_error, util::strfmt("cannot %s: this sandbox was moved from (or evolved) and holds no "
+                                                    "guest; use the sandbox it was moved to",
+                                                    what));
+    }
+    return *core;
+}
+
+// Another thread drives the sandbox; its last_error() is that thread's to write.
+class concurrent_use : public error {
+public:
+    using error::error;
+};
+
+// Holds the sandbox for this thread during one operation (see driving_thread). Registrations and
+// handler changes may come from inside the sandbox's own callbacks, on the thread that holds it.
+class driving {
+public:
+    enum class from_callback { refused, allowed };
+
+    driving(const std::unique_ptr<detail::sandbox_core>& core, const char* what,
+            from_callback callbacks = from_callback::refused)
+        : core_(live(core, what)) {
+        switch (core_.driver().try_take()) {
+        case detail::driving_thread::claim::taken: owns_ = true; return;
+        case detail::driving_thread::claim::held_by_this_thread:
+            if (callbacks == from_callback::allowed) return;
+            throw error(errc::usage_error,
+                        util::strfmt("cannot %s from inside one of its host functions or handlers: they must not "
+                                     "drive their own sandbox",
+                                     what));
+        case detail::driving_thread::claim::held_by_another_thread:
+            throw concurrent_use(errc::usage_error,
+                                 util::strfmt("cannot %s: another thread is using this sandbox; a sandbox is used by "
+                                              "one thread at a time (give each thread its own, or use a sandbox_pool)",
+                                              what));
+        }
+    }
+    ~driving() {
+        if (owns_) core_.driver().release();
+    }
+    driving(const driving&) = delete;
+    driving& operator=(const driving&) = delete;
+
+    detail::sandbox_core* operator->() const noexcept { return &core_; }
+
+private:
+    detail::sandbox_core& core_;
+    bool owns_ = false;
+};
+
+// Rejects what would crash the host only when the guest calls it.
+host_function checked(const std::string& name, host_function fn) {
+    if (!fn.invoke) {
+        throw error(errc::usage_error, util::strfmt("register_host_function('%s') was given an empty function (a null "
+                                                    "function pointer or an empty std::function)",
+                                                    util::name_for_message(name).c_str()));
+    }
+    return fn;
+}
+
 }  // namespace
 
 uninitialized_sandbox::uninitialized_sandbox(std::unique_ptr<detail::sandbox_core> core) noexcept
@@ -49,26 +112,29 @@ uninitialized_sandbox uninitialized_sandbox::from_bytes(std::span<const std::byt
 }
 
 uninitialized_sandbox& uninitialized_sandbox::register_host_function(std::string name, host_function fn) {
-    core_->register_host_function(std::move(name), std::move(fn));
+    driving d(core_, "register a host function", driving::from_callback::allowed);
+    fn = checked(name, std::move(fn));
+    d->register_host_function(std::move(name), std::move(fn));
     return *this;
 }
 
 uninitialized_sandbox& uninitialized_sandbox::set_print_handler(print_handler handler) {
-    core_->set_print_handler(std::move(handler));
+    driving(core_, "set a print handler", driving::from_callback::allowed)->set_print_handler(std::move(handler));
     return *this;
 }
 
 uninitialized_sandbox& uninitialized_sandbox::set_log_handler(log_handler handler) {
-    core_->set_log_handler(std::move(handler));
+    driving(core_, "set a log handler", driving::from_callback::allowed)->set_log_handler(std::move(handler));
     return *this;
 }
 
 uninitialized_sandbox& uninitialized_sandbox::set_log_level(log_level level) {
-    core_->set_log_level(level);
+    driving(core_, "set the log level", driving::from_callback::allowed)->set_log_level(level);
     return *this;
 }
 
 multi_use_sandbox uninitialized_sandbox::evolve() && {
+    live(core_, "evolve it");
     auto core = std::move(core_);
     core->initialize();
     return multi_use_sandbox(std::move(core));
@@ -80,45 +146,63 @@ multi_use_sandbox multi_use_sandbox::from_snapshot(std::shared_ptr<const hl::sna
     return multi_use_sandbox(detail::sandbox_core::create_from(std::move(snap)));
 }
 
-std::shared_ptr<const hl::snapshot> multi_use_sandbox::snapshot() { return core_->take_snapshot(); }
+std::shared_ptr<const hl::snapshot> multi_use_sandbox::snapshot() {
+    return driving(core_, "snapshot it")->take_snapshot();
+}
 
-void multi_use_sandbox::restore(const std::shared_ptr<const hl::snapshot>& snap) { core_->restore(snap); }
+void multi_use_sandbox::restore(const std::shared_ptr<const hl::snapshot>& snap) {
+    driving(core_, "restore it")->restore(snap);
+}
 
 return_value multi_use_sandbox::call_dynamic_with_restore(const std::shared_ptr<const hl::snapshot>& snap,
                                                           std::string_view name, value_type return_type,
                                                           std::span<const argument> args) {
+    const driving d(core_, "call its guest");
     return_value result;
     try {
-        result = call_dynamic(name, return_type, args);
+        result = d->call(name, return_type, args);
     } catch (...) {
-        core_->restore(snap);
+        d->restore(snap);
         throw;
     }
-    core_->restore(snap);
+    d->restore(snap);
     return result;
 }
+
 multi_use_sandbox::multi_use_sandbox(multi_use_sandbox&&) noexcept = default;
 multi_use_sandbox& multi_use_sandbox::operator=(multi_use_sandbox&&) noexcept = default;
-multi_use_sandbox::~multi_use_sandbox() = default;
+
+// The core goes first: its destructor waits for a call on another thread, which may still write
+// last_error_.
+multi_use_sandbox::~multi_use_sandbox() { core_.reset(); }
 
 return_value multi_use_sandbox::call_dynamic(std::string_view name, value_type return_type,
                                              std::span<const argument> args, std::chrono::nanoseconds timeout) {
-    return core_->call(name, return_type, args, timeout);
+    return driving(core_, "call its guest")->call(name, return_type, args, timeout);
 }
 
 return_value multi_use_sandbox::call_dynamic(std::error_code& ec, std::string_view name, value_type return_type,
                                              std::span<const argument> args) noexcept {
     ec.clear();
     try {
-        return core_->call(name, return_type, args);
-    } catch (const std::system_error& e) {
+        const driving d(core_, "call its guest");
+        // Inside the claim: last_error_ is written before another thread may take the sandbox over.
+        try {
+            return d->call(name, return_type, args);
+        } catch (const std::system_error& e) {
+            ec = e.code();
+            last_error_ = e.what();
+        } catch (const std::bad_alloc&) {
+            ec = std::make_error_code(std::errc::not_enough_memory);
+            last_error_ = "out of host memory";
+        } catch (const std::exception& e) {
+            ec = make_error_code(errc::vm_error);
+            last_error_ = e.what();
+        }
+    } catch (const concurrent_use& e) {
         ec = e.code();
-        last_error_ = e.what();
-    } catch (const std::bad_alloc&) {
-        ec = std::make_error_code(std::errc::not_enough_memory);
-        last_error_ = "out of host memory";
-    } catch (const std::exception& e) {
-        ec = make_error_code(errc::vm_error);
+    } catch (const error& e) {
+        ec = e.code();
         last_error_ = e.what();
     }
     return {};
@@ -126,27 +210,31 @@ return_value multi_use_sandbox::call_dynamic(std::error_code& ec, std::string_vi
 
 const std::string& multi_use_sandbox::last_error() const noexcept { return last_error_; }
 
-hl::interrupt_handle multi_use_sandbox::interrupt_handle() const { return hl::interrupt_handle(core_->interrupt()); }
+hl::interrupt_handle multi_use_sandbox::interrupt_handle() const {
+    return hl::interrupt_handle(live(core_, "get its interrupt handle").interrupt());
+}
 
-bool multi_use_sandbox::poisoned() const noexcept { return core_->poisoned(); }
+bool multi_use_sandbox::poisoned() const noexcept { return !core_ || core_->poisoned(); }
 
 multi_use_sandbox& multi_use_sandbox::register_host_function(std::string name, host_function fn) {
-    core_->register_host_function(std::move(name), std::move(fn));
+    driving d(core_, "register a host function", driving::from_callback::allowed);
+    fn = checked(name, std::move(fn));
+    d->register_host_function(std::move(name), std::move(fn));
     return *this;
 }
 
 multi_use_sandbox& multi_use_sandbox::set_print_handler(print_handler handler) {
-    core_->set_print_handler(std::move(handler));
+    driving(core_, "set a print handler", driving::from_callback::allowed)->set_print_handler(std::move(handler));
     return *this;
 }
 
 multi_use_sandbox& multi_use_sandbox::set_log_handler(log_handler handler) {
-    core_->set_log_handler(std::move(handler));
+    driving(core_, "set a log handler", driving::from_callback::allowed)->set_log_handler(std::move(handler));
     return *this;
 }
 
 multi_use_sandbox& multi_use_sandbox::set_log_level(log_level level) {
-    core_->set_log_level(level);
+    driving(core_, "set the log level", driving::from_callback::allowed)->set_log_level(level);
     return *this;
 }
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 #include <utility>
 
 #include "hl/abi/hl_abi.h"
@@ -117,6 +118,12 @@ std::unique_ptr<sandbox_core> sandbox_core::create(std::vector<std::byte> elf, c
 }
 
 sandbox_core::~sandbox_core() {
+    // Freeing memory under a call that another thread still runs would crash the host: stop its guest
+    // and wait until it has left (a host function it is in finishes first).
+    while (driver_.try_take() == driving_thread::claim::held_by_another_thread) {
+        interrupt_->kill();
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
     // Handles may outlive the sandbox: from now on their kill() finds nothing to stop.
     std::lock_guard lock(interrupt_->mutex);
     interrupt_->immediate_exit = nullptr;
@@ -138,16 +145,16 @@ return_value sandbox_core::call(std::string_view name, value_type return_type, s
                                 std::chrono::nanoseconds timeout) {
     check_not_in_callback("call its guest");
     if (poisoned()) {
-        throw error(errc::poisoned, util::strfmt("cannot call '%.*s': the sandbox is poisoned (%s); restore it first",
-                                                 static_cast<int>(name.size()), name.data(), poison_reason_.c_str()));
+        throw error(errc::poisoned, util::strfmt("cannot call '%s': the sandbox is poisoned (%s); restore it first",
+                                                 util::name_for_message(name).c_str(), poison_reason_.c_str()));
     }
     const auto message = protocol::encode_call(builder_, name, return_type, args);
     const std::uint64_t capacity = layout_.input_size() - HL_BUFFER_HEADER_SIZE;
     if (message.size() > capacity) {
         throw error(errc::argument_too_large,
-                    util::strfmt("the call to '%.*s' is %zu bytes serialized; the input buffer holds %llu "
+                    util::strfmt("the call to '%s' is %zu bytes serialized; the input buffer holds %llu "
                                  "(raise sandbox_config::input_buffer_size)",
-                                 static_cast<int>(name.size()), name.data(), message.size(),
+                                 util::name_for_message(name).c_str(), message.size(),
                                  static_cast<unsigned long long>(capacity)));
     }
     memory_.write(layout_.input(), hl_buffer_header{message.size()});
@@ -177,15 +184,15 @@ return_value sandbox_core::read_result(std::string_view name, value_type return_
         const errc code = errc_for(e.kind);
         if (code == errc::protocol_error) poison_and_throw(code, "the guest could not read the call: " + e.message);
         if (code == errc::guest_error) {
-            throw error(code, util::strfmt("guest function '%.*s' failed with code %d: %s", static_cast<int>(name.size()),
-                                           name.data(), e.code, e.message.c_str()));
+            throw error(code, util::strfmt("guest function '%s' failed with code %d: %s",
+                                           util::name_for_message(name).c_str(), e.code, e.message.c_str()));
         }
         throw error(code, e.message);
     }
     if (type_of(result.value) != return_type) {
         poison_and_throw(errc::protocol_error,
-                         util::strfmt("'%.*s' returned %s where %s was asked for", static_cast<int>(name.size()),
-                                      name.data(), type_name(type_of(result.value)), type_name(return_type)));
+                         util::strfmt("'%s' returned %s where %s was asked for", util::name_for_message(name).c_str(),
+                                      type_name(type_of(result.value)), type_name(return_type)));
     }
     return std::move(result.value);
 }
@@ -267,7 +274,7 @@ void sandbox_core::settle_vcpu() {
 
 void sandbox_core::check_not_in_callback(const char* what) const {
     if (in_callback_) {
-        throw error(errc::protocol_error,
+        throw error(errc::usage_error,
                     util::strfmt("cannot %s from inside one of its host functions or handlers: they must not drive "
                                  "their own sandbox",
                                  what));

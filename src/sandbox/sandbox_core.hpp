@@ -23,6 +23,7 @@
 #include "mem/guest_memory.hpp"
 #include "mem/layout.hpp"
 #include "mem/page_bitmap.hpp"
+#include "sandbox/driving_thread.hpp"
 #include "sandbox/interrupt.hpp"
 #include "sandbox/sandbox_image.hpp"
 #include "vmm/vm.hpp"
@@ -46,6 +47,8 @@ public:
     std::shared_ptr<const snapshot> take_snapshot();
     void restore(const std::shared_ptr<const snapshot>& snap);
 
+    /// Waits for an operation that another thread runs on the sandbox to end (killing its guest
+    /// call) before freeing anything.
     ~sandbox_core();
 
     /// Runs a guest function. A positive `timeout` is the call's deadline (errc::timed_out).
@@ -55,6 +58,9 @@ public:
     const std::shared_ptr<interrupt_state>& interrupt() const noexcept { return interrupt_; }
 
     bool poisoned() const noexcept { return !poison_reason_.empty(); }
+
+    /// Claimed by the public API around every call, snapshot, restore and registration.
+    driving_thread& driver() noexcept { return driver_; }
 
     void register_host_function(std::string name, host_function fn);
     void set_print_handler(print_handler handler);
@@ -127,6 +133,7 @@ private:
     bool vcpu_unusable_ = false;  // KVM kept a half-done instruction: no restore may reuse this vCPU
     bool in_callback_ = false;  // a host function or handler runs: no calls, snapshots or restores
     std::shared_ptr<interrupt_state> interrupt_ = std::make_shared<interrupt_state>();
+    driving_thread driver_;
     deadline_timer deadline_;
 };
 

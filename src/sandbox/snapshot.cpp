@@ -130,7 +130,7 @@ std::shared_ptr<const snapshot> sandbox_core::take_snapshot() {
 }
 
 void sandbox_core::restore(const std::shared_ptr<const snapshot>& snap) {
-    if (!snap) throw error(errc::invalid_config, "restore() needs a snapshot, not a null pointer");
+    if (!snap) throw error(errc::usage_error, "restore() needs a snapshot, not a null pointer");
     check_not_in_callback("restore it");
     const snapshot::state& s = *snap->state_;
     if (!image_->compatible_with(*s.image)) {
@@ -185,7 +185,7 @@ void sandbox_core::restore(const std::shared_ptr<const snapshot>& snap) {
 }
 
 std::unique_ptr<sandbox_core> sandbox_core::create_from(std::shared_ptr<const snapshot> snap) {
-    if (!snap) throw error(errc::invalid_config, "from_snapshot() needs a snapshot, not a null pointer");
+    if (!snap) throw error(errc::usage_error, "from_snapshot() needs a snapshot, not a null pointer");
     const snapshot::state& s = *snap->state_;
     auto core = std::unique_ptr<sandbox_core>(
         new sandbox_core(s.image, mem::guest_memory::map_private(s.fd.get(), s.view.size())));

@@ -4,6 +4,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <string>
+#include <string_view>
 
 namespace hl::util {
 
@@ -19,6 +20,16 @@ namespace hl::util {
     if (n > 0) std::vsnprintf(out.data(), out.size() + 1, fmt, args);
     va_end(args);
     return out;
+}
+
+/// The most bytes of a name that an error message shows.
+inline constexpr std::size_t max_name_in_message = 256;
+
+/// `name` as an error message shows it: whole up to max_name_in_message bytes, otherwise cut there
+/// with "..." and the full length, so a caller's or guest's huge name cannot make a huge message.
+inline std::string name_for_message(std::string_view name) {
+    if (name.size() <= max_name_in_message) return std::string(name);
+    return std::string(name.substr(0, max_name_in_message)) + strfmt("... (%zu bytes)", name.size());
 }
 
 }  // namespace hl::util

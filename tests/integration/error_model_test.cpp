@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <functional>
 #include <ostream>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "guest_paths.hpp"
 #include "hl/hl.hpp"
@@ -66,6 +70,92 @@ TEST_P(ErrorModel, TheErrorCodeOverloadReportsWithoutThrowing) {
     EXPECT_EQ(ec, errc::guest_aborted);
     sb.call<void>(ec, "AddLocal", 1, 1);
     EXPECT_EQ(ec, errc::poisoned);
+}
+
+TEST_P(ErrorModel, AHugeFunctionNameIsShortenedInTheMessage) {
+    auto sb = make();
+    const std::string name(10 * 1024 * 1024, 'f');
+    std::error_code ec;
+    sb.call<void>(ec, name);
+    EXPECT_EQ(ec, errc::argument_too_large);
+    EXPECT_LT(sb.last_error().size(), 1024u);
+    EXPECT_NE(sb.last_error().find("... (10485760 bytes)"), std::string::npos) << sb.last_error();
+    sb.call<void>(ec, "Abort", 1, std::string("bye"));
+    sb.call<void>(ec, name);
+    EXPECT_EQ(ec, errc::poisoned);
+    EXPECT_LT(sb.last_error().size(), 1024u);
+}
+
+// Each failure the tests can provoke, with the code it must have; whether it left the sandbox
+// poisoned must be what is_poisoning() says.
+TEST(ErrorModelPoisoning, IsPoisoningSaysExactlyWhichFailuresPoisonTheSandbox) {
+    HL_REQUIRE_KVM();
+    using namespace std::chrono_literals;
+    auto u = hl::uninitialized_sandbox::from_file(hl::test::simpleguest());
+    u.register_host_function("HostAdd", [](std::int32_t, std::int32_t) -> std::int32_t { throw std::runtime_error("no"); });
+    u.register_host_function("HostString", [](std::string_view) { return std::string(64 * 1024, 'x'); });
+    u.set_print_handler([](std::string_view) { throw std::runtime_error("the terminal is gone"); });
+    auto sb = std::move(u).evolve();
+    const auto clean = sb.snapshot();
+    const auto other = hl::uninitialized_sandbox::from_file(hl::test::c_simpleguest()).evolve().snapshot();
+
+    struct failure {
+        const char* what;
+        errc expected;
+        std::function<void()> provoke;
+    };
+    const std::vector<failure> failures = {
+        {"a guest error", errc::guest_error, [&] { sb.call<void>("ReturnGuestError", 1, std::string("no")); }},
+        {"an abort", errc::guest_aborted, [&] { sb.call<void>("Abort", 1, std::string("bye")); }},
+        {"a fault", errc::guest_fault, [&] { sb.call<std::int32_t>("ReadNull"); }},
+        {"a stack overflow", errc::stack_overflow, [&] { sb.call<std::int32_t>("StackOverflow"); }},
+        {"a kill", errc::cancelled,
+         [&] {
+             sb.interrupt_handle().kill_current_or_next();
+             sb.call<void>("Spin");
+         }},
+        {"a deadline", errc::timed_out, [&] { sb.call_for<void>(1ms, "Spin"); }},
+        {"a call after poison", errc::poisoned,
+         [&] {
+             EXPECT_THROW(sb.call<void>("Abort", 1, std::string("bye")), hl::error);
+             sb.call<std::int32_t>("AddLocal", 1, 2);
+         }},
+        {"an unknown function", errc::unknown_function, [&] { sb.call<void>("NoSuchFunction"); }},
+        {"wrong arguments", errc::parameter_mismatch, [&] { sb.call<std::int32_t>("AddLocal", 1); }},
+        {"a wrong return type", errc::return_type_mismatch, [&] { sb.call<std::string>("AddLocal", 1, 2); }},
+        {"an argument too large", errc::argument_too_large,
+         [&] { sb.call<std::string>("Echo", std::string(64 * 1024, 'a')); }},
+        {"a result too large", errc::result_too_large, [&] { sb.call<std::string>("StringThroughHost", std::string("a")); }},
+        {"a host function that throws", errc::host_function_error, [&] { sb.call<std::int32_t>("Add", 1, 2); }},
+        {"a print handler that throws", errc::handler_error,
+         [&] { sb.call<std::int32_t>("PrintOutput", std::string("hi\n")); }},
+        {"a null snapshot", errc::usage_error, [&] { sb.restore(nullptr); }},
+        {"another guest's snapshot", errc::snapshot_mismatch, [&] { sb.restore(other); }},
+    };
+    for (const auto& f : failures) {
+        sb.interrupt_handle().disarm();
+        sb.restore(clean);
+        std::error_code code;
+        try {
+            f.provoke();
+            ADD_FAILURE() << f.what << " did not fail";
+            continue;
+        } catch (const hl::error& e) {
+            code = e.code();
+        }
+        EXPECT_EQ(code, f.expected) << f.what << ": " << code.message();
+        EXPECT_EQ(sb.poisoned(), hl::is_poisoning(code)) << f.what << ": " << code.message();
+    }
+
+    auto hostile = hl::uninitialized_sandbox::from_file(hl::test::hostileguest()).evolve();
+    try {
+        hostile.call<void>("ResultGarbage");
+        FAIL();
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), errc::protocol_error) << e.what();
+        EXPECT_TRUE(hl::is_poisoning(e.code()));
+    }
+    EXPECT_TRUE(hostile.poisoned());
 }
 
 INSTANTIATE_TEST_SUITE_P(Guests, ErrorModel, ::testing::Values(hl::test::simpleguest(), hl::test::c_simpleguest()),

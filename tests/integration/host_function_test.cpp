@@ -52,7 +52,7 @@ TEST_P(HostFunctions, AcceptAStatefulLambdaAndKeepItsState) {
 TEST_P(HostFunctions, CanBeRegisteredOnAnEvolvedSandbox) {
     auto sb = load().evolve();
     EXPECT_EQ(sb.call<std::string>("HandleHostError", std::string("HostAdd")),
-              "handled: the host has no function named 'HostAdd'");
+              "handled: the guest called host function 'HostAdd', which the host has not registered");
     sb.register_host_function("HostAdd", free_add);
     EXPECT_EQ(sb.call<std::int32_t>("Add", 2, 3), 5);
     sb.register_host_function("HostAdd", [](std::int32_t a, std::int32_t b) { return a - b; });
@@ -75,6 +75,52 @@ TEST_P(HostFunctions, AnUnknownHostFunctionIsAnErrorTheGuestCanPassOn) {
     } catch (const hl::error& e) {
         EXPECT_EQ(e.code(), errc::unknown_function) << e.what();
         EXPECT_NE(std::string(e.what()).find("NoSuchHostFunction"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(sb.poisoned());
+}
+
+TEST_P(HostFunctions, AnUnknownHostFunctionIsReportedAsAHostFunctionTheGuestCalled) {
+    auto sb = load().evolve();
+    try {
+        sb.call<std::int32_t>("CallHost", std::string("NoSuchHostFunction"), 1, 2);
+        FAIL();
+    } catch (const hl::error& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("the guest called host function 'NoSuchHostFunction'"), std::string::npos) << what;
+        EXPECT_EQ(what.find("the guest has no function"), std::string::npos) << what;
+    }
+}
+
+TEST_P(HostFunctions, AHugeUnknownHostFunctionNameIsShortenedInTheMessage) {
+    auto sb = load().evolve();
+    const std::string name(16000, 'n');
+    try {
+        sb.call<std::int32_t>("CallHost", name, 1, 2);
+        FAIL();
+    } catch (const hl::error& e) {
+        const std::string what = e.what();
+        EXPECT_EQ(e.code(), errc::unknown_function) << what;
+        EXPECT_LT(what.size(), 1024u) << what;
+        EXPECT_NE(what.find("... (16000 bytes)"), std::string::npos) << what;
+        EXPECT_EQ(what.find("output_buffer_size"), std::string::npos) << what;
+    }
+    EXPECT_FALSE(sb.poisoned());
+}
+
+TEST_P(HostFunctions, AnExceptionTextTooLongForTheOutputBufferIsCutToFit) {
+    auto u = load();
+    u.register_host_function("HostAdd", [](std::int32_t, std::int32_t) -> std::int32_t {
+        throw std::runtime_error("the database is down: " + std::string(64 * 1024, 'x'));
+    });
+    auto sb = std::move(u).evolve();
+    try {
+        sb.call<std::int32_t>("Add", 1, 2);
+        FAIL();
+    } catch (const hl::error& e) {
+        const std::string what = e.what();
+        EXPECT_EQ(e.code(), errc::host_function_error) << what.substr(0, 200);
+        EXPECT_NE(what.find("the database is down: xxx"), std::string::npos) << what.substr(0, 200);
+        EXPECT_EQ(what.find("output_buffer_size"), std::string::npos) << what.substr(0, 200);
     }
     EXPECT_FALSE(sb.poisoned());
 }

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <string>
 #include <vector>
@@ -71,6 +73,78 @@ TEST(Lifecycle, AMovedSandboxKeepsWorking) {
     EXPECT_EQ(a.call<std::int32_t>("IncrementCounter"), 1);
     hl::multi_use_sandbox b = std::move(a);
     EXPECT_EQ(b.call<std::int32_t>("IncrementCounter"), 2);
+}
+
+// A usage_error whose message says what happened, or a failure.
+::testing::AssertionResult usage_error(const std::function<void()>& f, const char* says) {
+    try {
+        f();
+    } catch (const hl::error& e) {
+        if (e.code() != errc::usage_error) return ::testing::AssertionFailure() << "not a usage_error: " << e.what();
+        if (std::string(e.what()).find(says) == std::string::npos) {
+            return ::testing::AssertionFailure() << "\"" << e.what() << "\" does not say \"" << says << "\"";
+        }
+        return ::testing::AssertionSuccess();
+    }
+    return ::testing::AssertionFailure() << "did not fail";
+}
+
+TEST(Lifecycle, AMovedFromSandboxFailsWithAUsageErrorInsteadOfCrashing) {
+    HL_REQUIRE_KVM();
+    auto a = hl::uninitialized_sandbox::from_file(hl::test::simpleguest()).evolve();
+    const auto snap = a.snapshot();
+    hl::multi_use_sandbox b = std::move(a);
+    const char* moved = "moved from";
+    EXPECT_TRUE(usage_error([&] { a.call<std::int32_t>("AddLocal", 1, 2); }, moved));
+    EXPECT_TRUE(usage_error([&] { a.call_for<std::int32_t>(std::chrono::seconds(1), "AddLocal", 1, 2); }, moved));
+    EXPECT_TRUE(usage_error([&] { a.call_with_restore<std::int32_t>(snap, "AddLocal", 1, 2); }, moved));
+    EXPECT_TRUE(usage_error([&] { a.snapshot(); }, moved));
+    EXPECT_TRUE(usage_error([&] { a.restore(snap); }, moved));
+    EXPECT_TRUE(usage_error([&] { a.interrupt_handle(); }, moved));
+    EXPECT_TRUE(usage_error([&] { a.register_host_function("HostAdd", [](std::int32_t x, std::int32_t) { return x; }); }, moved));
+    EXPECT_TRUE(usage_error([&] { a.set_print_handler([](std::string_view) {}); }, moved));
+    EXPECT_TRUE(usage_error([&] { a.set_log_handler([](const hl::log_record&) {}); }, moved));
+    EXPECT_TRUE(usage_error([&] { a.set_log_level(hl::log_level::trace); }, moved));
+    std::error_code ec;
+    EXPECT_EQ(a.call<std::int32_t>(ec, "AddLocal", 1, 2), 0);
+    EXPECT_EQ(ec, errc::usage_error);
+    EXPECT_NE(a.last_error().find(moved), std::string::npos) << a.last_error();
+    EXPECT_TRUE(a.poisoned()) << "a moved-from sandbox cannot run calls";
+
+    EXPECT_EQ(b.call<std::int32_t>("AddLocal", 1, 2), 3);
+    a = std::move(b);  // a moved-from sandbox can be assigned again
+    EXPECT_EQ(a.call<std::int32_t>("AddLocal", 2, 2), 4);
+}
+
+TEST(Lifecycle, AMovedFromOrEvolvedUninitializedSandboxFailsWithAUsageError) {
+    HL_REQUIRE_KVM();
+    auto u = hl::uninitialized_sandbox::from_file(hl::test::simpleguest());
+    auto v = std::move(u);
+    const char* moved = "moved from";
+    EXPECT_TRUE(usage_error([&] { std::move(u).evolve(); }, moved));
+    EXPECT_TRUE(usage_error([&] { u.register_host_function("HostAdd", [](std::int32_t x, std::int32_t) { return x; }); }, moved));
+    EXPECT_TRUE(usage_error([&] { u.set_print_handler([](std::string_view) {}); }, moved));
+    EXPECT_TRUE(usage_error([&] { u.set_log_handler([](const hl::log_record&) {}); }, moved));
+    EXPECT_TRUE(usage_error([&] { u.set_log_level(hl::log_level::trace); }, moved));
+    auto sb = std::move(v).evolve();
+    EXPECT_TRUE(usage_error([&] { std::move(v).evolve(); }, moved));
+    EXPECT_EQ(sb.call<std::int32_t>("AddLocal", 1, 2), 3);
+}
+
+TEST(Lifecycle, NullArgumentsAreUsageErrors) {
+    HL_REQUIRE_KVM();
+    auto sb = hl::uninitialized_sandbox::from_file(hl::test::simpleguest()).evolve();
+    EXPECT_TRUE(usage_error([&] { sb.restore(nullptr); }, "null"));
+    EXPECT_TRUE(usage_error([&] { hl::multi_use_sandbox::from_snapshot(nullptr); }, "null"));
+    std::int32_t (*no_function)(std::int32_t, std::int32_t) = nullptr;
+    EXPECT_TRUE(usage_error([&] { sb.register_host_function("HostAdd", no_function); }, "'HostAdd'"));
+    EXPECT_TRUE(usage_error([&] { sb.register_host_function("HostAdd", std::function<std::int32_t(std::int32_t, std::int32_t)>{}); },
+                            "empty"));
+    EXPECT_TRUE(usage_error([&] { sb.register_host_function("HostAdd", hl::host_function{}); }, "empty"));
+    EXPECT_FALSE(sb.poisoned());
+    EXPECT_EQ(sb.call<std::string>("HandleHostError", std::string("HostAdd")),
+              "handled: the guest called host function 'HostAdd', which the host has not registered")
+        << "nothing was registered";
 }
 
 TEST(Lifecycle, AMissingGuestFileIsAnInvalidGuest) {

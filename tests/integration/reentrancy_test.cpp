@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
+#include <memory>
 #include <thread>
 
 #include "guest_paths.hpp"
@@ -30,7 +32,91 @@ TEST_F(Reentrancy, APrintHandlerCannotCallIntoItsOwnSandbox) {
     auto sb = std::move(u).evolve();
     self = &sb;
     EXPECT_EQ(sb.call<std::int32_t>("PrintOutput", std::string("hello\n")), 6);
-    EXPECT_EQ(inner, errc::protocol_error);
+    EXPECT_EQ(inner, errc::usage_error) << "host misuse, not a guest breaking the protocol";
+}
+
+TEST_F(Reentrancy, AHostFunctionCannotSnapshotOrRestoreItsOwnSandbox) {
+    auto u = hl::uninitialized_sandbox::from_file(hl::test::simpleguest());
+    hl::multi_use_sandbox* self = nullptr;
+    std::shared_ptr<const hl::snapshot> snap;
+    errc snapshot_inside = errc{}, restore_inside = errc{};
+    u.register_host_function("HostAdd", [&](std::int32_t a, std::int32_t b) {
+        snapshot_inside = error_of([&] { self->snapshot(); });
+        restore_inside = error_of([&] { self->restore(snap); });
+        return a + b;
+    });
+    auto sb = std::move(u).evolve();
+    self = &sb;
+    snap = sb.snapshot();
+    EXPECT_EQ(sb.call<std::int32_t>("Add", 1, 2), 3);
+    EXPECT_EQ(snapshot_inside, errc::usage_error);
+    EXPECT_EQ(restore_inside, errc::usage_error);
+    EXPECT_FALSE(sb.poisoned());
+}
+
+TEST_F(Reentrancy, ASecondThreadIsRefusedWithAUsageErrorWhileACallRuns) {
+    auto sb = hl::uninitialized_sandbox::from_file(hl::test::simpleguest()).evolve();
+    const auto snap = sb.snapshot();
+    const auto handle = sb.interrupt_handle();
+    errc spinner = errc{};
+    std::thread driver([&] { spinner = error_of([&] { sb.call<void>("Spin"); }); });
+    while (!handle.running()) std::this_thread::yield();
+
+    try {
+        sb.call<std::int32_t>("AddLocal", 1, 2);
+        ADD_FAILURE() << "a second thread ran a call";
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), errc::usage_error);
+        EXPECT_NE(std::string(e.what()).find("another thread"), std::string::npos) << e.what();
+    }
+    std::error_code ec;
+    sb.call<std::int32_t>(ec, "AddLocal", 1, 2);
+    EXPECT_EQ(ec, errc::usage_error);
+    EXPECT_EQ(error_of([&] { sb.snapshot(); }), errc::usage_error);
+    EXPECT_EQ(error_of([&] { sb.restore(snap); }), errc::usage_error);
+    EXPECT_EQ(error_of([&] { sb.call_with_restore<std::int32_t>(snap, "AddLocal", 1, 2); }), errc::usage_error);
+    EXPECT_EQ(error_of([&] { sb.register_host_function("HostAdd", [](std::int32_t a, std::int32_t) { return a; }); }),
+              errc::usage_error);
+    EXPECT_EQ(error_of([&] { sb.set_log_level(hl::log_level::trace); }), errc::usage_error);
+    EXPECT_TRUE(handle.running()) << "the refused attempts left the running call alone";
+
+    handle.kill();
+    driver.join();
+    EXPECT_EQ(spinner, errc::cancelled);
+    sb.restore(snap);
+    EXPECT_EQ(sb.call<std::int32_t>("AddLocal", 1, 2), 3);
+}
+
+TEST_F(Reentrancy, DestroyingASandboxWhileAnotherThreadRunsACallStopsTheCallAndWaitsForIt) {
+    auto sb = std::make_unique<hl::multi_use_sandbox>(
+        hl::uninitialized_sandbox::from_file(hl::test::simpleguest()).evolve());
+    const auto handle = sb->interrupt_handle();
+    errc spinner = errc{};
+    std::thread driver([&, raw = sb.get()] { spinner = error_of([&] { raw->call<void>("Spin"); }); });
+    while (!handle.running()) std::this_thread::yield();
+    sb.reset();
+    EXPECT_FALSE(handle.running());
+    driver.join();
+    EXPECT_EQ(spinner, errc::cancelled);
+}
+
+TEST_F(Reentrancy, DestroyingASandboxDuringAHostFunctionOnAnotherThreadLetsItFinishFirst) {
+    std::atomic<bool> entered{false}, finished{false};
+    auto u = hl::uninitialized_sandbox::from_file(hl::test::simpleguest());
+    u.register_host_function("HostAdd", [&](std::int32_t a, std::int32_t b) {
+        entered = true;
+        std::this_thread::sleep_for(20ms);  // gives the destructor time to start; nothing depends on it
+        finished = true;
+        return a + b;
+    });
+    auto sb = std::make_unique<hl::multi_use_sandbox>(std::move(u).evolve());
+    errc caller = errc{};
+    std::thread driver([&, raw = sb.get()] { caller = error_of([&] { raw->call<std::int64_t>("CallHostManyTimes", 1'000'000'000); }); });
+    while (!entered) std::this_thread::yield();
+    sb.reset();
+    EXPECT_TRUE(finished) << "the destructor returned while a host function still ran";
+    driver.join();
+    EXPECT_EQ(caller, errc::cancelled);
 }
 
 TEST_F(Reentrancy, AHostFunctionMayCallAnotherSandboxAndTheOuterDeadlineStillHolds) {

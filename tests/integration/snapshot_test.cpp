@@ -189,7 +189,7 @@ TEST_F(Snapshot, SandboxesFromASnapshotNeedTheirHostFunctionsBound) {
     auto snap = make().snapshot();
     auto sb = hl::multi_use_sandbox::from_snapshot(snap);
     EXPECT_EQ(sb.call<std::string>("HandleHostError", std::string("HostAdd")),
-              "handled: the host has no function named 'HostAdd'");
+              "handled: the guest called host function 'HostAdd', which the host has not registered");
     sb.register_host_function("HostAdd", [](std::int32_t a, std::int32_t b) { return a * 100 + b; });
     EXPECT_EQ(sb.call<std::int32_t>("Add", 1, 2), 102);
 }
