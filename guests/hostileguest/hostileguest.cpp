@@ -103,6 +103,21 @@ void log_below_level() {
     out32(HL_PORT_OUTPUT, HL_OUTPUT_LOG);
 }
 
+// CPU exceptions a guest can raise on purpose, each of which the host must name truthfully.
+
+// Access memory through fs and gs after pointing their bases at unmapped memory. PVM runs
+// wrfsbase at CPL3 although the guest's CR4.FSGSBASE is clear; hardware KVM raises #UD.
+std::int64_t read_through_fs_base() {
+    std::int64_t value;
+    __asm__ volatile("wrfsbase %1\n\tmovq %%fs:0x10, %0" : "=r"(value) : "r"(0x7f0000000000ull) : "memory");
+    return value;
+}
+
+std::int64_t write_through_gs_base() {
+    __asm__ volatile("wrgsbase %0\n\tmovq $1, %%gs:0x20" : : "r"(0x7f0000100000ull) : "memory");
+    return 0;
+}
+
 }  // namespace
 
 extern "C" void hl_guest_init() {
@@ -122,4 +137,7 @@ extern "C" void hl_guest_init() {
     register_function<done_with_failure>("DoneWithFailure");
     register_function<scribble_then_return>("ScribbleThenReturn");
     register_function<log_below_level>("LogBelowLevel");
+
+    register_function<read_through_fs_base>("ReadThroughFsBase");
+    register_function<write_through_gs_base>("WriteThroughGsBase");
 }

@@ -140,6 +140,9 @@ std::optional<std::uint64_t> effective_address(const cpu_state& cpu, const cs_in
     }
     std::uint64_t ea = base + index * static_cast<std::uint64_t>(mem.scale) + static_cast<std::uint64_t>(mem.disp);
     if (insn.detail->x86.addr_size == 4) ea &= 0xffffffff;
+    // The segment base is added after the address-size wrap: fs:[eax] reaches fs_base + eax.
+    if (mem.segment == X86_REG_FS) ea += cpu.fs_base;
+    if (mem.segment == X86_REG_GS) ea += cpu.gs_base;
     return ea;
 }
 

@@ -50,7 +50,9 @@ std::string text_of(const cs_insn& insn);
 /// The zero-extended value of a general register of any width; nullopt for vector and other registers.
 std::optional<std::uint64_t> register_value(const cpu_state& cpu, unsigned reg);
 
-/// base + index * scale + disp, wrapped to the address size; nullopt for vector (VSIB) indexes.
+/// The linear address of a memory operand: base + index * scale + disp, wrapped to the address size,
+/// plus the FS or GS base for those segments (64-bit mode ignores the other segments' bases);
+/// nullopt for vector (VSIB) indexes.
 std::optional<std::uint64_t> effective_address(const cpu_state& cpu, const cs_insn& insn, const x86_op_mem& mem);
 
 /// One memory access the instruction makes, explicit (an operand) or implicit (the stack).

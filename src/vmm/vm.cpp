@@ -252,6 +252,12 @@ std::uint64_t vm::read_cr2() const {
     return s.cr2;
 }
 
+vm::segment_bases vm::read_segment_bases() const {
+    kvm_sregs s{};
+    checked_ioctl(vcpu_fd_.get(), KVM_GET_SREGS, &s, "KVM_GET_SREGS");
+    return {s.fs.base, s.gs.base};
+}
+
 vm_exit vm::run() {
     kvm_run* run = run_state();
     if (::ioctl(vcpu_fd_.get(), KVM_RUN, 0) < 0) {

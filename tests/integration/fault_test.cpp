@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <ostream>
 #include <string>
 
@@ -81,6 +82,38 @@ TEST(GuestFaultCpp, ExecutingHeapMemoryIsAPageFaultOnExecute) {
         EXPECT_NE(std::string(e.what()).find("heap"), std::string::npos) << e.what();
     }
     EXPECT_TRUE(sb.poisoned());
+}
+
+/// What calling `function` on a fresh hostile guest threw, or nullopt if it returned; the sandbox
+/// must be poisoned after a throw.
+std::optional<hl::error> fault_of(const char* function, hl::value_type returns) {
+    auto sb = hl::uninitialized_sandbox::from_file(hl::test::hostileguest()).evolve();
+    try {
+        sb.call_dynamic(function, returns, {});
+    } catch (const hl::error& e) {
+        EXPECT_TRUE(sb.poisoned()) << e.what();
+        return e;
+    }
+    return std::nullopt;
+}
+
+TEST(HostileFaultOnSomeCpus, AFaultThroughTheFsBaseNamesTheLinearAddress) {
+    HL_REQUIRE_KVM();
+    const auto e = fault_of("ReadThroughFsBase", hl::value_type::int64);
+    ASSERT_TRUE(e) << "ReadThroughFsBase returned";
+    if (std::string(e->what()).find("wrfsbase") != std::string::npos) GTEST_SKIP() << "wrfsbase faults here";
+    EXPECT_EQ(e->code(), errc::guest_fault) << e->what();
+    EXPECT_NE(std::string(e->what()).find("page fault reading 0x7f0000000010"), std::string::npos) << e->what();
+    EXPECT_EQ(std::string(e->what()).find("null page"), std::string::npos) << e->what();
+}
+
+TEST(HostileFaultOnSomeCpus, AFaultThroughTheGsBaseNamesTheLinearAddress) {
+    HL_REQUIRE_KVM();
+    const auto e = fault_of("WriteThroughGsBase", hl::value_type::int64);
+    ASSERT_TRUE(e) << "WriteThroughGsBase returned";
+    if (std::string(e->what()).find("wrgsbase") != std::string::npos) GTEST_SKIP() << "wrgsbase faults here";
+    EXPECT_EQ(e->code(), errc::guest_fault) << e->what();
+    EXPECT_NE(std::string(e->what()).find("page fault writing 0x7f0000100020"), std::string::npos) << e->what();
 }
 
 }  // namespace

@@ -114,6 +114,10 @@ protected:
             EXPECT_NE(r.message.find(part), std::string::npos) << part << " not in: " << r.message;
     }
 
+    static void expect_no_mention(const fault_report& r, const std::string& part) {
+        EXPECT_EQ(r.message.find(part), std::string::npos) << part << " in: " << r.message;
+    }
+
     fake_guest guest;
     cpu_state cpu;
 };
@@ -500,6 +504,46 @@ TEST_F(FaultClassifier, SaysWhenTheCauseCannotBeDetermined) {
     EXPECT_EQ(r.address, std::nullopt);
     EXPECT_EQ(r.instruction, "nop");
     EXPECT_EQ(r.message, "general protection at rip 0x201000: nop (the cause could not be determined)");
+}
+
+TEST_F(FaultClassifier, AddsTheFsBaseToAnFsRelativeLoad) {
+    cpu.fs_base = 0x500000;
+    auto r = run({0x64, 0x48, 0x8b, 0x04, 0x25, 0x10, 0x00, 0x00, 0x00});
+    EXPECT_EQ(r.kind, "page fault (read)");
+    EXPECT_EQ(r.address, 0x500010u);
+    expect_mentions(r, {"page fault reading 0x500010 (unmapped)", "mov rax, qword ptr fs:[0x10]"});
+}
+
+TEST_F(FaultClassifier, AddsTheGsBaseToAGsRelativeStore) {
+    cpu.gs_base = code_begin;
+    cpu.cr2 = code_begin + 0x20;
+    auto r = run({0x65, 0x48, 0xc7, 0x04, 0x25, 0x20, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00});
+    EXPECT_EQ(r.kind, "page fault (write)");
+    EXPECT_EQ(r.address, code_begin + 0x20);
+    expect_mentions(r, {"writing 0x200020 (code)", "read-only", "gs:[0x20]"});
+}
+
+TEST_F(FaultClassifier, AddsTheFsBaseAfterWrappingA32BitAddress) {
+    cpu.fs_base = 0x500000;
+    cpu.rax = 0x100000010;
+    auto r = run({0x64, 0x67, 0x8b, 0x00});  // mov eax, dword ptr fs:[eax]
+    EXPECT_EQ(r.kind, "page fault (read)");
+    EXPECT_EQ(r.address, 0x500010u);
+}
+
+TEST_F(FaultClassifier, DoesNotCallAnFsRelativeLoadOfMappedMemoryANullPageFault) {
+    cpu.fs_base = heap_begin;
+    auto r = run({0x64, 0x48, 0x8b, 0x04, 0x25, 0x10, 0x00, 0x00, 0x00});
+    EXPECT_EQ(r.kind, "general protection");
+    expect_no_mention(r, "null page");
+}
+
+TEST_F(FaultClassifier, IgnoresTheFsBaseForOtherSegments) {
+    cpu.fs_base = heap_begin;
+    cpu.rax = 0;
+    auto r = run({0x8b, 0x00});
+    EXPECT_EQ(r.kind, "page fault (read)");
+    EXPECT_EQ(r.address, 0u);
 }
 
 }  // namespace
