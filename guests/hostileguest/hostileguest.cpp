@@ -105,6 +105,11 @@ void log_below_level() {
 
 // CPU exceptions a guest can raise on purpose, each of which the host must name truthfully.
 
+// rep outsb to an allowed port from memory the guest cannot read.
+void outs_from_unmapped() {
+    __asm__ volatile("rep outsb" : : "S"(0x7f0000000000ull), "c"(4), "d"(HL_PORT_OUTPUT) : "memory");
+}
+
 // Access memory through fs and gs after pointing their bases at unmapped memory. PVM runs
 // wrfsbase at CPL3 although the guest's CR4.FSGSBASE is clear; hardware KVM raises #UD.
 std::int64_t read_through_fs_base() {
@@ -140,4 +145,5 @@ extern "C" void hl_guest_init() {
 
     register_function<read_through_fs_base>("ReadThroughFsBase");
     register_function<write_through_gs_base>("WriteThroughGsBase");
+    register_function<outs_from_unmapped>("OutsFromUnmapped");
 }

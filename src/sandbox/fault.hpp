@@ -41,6 +41,9 @@ struct fault_context {
     std::function<std::string(std::uint64_t addr)> describe;
     /// [begin, end): the guard page below the stack; an access there is a stack overflow.
     std::uint64_t stack_guard_begin = 0, stack_guard_end = 0;
+    /// [begin, end): the I/O ports the guest may use. in and out on them exit to the host instead
+    /// of faulting, so they never explain a fault.
+    std::uint32_t io_ports_begin = 0, io_ports_end = 0;
 };
 
 /// What the guest did wrong, as precisely as its registers and memory tell.

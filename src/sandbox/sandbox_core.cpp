@@ -314,6 +314,8 @@ void sandbox_core::throw_fault() {
     ctx.describe = [this](std::uint64_t address) { return describe(address); };
     ctx.stack_guard_begin = layout_.stack_guard().value;
     ctx.stack_guard_end = layout_.stack().value;
+    ctx.io_ports_begin = HL_PORT_FIRST;
+    ctx.io_ports_end = HL_PORT_LAST + 1;
 
     fault_report report;
     try {

@@ -71,25 +71,28 @@ std::optional<finding> check(const fault_context& ctx, const x86::access& a) {
     return std::nullopt;
 }
 
-/// The first access that faults, preferring the one CR2 points at when several would.
-std::optional<finding> first_violation(const fault_context& ctx, std::vector<x86::access> accesses) {
+/// The access whose fault CR2 records: with CR2 set, a page fault happened on its page.
+std::optional<finding> fault_at_cr2(const fault_context& ctx, const std::vector<x86::access>& accesses) {
     const std::uint64_t cr2 = ctx.cpu.cr2;
-    std::optional<finding> first;
+    if (cr2 == 0) return std::nullopt;
     for (const x86::access& a : accesses) {
         auto f = check(ctx, a);
-        if (!f) continue;
-        if (cr2 != 0 && f->what == violation::page_fault && page_base(f->address) == page_base(cr2)) return f;
-        if (!first) first = f;
+        if (f && f->what == violation::page_fault && page_base(f->address) == page_base(cr2)) return f;
     }
-    if (first || cr2 == 0) return first;
     // CR2 inside an operand that checked clean as a read means the CPU wrote it: capstone's access
     // flags are not trustworthy for every instruction.
-    for (x86::access& a : accesses) {
+    for (x86::access a : accesses) {
         if (cr2 < a.address || cr2 - a.address >= a.size) continue;
         a.read = false;
         a.write = true;
         if (auto f = check(ctx, a)) return f;
     }
+    return std::nullopt;
+}
+
+std::optional<finding> first_violation(const fault_context& ctx, const std::vector<x86::access>& accesses) {
+    for (const x86::access& a : accesses)
+        if (auto f = check(ctx, a)) return f;
     return std::nullopt;
 }
 
@@ -216,6 +219,7 @@ std::optional<fault_report> classifier::special_instruction(const cs_insn& insn)
         const cs_x86& x = insn.detail->x86;
         for (int i = 0; i < x.op_count; ++i)
             if (x.operands[i].type == X86_OP_IMM) port = static_cast<std::uint64_t>(x.operands[i].imm) & 0xff;
+        if (port >= ctx_.io_ports_begin && port < ctx_.io_ports_end) return std::nullopt;
         return report(kind, std::nullopt, "general protection",
                       std::string("I/O ") + (is_in ? "from" : "to") + " port " + hex(port) + " not permitted");
     }
@@ -321,9 +325,13 @@ fault_report classifier::run() {
     if (auto r = fetch_fault()) return *r;
     if (!insn_) return fallback();
     const cs_insn& insn = *insn_;
+    const std::vector<x86::access> accesses = x86::accesses_of(dis_, insn, ctx_.cpu);
+    // A page fault that CR2 records comes first: outs and ins pass the I/O permission check, then
+    // fault on their memory operand.
+    if (auto f = fault_at_cr2(ctx_, accesses)) return memory_fault(*f);
     if (auto r = special_instruction(insn)) return *r;
     if (auto r = division(insn)) return *r;
-    if (auto f = first_violation(ctx_, x86::accesses_of(dis_, insn, ctx_.cpu))) return memory_fault(*f);
+    if (auto f = first_violation(ctx_, accesses)) return memory_fault(*f);
     if (auto r = bad_branch_target(insn)) return *r;
     return fallback();
 }

@@ -4,6 +4,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "guest_paths.hpp"
 #include "hl/hl.hpp"
@@ -84,6 +85,17 @@ TEST(GuestFaultCpp, ExecutingHeapMemoryIsAPageFaultOnExecute) {
     EXPECT_TRUE(sb.poisoned());
 }
 
+// A hostile guest's CPU exception, named for what really happened (traps report RIP after the
+// instruction, syscall lands at LSTAR, ...), never for the innocent instruction at RIP.
+struct hostile_fault {
+    const char* function;
+    hl::value_type returns;
+    std::vector<const char*> must_mention;
+    std::vector<const char*> must_not_mention;
+};
+
+void PrintTo(const hostile_fault& c, std::ostream* os) { *os << c.function; }
+
 /// What calling `function` on a fresh hostile guest threw, or nullopt if it returned; the sandbox
 /// must be poisoned after a throw.
 std::optional<hl::error> fault_of(const char* function, hl::value_type returns) {
@@ -96,6 +108,31 @@ std::optional<hl::error> fault_of(const char* function, hl::value_type returns) 
     }
     return std::nullopt;
 }
+
+class HostileFault : public ::testing::TestWithParam<hostile_fault> {
+protected:
+    void SetUp() override { HL_REQUIRE_KVM(); }
+};
+
+TEST_P(HostileFault, IsNamedForWhatTheGuestDid) {
+    const hostile_fault& c = GetParam();
+    const auto e = fault_of(c.function, c.returns);
+    ASSERT_TRUE(e) << c.function << " returned";
+    EXPECT_EQ(e->code(), errc::guest_fault) << e->what();
+    const std::string message = e->what();
+    EXPECT_NE(message.find("rip 0x"), std::string::npos) << message;
+    for (const char* part : c.must_mention) EXPECT_NE(message.find(part), std::string::npos) << part << ": " << message;
+    for (const char* part : c.must_not_mention)
+        EXPECT_EQ(message.find(part), std::string::npos) << part << ": " << message;
+}
+
+const hostile_fault hostile_faults[] = {
+    {"OutsFromUnmapped", hl::value_type::void_type, {"page fault reading 0x7f0000000000", "rep outsb"},
+     {"not permitted"}},
+};
+
+INSTANTIATE_TEST_SUITE_P(Hostile, HostileFault, ::testing::ValuesIn(hostile_faults),
+                         [](const auto& info) { return std::string(info.param.function); });
 
 TEST(HostileFaultOnSomeCpus, AFaultThroughTheFsBaseNamesTheLinearAddress) {
     HL_REQUIRE_KVM();

@@ -106,8 +106,16 @@ protected:
 
     fault_report run(std::initializer_list<std::uint8_t> code) {
         guest.write(cpu.rip, code);
-        return classify_fault(guest.context(cpu));
+        return classify();
     }
+
+    fault_report classify() const {
+        fault_context ctx = guest.context(cpu);
+        ctx.io_ports_begin = allowed_ports_begin;
+        ctx.io_ports_end = allowed_ports_end;
+        return classify_fault(ctx);
+    }
+
 
     static void expect_mentions(const fault_report& r, std::initializer_list<std::string> parts) {
         for (const auto& part : parts)
@@ -120,6 +128,7 @@ protected:
 
     fake_guest guest;
     cpu_state cpu;
+    std::uint32_t allowed_ports_begin = 0x100, allowed_ports_end = 0x110;
 };
 
 TEST_F(FaultClassifier, NamesANullPointerRead) {
@@ -504,6 +513,61 @@ TEST_F(FaultClassifier, SaysWhenTheCauseCannotBeDetermined) {
     EXPECT_EQ(r.address, std::nullopt);
     EXPECT_EQ(r.instruction, "nop");
     EXPECT_EQ(r.message, "general protection at rip 0x201000: nop (the cause could not be determined)");
+}
+
+TEST_F(FaultClassifier, DoesNotBlameAnOutToAPortTheGuestMayUse) {
+    cpu.rdx = 0x10c;
+    auto r = run({0xef});
+    EXPECT_EQ(r.kind, "general protection");
+    expect_no_mention(r, "not permitted");
+    expect_mentions(r, {"out dx, eax", "could not be determined"});
+}
+
+TEST_F(FaultClassifier, NamesAPageFaultOnTheSourceOfOutsToAnAllowedPort) {
+    cpu.rsi = 0x500000;
+    cpu.rcx = 4;
+    cpu.rdx = 0x10c;
+    cpu.cr2 = 0x500000;
+    auto r = run({0xf3, 0x6e});
+    EXPECT_EQ(r.kind, "page fault (read)");
+    EXPECT_EQ(r.address, 0x500000u);
+    expect_mentions(r, {"page fault reading 0x500000 (unmapped)", "rep outsb dx, byte ptr [rsi]"});
+    expect_no_mention(r, "not permitted");
+}
+
+TEST_F(FaultClassifier, NamesAPageFaultOnTheSourceOfOutsWhenCr2RecordsIt) {
+    cpu.rsi = 0x500000;
+    cpu.rdx = 0x80;
+    cpu.cr2 = 0x500000;
+    auto r = run({0x6e});
+    EXPECT_EQ(r.kind, "page fault (read)");
+    expect_no_mention(r, "not permitted");
+}
+
+TEST_F(FaultClassifier, NamesOutsFromASupervisorOnlyPageToAnAllowedPortAPageFault) {
+    cpu.rsi = tables_begin;
+    cpu.rdx = 0x10c;
+    auto r = run({0x6e});
+    EXPECT_EQ(r.kind, "page fault (read)");
+    expect_mentions(r, {"0x100000 (page tables)", "not accessible to the guest"});
+}
+
+TEST_F(FaultClassifier, NamesInsIntoReadOnlyCodeAPageFault) {
+    cpu.rdi = code_begin + 0x10;
+    cpu.rdx = 0x10c;
+    cpu.cr2 = code_begin + 0x10;
+    auto r = run({0x6c});
+    EXPECT_EQ(r.kind, "page fault (write)");
+    EXPECT_EQ(r.address, code_begin + 0x10);
+    expect_mentions(r, {"writing 0x200010 (code)", "read-only", "insb byte ptr [rdi], dx"});
+}
+
+TEST_F(FaultClassifier, KeepsTheForbiddenPortOfOutsWhenNoPageFaultHappened) {
+    cpu.rsi = 0x500000;
+    cpu.rdx = 0x80;
+    auto r = run({0x6e});  // the CPU checks the port before it reads memory
+    EXPECT_EQ(r.kind, "general protection (privileged instruction)");
+    expect_mentions(r, {"I/O to port 0x80 not permitted"});
 }
 
 TEST_F(FaultClassifier, AddsTheFsBaseToAnFsRelativeLoad) {
