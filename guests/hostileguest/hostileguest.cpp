@@ -105,6 +105,40 @@ void log_below_level() {
 
 // CPU exceptions a guest can raise on purpose, each of which the host must name truthfully.
 
+void breakpoint() { __asm__ volatile("int3\n\tnop"); }
+
+// An int3 right before an out the guest may use: the out did not run, and is not to blame.
+void breakpoint_before_allowed_out() {
+    __asm__ volatile("int3\n\toutl %0, %w1" : : "a"(HL_OUTPUT_PRINT), "Nd"(static_cast<std::uint16_t>(HL_PORT_OUTPUT)));
+}
+
+// int 3 in its two-byte form (cd 03), which the CPU also reports after the instruction.
+void breakpoint_long_form() { __asm__ volatile(".byte 0xcd, 0x03\n\tnop"); }
+
+void icebp() { __asm__ volatile(".byte 0xf1\n\tnop"); }
+
+// Sets RFLAGS.TF: the CPU traps after the instruction following popfq.
+void single_step() { __asm__ volatile("pushfq\n\torq $0x100, (%%rsp)\n\tpopfq\n\tnop\n\tnop" : : : "memory", "cc"); }
+
+// popfq setting TF does not trap itself, so the ud2 right after it faults before any trap.
+void step_into_ud2() { __asm__ volatile("pushfq\n\torq $0x100, (%%rsp)\n\tpopfq\n\tud2" : : : "memory", "cc"); }
+
+// Single-steps onto an allowed out: the trap comes after the nop, with rip at the out, not yet run.
+void single_step_onto_out() {
+    set_output(1, 'x');
+    __asm__ volatile("pushfq\n\torq $0x100, (%%rsp)\n\tpopfq\n\tnop\n\toutl %0, %w1\n\tnop"
+                     : : "a"(HL_OUTPUT_PRINT), "Nd"(static_cast<std::uint16_t>(HL_PORT_OUTPUT)) : "memory", "cc");
+}
+
+// getpid, the way a libc would ask for it.
+std::int64_t system_call() {
+    std::int64_t ret;
+    __asm__ volatile("syscall" : "=a"(ret) : "a"(39) : "rcx", "r11", "memory");
+    return ret;
+}
+
+void sysenter() { __asm__ volatile("sysenter" : : "a"(39) : "rcx", "r11", "memory"); }
+
 // rep outsb to an allowed port from memory the guest cannot read.
 void outs_from_unmapped() {
     __asm__ volatile("rep outsb" : : "S"(0x7f0000000000ull), "c"(4), "d"(HL_PORT_OUTPUT) : "memory");
@@ -146,4 +180,13 @@ extern "C" void hl_guest_init() {
     register_function<read_through_fs_base>("ReadThroughFsBase");
     register_function<write_through_gs_base>("WriteThroughGsBase");
     register_function<outs_from_unmapped>("OutsFromUnmapped");
+    register_function<breakpoint>("Breakpoint");
+    register_function<breakpoint_before_allowed_out>("BreakpointBeforeAllowedOut");
+    register_function<breakpoint_long_form>("BreakpointLongForm");
+    register_function<icebp>("Icebp");
+    register_function<single_step>("SingleStep");
+    register_function<step_into_ud2>("StepIntoUd2");
+    register_function<single_step_onto_out>("SingleStepOntoAllowedOut");
+    register_function<system_call>("SystemCall");
+    register_function<sysenter>("Sysenter");
 }

@@ -129,6 +129,10 @@ division_result divide(const cpu_state& cpu, bool is_signed, unsigned size, std:
     return overflow ? division_result::quotient_overflow : division_result::completes;
 }
 
+constexpr std::uint64_t rflags_tf = 1u << 8;
+// The VM leaves MSR LSTAR at 0: where syscall enters CPL0 when the CPU does not raise #UD for it.
+constexpr std::uint64_t syscall_entry = 0;
+
 class classifier {
 public:
     explicit classifier(const fault_context& ctx) : ctx_(ctx) {}
@@ -136,16 +140,27 @@ public:
     fault_report run();
 
 private:
-    fault_report report(std::string kind, std::optional<std::uint64_t> address, const std::string& headline,
-                        const std::string& detail, hl::errc code = hl::errc::guest_fault) const {
-        fault_report r{code, std::move(kind), ctx_.cpu.rip, address, instruction_, {}};
-        r.message = headline + " at rip " + hex(ctx_.cpu.rip);
-        if (!instruction_.empty()) r.message += ": " + instruction_;
+    /// "<headline> at rip <at>: <instruction> (<detail>)"
+    fault_report report_at(std::uint64_t at, std::string instruction, std::string kind,
+                           std::optional<std::uint64_t> address, const std::string& headline,
+                           const std::string& detail, hl::errc code = hl::errc::guest_fault) const {
+        fault_report r{code, std::move(kind), at, address, std::move(instruction), {}};
+        r.message = headline + " at rip " + hex(at);
+        if (!r.instruction.empty()) r.message += ": " + r.instruction;
         if (!detail.empty()) r.message += " (" + detail + ")";
         return r;
     }
+    fault_report report(std::string kind, std::optional<std::uint64_t> address, const std::string& headline,
+                        const std::string& detail, hl::errc code = hl::errc::guest_fault) const {
+        return report_at(ctx_.cpu.rip, instruction_, std::move(kind), address, headline, detail, code);
+    }
 
+    std::optional<fault_report> system_call() const;
     std::optional<fault_report> fetch_fault();
+    bool just_set_trap_flag() const;
+    fault_report single_step_trap() const;
+    std::optional<fault_report> breakpoint_trap() const;
+    std::optional<fault_report> instruction_fault(const cs_insn& insn) const;
     std::optional<fault_report> special_instruction(const cs_insn& insn) const;
     std::optional<fault_report> division(const cs_insn& insn) const;
     std::optional<fault_report> bad_branch_target(const cs_insn& insn) const;
@@ -157,6 +172,21 @@ private:
     x86::insn_ptr insn_;
     std::string instruction_;
 };
+
+// Under PVM, syscall at CPL3 enters CPL0 at LSTAR even with EFER.SCE clear, and the fetch there
+// faults: RIP = LSTAR, RCX = the address after the syscall, RAX = the number. (Hardware KVM
+// raises #UD at the syscall itself, which special_instruction names.)
+std::optional<fault_report> classifier::system_call() const {
+    const cpu_state& cpu = ctx_.cpu;
+    if (cpu.rip != syscall_entry || cpu.rcx < 2) return std::nullopt;
+    const std::uint64_t at = cpu.rcx - 2;
+    std::array<std::byte, 2> bytes{};
+    if (!guest_can_execute(ctx_.page(at)) || !guest_can_execute(ctx_.page(at + 1)) || ctx_.read(at, bytes) != 2 ||
+        bytes != std::array{std::byte{0x0f}, std::byte{0x05}})
+        return std::nullopt;
+    return report_at(at, "syscall", "system call", std::nullopt,
+                     "the guest made system call " + std::to_string(cpu.rax), "guests cannot make system calls");
+}
 
 std::optional<fault_report> classifier::fetch_fault() {
     const std::uint64_t rip = ctx_.cpu.rip;
@@ -200,6 +230,55 @@ std::optional<fault_report> classifier::fetch_fault() {
                   "undecodable bytes " + (shown.empty() ? "none" : shown));
 }
 
+// popf does not trap on the instruction that sets TF: the trap comes after the next one, so with
+// popf just before RIP the instruction at RIP may itself have faulted.
+bool classifier::just_set_trap_flag() const {
+    std::array<std::byte, 1> before{};
+    const std::uint64_t rip = ctx_.cpu.rip;
+    return rip != 0 && guest_can_execute(ctx_.page(rip - 1)) && ctx_.read(rip - 1, before) == 1 &&
+           before[0] == std::byte{0x9d};
+}
+
+fault_report classifier::single_step_trap() const {
+    std::string message = "single-step trap before rip " + hex(ctx_.cpu.rip);
+    message += instruction_.empty() ? "" : ": " + instruction_ + ", which has not run";
+    message += " (the guest set RFLAGS.TF, so the CPU trapped after the instruction before it; guests have no debug "
+               "handlers)";
+    return {hl::errc::guest_fault, "single-step trap", ctx_.cpu.rip, std::nullopt, "", std::move(message)};
+}
+
+// int3, int 3 and icebp are traps: the CPU reports them with RIP after the instruction. (PVM
+// reports icebp at the instruction itself, which special_instruction names.)
+std::optional<fault_report> classifier::breakpoint_trap() const {
+    const std::uint64_t rip = ctx_.cpu.rip;
+    std::array<std::byte, 2> before{};
+    if (rip < before.size()) return std::nullopt;
+    const std::uint64_t from = rip - before.size();
+    if (!guest_can_execute(ctx_.page(from)) || !guest_can_execute(ctx_.page(rip - 1)) ||
+        ctx_.read(from, before) != before.size())
+        return std::nullopt;
+    const std::string detail = "guests have no debug handlers; the CPU stopped after it, at rip " + hex(rip);
+    if (before[1] == std::byte{0xcc})
+        return report_at(rip - 1, "int3", "breakpoint (int3)", std::nullopt, "breakpoint", detail);
+    if (before[0] == std::byte{0xcd} && before[1] == std::byte{0x03})
+        return report_at(rip - 2, "int 3", "breakpoint (int3)", std::nullopt, "breakpoint", detail);
+    if (before[1] == std::byte{0xf1})
+        return report_at(rip - 1, "int1", "debug trap (icebp)", std::nullopt, "debug trap", detail);
+    return std::nullopt;
+}
+
+// The order follows the CPU's: a page fault that CR2 records comes first (outs and ins pass the I/O
+// permission check, then fault on their memory operand), then what the instruction itself cannot
+// do, then its operands.
+std::optional<fault_report> classifier::instruction_fault(const cs_insn& insn) const {
+    const std::vector<x86::access> accesses = x86::accesses_of(dis_, insn, ctx_.cpu);
+    if (auto f = fault_at_cr2(ctx_, accesses)) return memory_fault(*f);
+    if (auto r = special_instruction(insn)) return r;
+    if (auto r = division(insn)) return r;
+    if (auto f = first_violation(ctx_, accesses)) return memory_fault(*f);
+    return bad_branch_target(insn);
+}
+
 std::optional<fault_report> classifier::special_instruction(const cs_insn& insn) const {
     using x86::is_one_of;
     const unsigned id = insn.id;
@@ -208,7 +287,9 @@ std::optional<fault_report> classifier::special_instruction(const cs_insn& insn)
     if (is_one_of(id, {X86_INS_SYSCALL, X86_INS_SYSENTER}))
         return report("invalid opcode (system calls are not available to guests)", std::nullopt, "invalid opcode",
                       "system calls are not available to guests");
-    if (is_one_of(id, {X86_INS_INT3, X86_INS_INT, X86_INS_INT1, X86_INS_INTO}))
+    if (id == X86_INS_INT1)  // PVM reports icebp at the instruction; breakpoint_trap handles the others
+        return report("debug trap (icebp)", std::nullopt, "debug trap", "guests have no debug handlers");
+    if (is_one_of(id, {X86_INS_INT3, X86_INS_INT, X86_INS_INTO}))
         return report("software interrupt (guests have no interrupt handlers)", std::nullopt, "software interrupt",
                       "guests have no interrupt handlers");
 
@@ -322,17 +403,19 @@ fault_report classifier::fallback() const {
 }
 
 fault_report classifier::run() {
-    if (auto r = fetch_fault()) return *r;
+    if (auto r = system_call()) return *r;
+    const auto fetch = fetch_fault();
+    // A trap ends the run before any page fault could set CR2.
+    const bool page_faulted = ctx_.cpu.cr2 != 0;
+    const bool stepping = !page_faulted && (ctx_.cpu.rflags & rflags_tf) != 0;
+    if (stepping && !just_set_trap_flag()) return single_step_trap();
+    if (fetch) return *fetch;
     if (!insn_) return fallback();
-    const cs_insn& insn = *insn_;
-    const std::vector<x86::access> accesses = x86::accesses_of(dis_, insn, ctx_.cpu);
-    // A page fault that CR2 records comes first: outs and ins pass the I/O permission check, then
-    // fault on their memory operand.
-    if (auto f = fault_at_cr2(ctx_, accesses)) return memory_fault(*f);
-    if (auto r = special_instruction(insn)) return *r;
-    if (auto r = division(insn)) return *r;
-    if (auto f = first_violation(ctx_, accesses)) return memory_fault(*f);
-    if (auto r = bad_branch_target(insn)) return *r;
+    if (auto r = instruction_fault(*insn_)) return *r;
+    // Nothing at RIP explains a fault, so it may not have run: the instruction before it trapped.
+    if (stepping) return single_step_trap();
+    if (!page_faulted)
+        if (auto r = breakpoint_trap()) return *r;
     return fallback();
 }
 

@@ -127,6 +127,19 @@ TEST_P(HostileFault, IsNamedForWhatTheGuestDid) {
 }
 
 const hostile_fault hostile_faults[] = {
+    {"Breakpoint", hl::value_type::void_type, {"breakpoint at rip 0x", ": int3 (", "stopped after it"},
+     {"general protection"}},
+    {"BreakpointBeforeAllowedOut", hl::value_type::void_type, {"breakpoint at rip 0x", ": int3 ("}, {"not permitted"}},
+    {"BreakpointLongForm", hl::value_type::void_type, {"breakpoint at rip 0x", ": int 3 ("}, {"general protection"}},
+    // PVM reports icebp at the instruction, hardware after it: either way it is named.
+    {"Icebp", hl::value_type::void_type, {"debug trap at rip 0x", ": int1 ("}, {"interrupt handlers"}},
+    {"SingleStep", hl::value_type::void_type, {"single-step trap before rip 0x", "RFLAGS.TF"}, {"general protection"}},
+    {"StepIntoUd2", hl::value_type::void_type, {"invalid opcode at rip 0x", ": ud2"}, {"single-step"}},
+    {"SingleStepOntoAllowedOut", hl::value_type::void_type, {"single-step trap", "out dx, eax, which has not run"},
+     {"not permitted"}},
+    // PVM enters LSTAR (0); hardware KVM raises #UD at the syscall.
+    {"SystemCall", hl::value_type::int64, {"system call", ": syscall ("}, {"null page"}},
+    {"Sysenter", hl::value_type::void_type, {"system call", ": sysenter ("}, {}},
     {"OutsFromUnmapped", hl::value_type::void_type, {"page fault reading 0x7f0000000000", "rep outsb"},
      {"not permitted"}},
 };

@@ -131,6 +131,8 @@ protected:
     std::uint32_t allowed_ports_begin = 0x100, allowed_ports_end = 0x110;
 };
 
+constexpr std::uint64_t rflags_tf = 1u << 8;
+
 TEST_F(FaultClassifier, NamesANullPointerRead) {
     cpu.rax = 0;
     auto r = run({0x8b, 0x00});
@@ -515,6 +517,121 @@ TEST_F(FaultClassifier, SaysWhenTheCauseCannotBeDetermined) {
     EXPECT_EQ(r.message, "general protection at rip 0x201000: nop (the cause could not be determined)");
 }
 
+TEST_F(FaultClassifier, NamesAnInt3ThatTheCpuReportedAfterTheInstruction) {
+    guest.write(entry, {0xcc, 0x90});
+    cpu.rip = entry + 1;
+    auto r = classify();
+    EXPECT_EQ(r.code, errc::guest_fault);
+    EXPECT_EQ(r.kind, "breakpoint (int3)");
+    EXPECT_EQ(r.rip, entry);
+    EXPECT_EQ(r.instruction, "int3");
+    EXPECT_EQ(r.message,
+              "breakpoint at rip 0x201000: int3 (guests have no debug handlers; the CPU stopped after it, at rip "
+              "0x201001)");
+}
+
+TEST_F(FaultClassifier, NamesTheTwoByteInt3AfterTheInstruction) {
+    guest.write(entry, {0xcd, 0x03, 0x90});
+    cpu.rip = entry + 2;
+    auto r = classify();
+    EXPECT_EQ(r.kind, "breakpoint (int3)");
+    EXPECT_EQ(r.rip, entry);
+    expect_mentions(r, {"breakpoint at rip 0x201000: int 3", "stopped after it, at rip 0x201002"});
+}
+
+TEST_F(FaultClassifier, NamesAnIcebpThatTheCpuReportedAfterTheInstruction) {
+    guest.write(entry, {0xf1, 0x90});
+    cpu.rip = entry + 1;
+    auto r = classify();
+    EXPECT_EQ(r.kind, "debug trap (icebp)");
+    EXPECT_EQ(r.rip, entry);
+    expect_mentions(r, {"debug trap at rip 0x201000: int1", "no debug handlers"});
+}
+
+TEST_F(FaultClassifier, NamesAnIcebpReportedAtTheInstructionADebugTrap) {
+    auto r = run({0xf1});
+    EXPECT_EQ(r.kind, "debug trap (icebp)");
+    EXPECT_EQ(r.rip, entry);
+    EXPECT_EQ(r.message, "debug trap at rip 0x201000: int1 (guests have no debug handlers)");
+}
+
+TEST_F(FaultClassifier, BlamesTheInstructionAtRipWhenItFaultsThoughTheByteBeforeIsCc) {
+    guest.write(entry, {0x8b, 0x4d, 0xcc});  // mov ecx, dword ptr [rbp - 0x34]
+    cpu.rip = entry + 3;
+    cpu.rax = 10;
+    cpu.rcx = 0;
+    auto r = run({0xf7, 0xf1});
+    EXPECT_EQ(r.kind, "divide error");
+    expect_mentions(r, {"at rip 0x201003: div ecx"});
+}
+
+TEST_F(FaultClassifier, DoesNotCallTheNextInstructionAfterAnInt3TheCause) {
+    guest.write(entry, {0xcc});
+    cpu.rip = entry + 1;
+    cpu.rdx = 0x10c;
+    auto r = run({0xee});  // out dx, al to a port the guest may use
+    EXPECT_EQ(r.kind, "breakpoint (int3)");
+    expect_no_mention(r, "not permitted");
+}
+
+TEST_F(FaultClassifier, NamesASingleStepTrapNotTheAllowedOutItStoppedBefore) {
+    guest.write(entry, {0x90});
+    cpu.rip = entry + 1;
+    cpu.rflags = rflags_tf | 0x2;
+    cpu.rdx = 0x10c;
+    auto r = run({0xef});
+    EXPECT_EQ(r.code, errc::guest_fault);
+    EXPECT_EQ(r.kind, "single-step trap");
+    EXPECT_EQ(r.address, std::nullopt);
+    EXPECT_EQ(r.rip, entry + 1);
+    EXPECT_EQ(r.instruction, "");
+    EXPECT_EQ(r.message,
+              "single-step trap before rip 0x201001: out dx, eax, which has not run (the guest set RFLAGS.TF, so the "
+              "CPU trapped after the instruction before it; guests have no debug handlers)");
+}
+
+TEST_F(FaultClassifier, NamesASingleStepTrapBeforeAnInstructionThatWouldFault) {
+    cpu.rflags = rflags_tf | 0x2;
+    cpu.rax = 0;
+    auto r = run({0xc7, 0x00, 0x01, 0x00, 0x00, 0x00});
+    EXPECT_EQ(r.kind, "single-step trap");
+    expect_mentions(r, {"mov dword ptr [rax], 1, which has not run"});
+}
+
+TEST_F(FaultClassifier, NamesASingleStepTrapOnAJumpIntoUnmappedMemory) {
+    cpu.rflags = rflags_tf | 0x2;
+    cpu.rip = 0x500000;
+    auto r = classify();
+    EXPECT_EQ(r.kind, "single-step trap");
+    expect_mentions(r, {"before rip 0x500000 (the guest set RFLAGS.TF"});
+}
+
+TEST_F(FaultClassifier, BlamesTheInstructionRightAfterThePopfThatSetTf) {
+    guest.write(entry, {0x9d});  // popfq: no trap after the instruction that sets TF
+    cpu.rip = entry + 1;
+    cpu.rflags = rflags_tf | 0x2;
+    auto r = run({0x0f, 0x0b});
+    EXPECT_EQ(r.kind, "invalid opcode");
+    expect_mentions(r, {"at rip 0x201001: ud2"});
+}
+
+TEST_F(FaultClassifier, NamesASingleStepTrapAfterPopfWhenTheInstructionAtRipIsHarmless) {
+    guest.write(entry, {0x9d});
+    cpu.rip = entry + 1;
+    cpu.rflags = rflags_tf | 0x2;
+    auto r = run({0x90});
+    EXPECT_EQ(r.kind, "single-step trap");
+}
+
+TEST_F(FaultClassifier, TakesAPageFaultInCr2OverTheTrapFlag) {
+    cpu.rflags = rflags_tf | 0x2;
+    cpu.rbx = 0x500008;
+    cpu.cr2 = 0x500008;
+    auto r = run({0x48, 0x8b, 0x03});
+    EXPECT_EQ(r.kind, "page fault (read)");
+    expect_mentions(r, {"reading 0x500008 (unmapped)"});
+}
+
 TEST_F(FaultClassifier, DoesNotBlameAnOutToAPortTheGuestMayUse) {
     cpu.rdx = 0x10c;
     auto r = run({0xef});
@@ -568,6 +685,30 @@ TEST_F(FaultClassifier, KeepsTheForbiddenPortOfOutsWhenNoPageFaultHappened) {
     auto r = run({0x6e});  // the CPU checks the port before it reads memory
     EXPECT_EQ(r.kind, "general protection (privileged instruction)");
     expect_mentions(r, {"I/O to port 0x80 not permitted"});
+}
+
+TEST_F(FaultClassifier, NamesASystemCallThatEnteredLstarAtTheNullPage) {
+    guest.write(entry, {0x0f, 0x05});
+    cpu.rip = 0;
+    cpu.rcx = entry + 2;
+    cpu.r11 = 0x202;
+    cpu.rax = 39;
+    auto r = classify();
+    EXPECT_EQ(r.code, errc::guest_fault);
+    EXPECT_EQ(r.kind, "system call");
+    EXPECT_EQ(r.rip, entry);
+    EXPECT_EQ(r.address, std::nullopt);
+    EXPECT_EQ(r.instruction, "syscall");
+    EXPECT_EQ(r.message, "the guest made system call 39 at rip 0x201000: syscall (guests cannot make system calls)");
+}
+
+TEST_F(FaultClassifier, KeepsAJumpToTheNullPageWhenRcxDoesNotFollowASyscall) {
+    guest.write(entry, {0x90, 0x90});
+    cpu.rip = 0;
+    cpu.rcx = entry + 2;
+    auto r = classify();
+    EXPECT_EQ(r.kind, "page fault (execute)");
+    expect_mentions(r, {"executing 0x0 (null page)"});
 }
 
 TEST_F(FaultClassifier, AddsTheFsBaseToAnFsRelativeLoad) {
