@@ -144,6 +144,33 @@ void outs_from_unmapped() {
     __asm__ volatile("rep outsb" : : "S"(0x7f0000000000ull), "c"(4), "d"(HL_PORT_OUTPUT) : "memory");
 }
 
+// Sets RFLAGS.AC and loads from a misaligned address. The VM leaves CR0.AM clear, so hardware KVM
+// raises no #AC; PVM runs guest code under the host's CR0, where AM is set, and raises it.
+std::int64_t misaligned_with_ac() {
+    static unsigned char buffer[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    std::int64_t value;
+    __asm__ volatile("pushfq\n\torq $0x40000, (%%rsp)\n\tpopfq\n\tmovq 1(%1), %0\n\t"
+                     "pushfq\n\tandq $~0x40000, (%%rsp)\n\tpopfq"
+                     : "=r"(value) : "r"(buffer) : "memory", "cc");
+    return value;
+}
+
+void vmcall() { __asm__ volatile("vmcall" : : "a"(0) : "memory"); }
+
+std::int64_t vmmcall() {
+    std::int64_t ret;
+    __asm__ volatile("vmmcall" : "=a"(ret) : "a"(0) : "memory");
+    return ret;
+}
+
+// movdir64b (66 0f 38 f8 /r), which capstone 4 cannot decode.
+void movdir64b() {
+    __asm__ volatile(".byte 0x66, 0x0f, 0x38, 0xf8, 0x06" : : "S"(output()), "a"(output() + 64) : "memory");
+}
+
+// ldtilecfg [rax] (AMX, VEX c4 e2 78 49 00), which capstone 4 cannot decode.
+void ldtilecfg() { __asm__ volatile(".byte 0xc4, 0xe2, 0x78, 0x49, 0x00" : : "a"(output()) : "memory"); }
+
 // Access memory through fs and gs after pointing their bases at unmapped memory. PVM runs
 // wrfsbase at CPL3 although the guest's CR4.FSGSBASE is clear; hardware KVM raises #UD.
 std::int64_t read_through_fs_base() {
@@ -189,4 +216,9 @@ extern "C" void hl_guest_init() {
     register_function<single_step_onto_out>("SingleStepOntoAllowedOut");
     register_function<system_call>("SystemCall");
     register_function<sysenter>("Sysenter");
+    register_function<misaligned_with_ac>("MisalignedWithAc");
+    register_function<vmcall>("Vmcall");
+    register_function<vmmcall>("Vmmcall");
+    register_function<movdir64b>("Movdir64b");
+    register_function<ldtilecfg>("Ldtilecfg");
 }

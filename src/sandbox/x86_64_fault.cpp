@@ -129,9 +129,32 @@ division_result divide(const cpu_state& cpu, bool is_signed, unsigned size, std:
     return overflow ? division_result::quotient_overflow : division_result::completes;
 }
 
-constexpr std::uint64_t rflags_tf = 1u << 8;
+constexpr std::uint64_t rflags_tf = 1u << 8, rflags_ac = 1u << 18;
 // The VM leaves MSR LSTAR at 0: where syscall enters CPL0 when the CPU does not raise #UD for it.
 constexpr std::uint64_t syscall_entry = 0;
+
+/// One legacy opcode that 64-bit mode removed (push es, pusha, aaa, into, jmp far, ...), after any
+/// prefixes: the CPU raises #UD for it, so capstone failing to decode it is no surprise.
+bool removed_in_64_bit_mode(std::span<const std::byte> bytes) {
+    for (const std::byte b : bytes) {
+        const auto op = std::to_integer<unsigned>(b);
+        const bool prefix = op == 0x66 || op == 0x67 || op == 0xf0 || op == 0xf2 || op == 0xf3 || op == 0x26 ||
+                            op == 0x2e || op == 0x36 || op == 0x3e || op == 0x64 || op == 0x65 || (op & 0xf0) == 0x40;
+        if (prefix) continue;
+        return x86::is_one_of(op, {0x06, 0x07, 0x0e, 0x16, 0x17, 0x1e, 0x1f, 0x27, 0x2f, 0x37, 0x3f, 0x60, 0x61, 0x82,
+                                   0x9a, 0xce, 0xd4, 0xd5, 0xd6, 0xea});
+    }
+    return false;
+}
+
+std::string hex_bytes(std::span<const std::byte> bytes) {
+    std::string shown;
+    for (const std::byte byte : bytes) {
+        const auto b = std::to_integer<unsigned>(byte);
+        shown += std::string(shown.empty() ? "" : " ") + "0123456789abcdef"[b >> 4] + "0123456789abcdef"[b & 0xf];
+    }
+    return shown.empty() ? "none" : shown;
+}
 
 class classifier {
 public:
@@ -164,6 +187,7 @@ private:
     std::optional<fault_report> special_instruction(const cs_insn& insn) const;
     std::optional<fault_report> division(const cs_insn& insn) const;
     std::optional<fault_report> bad_branch_target(const cs_insn& insn) const;
+    std::optional<fault_report> alignment_check(const std::vector<x86::access>& accesses) const;
     fault_report memory_fault(const finding& f) const;
     fault_report fallback() const;
 
@@ -171,6 +195,7 @@ private:
     x86::disassembler dis_;
     x86::insn_ptr insn_;
     std::string instruction_;
+    std::vector<std::byte> undecodable_;  // the bytes at RIP when they do not decode
 };
 
 // Under PVM, syscall at CPL3 enters CPL0 at LSTAR even with EFER.SCE clear, and the fetch there
@@ -208,10 +233,11 @@ std::optional<fault_report> classifier::fetch_fault() {
         return std::nullopt;
     }
     // Bytes that decode once the missing tail is filled in are an instruction cut off by the page
-    // after it; bytes that never decode are an invalid opcode.
+    // after it.
     if (size < bytes.size()) {
-        std::fill(bytes.begin() + static_cast<std::ptrdiff_t>(size), bytes.end(), std::byte{0});
-        if (auto whole = dis_.decode(bytes, rip); whole && whole->size > size) {
+        std::array<std::byte, max_instruction_size> filled = bytes;
+        std::fill(filled.begin() + static_cast<std::ptrdiff_t>(size), filled.end(), std::byte{0});
+        if (auto whole = dis_.decode(filled, rip); whole && whole->size > size) {
             const std::uint64_t next = rip + size;
             const page_info np = ctx_.page(next);
             const char* next_why = !np.present ? "not mapped"
@@ -221,13 +247,8 @@ std::optional<fault_report> classifier::fetch_fault() {
                           std::string("the instruction continues into a page that is ") + next_why);
         }
     }
-    std::string shown;
-    for (std::size_t i = 0; i < std::min<std::size_t>(size, 8); ++i) {
-        const auto b = std::to_integer<unsigned>(bytes[i]);
-        shown += std::string(i ? " " : "") + "0123456789abcdef"[b >> 4] + "0123456789abcdef"[b & 0xf];
-    }
-    return report("invalid opcode", std::nullopt, "invalid opcode",
-                  "undecodable bytes " + (shown.empty() ? "none" : shown));
+    undecodable_.assign(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(size, 8)));
+    return std::nullopt;
 }
 
 // popf does not trap on the instruction that sets TF: the trap comes after the next one, so with
@@ -269,14 +290,15 @@ std::optional<fault_report> classifier::breakpoint_trap() const {
 
 // The order follows the CPU's: a page fault that CR2 records comes first (outs and ins pass the I/O
 // permission check, then fault on their memory operand), then what the instruction itself cannot
-// do, then its operands.
+// do, then its operands, then alignment checks, which rank below page faults.
 std::optional<fault_report> classifier::instruction_fault(const cs_insn& insn) const {
     const std::vector<x86::access> accesses = x86::accesses_of(dis_, insn, ctx_.cpu);
     if (auto f = fault_at_cr2(ctx_, accesses)) return memory_fault(*f);
     if (auto r = special_instruction(insn)) return r;
     if (auto r = division(insn)) return r;
     if (auto f = first_violation(ctx_, accesses)) return memory_fault(*f);
-    return bad_branch_target(insn);
+    if (auto r = bad_branch_target(insn)) return r;
+    return alignment_check(accesses);
 }
 
 std::optional<fault_report> classifier::special_instruction(const cs_insn& insn) const {
@@ -292,6 +314,11 @@ std::optional<fault_report> classifier::special_instruction(const cs_insn& insn)
     if (is_one_of(id, {X86_INS_INT3, X86_INS_INT, X86_INS_INTO}))
         return report("software interrupt (guests have no interrupt handlers)", std::nullopt, "software interrupt",
                       "guests have no interrupt handlers");
+    // A hypercall from CPL3 either gets KVM's refusal in RAX (no fault) or faults: #GP under PVM,
+    // #UD where the CPU lacks the instruction.
+    if (is_one_of(id, {X86_INS_VMCALL, X86_INS_VMMCALL}))
+        return report("hypervisor call (guests cannot call the hypervisor)", std::nullopt, "hypervisor call",
+                      "guests cannot call the hypervisor");
 
     const std::string kind = "general protection (privileged instruction)";
     const bool is_in = is_one_of(id, {X86_INS_IN, X86_INS_INSB, X86_INS_INSW, X86_INS_INSD});
@@ -366,6 +393,20 @@ std::optional<fault_report> classifier::bad_branch_target(const cs_insn& insn) c
                   "jump to non-canonical address " + hex(*target));
 }
 
+// #AC needs CR0.AM as well, which this VM leaves clear; but PVM runs guest code on the host's CR0,
+// where Linux sets AM, so RFLAGS.AC alone decides there.
+std::optional<fault_report> classifier::alignment_check(const std::vector<x86::access>& accesses) const {
+    if ((ctx_.cpu.rflags & rflags_ac) == 0) return std::nullopt;
+    for (const x86::access& a : accesses) {
+        const std::uint64_t need = a.size == 10 ? 8 : std::min<std::uint64_t>(a.size, 16);
+        if (need < 2 || (need & (need - 1)) != 0 || a.address % need == 0) continue;
+        return report("alignment check", a.address, "alignment check",
+                      "the guest set RFLAGS.AC, and the " + std::to_string(a.size) + "-byte access at " +
+                          where(ctx_, a.address) + " is not " + std::to_string(need) + "-byte aligned");
+    }
+    return std::nullopt;
+}
+
 fault_report classifier::memory_fault(const finding& f) const {
     switch (f.what) {
     case violation::non_canonical:
@@ -388,6 +429,7 @@ fault_report classifier::memory_fault(const finding& f) const {
 fault_report classifier::fallback() const {
     const std::uint64_t cr2 = ctx_.cpu.cr2;
     const std::uint64_t rsp = ctx_.cpu.rsp;
+    const std::string undecodable = "the instruction could not be decoded: bytes " + hex_bytes(undecodable_);
     if (cr2 != 0 && in_guard(ctx_, cr2))
         return report("stack overflow", cr2, "stack overflow: touched " + hex(cr2) + " in the stack guard page", "",
                       hl::errc::stack_overflow);
@@ -396,7 +438,10 @@ fault_report classifier::fallback() const {
                       "", hl::errc::stack_overflow);
     if (cr2 != 0)
         return report("page fault", cr2, "page fault on " + where(ctx_, cr2),
-                      "the instruction's own operands do not explain the access");
+                      insn_ ? "the instruction's own operands do not explain the access" : undecodable);
+    if (!undecodable_.empty())
+        return report("undecodable instruction", std::nullopt, "fault on an undecodable instruction",
+                      undecodable + "; the CPU may not support it either");
     return report("general protection", std::nullopt, "general protection",
                   instruction_.empty() ? "the instruction could not be decoded; the cause could not be determined"
                                        : "the cause could not be determined");
@@ -410,8 +455,12 @@ fault_report classifier::run() {
     const bool stepping = !page_faulted && (ctx_.cpu.rflags & rflags_tf) != 0;
     if (stepping && !just_set_trap_flag()) return single_step_trap();
     if (fetch) return *fetch;
-    if (!insn_) return fallback();
-    if (auto r = instruction_fault(*insn_)) return *r;
+    if (insn_) {
+        if (auto r = instruction_fault(*insn_)) return *r;
+    } else if (removed_in_64_bit_mode(undecodable_)) {
+        return report("invalid opcode", std::nullopt, "invalid opcode",
+                      "undecodable bytes " + hex_bytes(undecodable_) + "; the opcode is not valid in 64-bit mode");
+    }
     // Nothing at RIP explains a fault, so it may not have run: the instruction before it trapped.
     if (stepping) return single_step_trap();
     if (!page_faulted)

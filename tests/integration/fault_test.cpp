@@ -4,6 +4,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "guest_paths.hpp"
@@ -142,10 +143,54 @@ const hostile_fault hostile_faults[] = {
     {"Sysenter", hl::value_type::void_type, {"system call", ": sysenter ("}, {}},
     {"OutsFromUnmapped", hl::value_type::void_type, {"page fault reading 0x7f0000000000", "rep outsb"},
      {"not permitted"}},
+    {"Vmcall", hl::value_type::void_type, {"hypervisor call at rip 0x", ": vmcall ("}, {"privileged"}},
 };
 
 INSTANTIATE_TEST_SUITE_P(Hostile, HostileFault, ::testing::ValuesIn(hostile_faults),
                          [](const auto& info) { return std::string(info.param.function); });
+
+TEST(HostileFaultOnSomeCpus, AMisalignedLoadWithRflagsAcIsAnAlignmentCheckWhenTheCpuRaisesIt) {
+    HL_REQUIRE_KVM();
+    // Hardware KVM runs the guest with CR0.AM clear (no #AC); PVM runs it under the host's CR0.AM.
+    auto sb = hl::uninitialized_sandbox::from_file(hl::test::hostileguest()).evolve();
+    try {
+        EXPECT_EQ(sb.call<std::int64_t>("MisalignedWithAc"), 0x0908070605040302);
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), errc::guest_fault) << e.what();
+        EXPECT_NE(std::string(e.what()).find("alignment check at rip 0x"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("the guest set RFLAGS.AC, and the 8-byte access at"), std::string::npos)
+            << e.what();
+    }
+}
+
+TEST(HostileFaultOnSomeCpus, AnInstructionTheDisassemblerDoesNotKnowIsSaidToBeUndecodable) {
+    HL_REQUIRE_KVM();
+    // Neither movdir64b nor AMX runs on this project's machines; a CPU that runs one returns.
+    const std::pair<const char*, const char*> cases[] = {{"Movdir64b", "66 0f 38 f8 06"},
+                                                         {"Ldtilecfg", "c4 e2 78 49 00"}};
+    for (auto [function, bytes] : cases) {
+        SCOPED_TRACE(function);
+        const auto e = fault_of(function, hl::value_type::void_type);
+        if (!e) continue;
+        EXPECT_EQ(e->code(), errc::guest_fault) << e->what();
+        EXPECT_NE(std::string(e->what()).find(std::string("could not be decoded: bytes ") + bytes), std::string::npos)
+            << e->what();
+        EXPECT_EQ(std::string(e->what()).find("invalid opcode"), std::string::npos) << e->what();
+    }
+}
+
+TEST(HostileFaultOnSomeCpus, VmmcallIsRefusedWithoutHarmingTheHost) {
+    HL_REQUIRE_KVM();
+    // KVM answers a hypercall from CPL3 with -KVM_EPERM, or the CPU faults: never more.
+    auto sb = hl::uninitialized_sandbox::from_file(hl::test::hostileguest()).evolve();
+    try {
+        EXPECT_LT(sb.call<std::int64_t>("Vmmcall"), 0);
+        EXPECT_EQ(sb.call<std::int32_t>("ScribbleThenReturn"), 42);
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), errc::guest_fault) << e.what();
+        EXPECT_NE(std::string(e.what()).find("hypervisor call"), std::string::npos) << e.what();
+    }
+}
 
 TEST(HostileFaultOnSomeCpus, AFaultThroughTheFsBaseNamesTheLinearAddress) {
     HL_REQUIRE_KVM();

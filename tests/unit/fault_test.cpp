@@ -7,7 +7,9 @@
 #include <atomic>
 #include <cstdint>
 #include <initializer_list>
+#include <iterator>
 #include <map>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -116,7 +118,6 @@ protected:
         return classify_fault(ctx);
     }
 
-
     static void expect_mentions(const fault_report& r, std::initializer_list<std::string> parts) {
         for (const auto& part : parts)
             EXPECT_NE(r.message.find(part), std::string::npos) << part << " not in: " << r.message;
@@ -131,7 +132,7 @@ protected:
     std::uint32_t allowed_ports_begin = 0x100, allowed_ports_end = 0x110;
 };
 
-constexpr std::uint64_t rflags_tf = 1u << 8;
+constexpr std::uint64_t rflags_tf = 1u << 8, rflags_ac = 1u << 18;
 
 TEST_F(FaultClassifier, NamesANullPointerRead) {
     cpu.rax = 0;
@@ -508,6 +509,23 @@ TEST_F(FaultClassifier, CanClassifyFromSeveralThreadsAtOnce) {
     EXPECT_EQ(right, 200);
 }
 
+TEST_F(FaultClassifier, NeverThrowsForAnyGuestState) {
+    std::mt19937_64 random(12345);
+    const std::uint64_t interesting[] = {0, 1, 2, entry, entry + 1, code_end - 1, heap_begin + 3, guard_end,
+                                         0x7fffffffffff, 0x800000000000, ~std::uint64_t{0}, ~std::uint64_t{0} - 1};
+    auto pick = [&] { return random() % 2 ? interesting[random() % std::size(interesting)] : random(); };
+    for (int i = 0; i < 2000; ++i) {
+        for (std::uint64_t a = code_begin; a < code_end; a += 8) guest.write_u64(a, random());
+        for (std::uint64_t cpu_state::*r : {&cpu_state::rax, &cpu_state::rbx, &cpu_state::rcx, &cpu_state::rdx,
+                                             &cpu_state::rsi, &cpu_state::rdi, &cpu_state::rsp, &cpu_state::rbp,
+                                             &cpu_state::rip, &cpu_state::rflags, &cpu_state::cr2,
+                                             &cpu_state::fs_base, &cpu_state::gs_base})
+            cpu.*r = pick();
+        if (i % 2) cpu.rip = code_begin + random() % (code_end - code_begin);
+        EXPECT_NO_THROW(classify()) << "iteration " << i;
+    }
+}
+
 TEST_F(FaultClassifier, SaysWhenTheCauseCannotBeDetermined) {
     auto r = run({0x90});
     EXPECT_EQ(r.code, errc::guest_fault);
@@ -553,6 +571,14 @@ TEST_F(FaultClassifier, NamesAnIcebpReportedAtTheInstructionADebugTrap) {
     EXPECT_EQ(r.kind, "debug trap (icebp)");
     EXPECT_EQ(r.rip, entry);
     EXPECT_EQ(r.message, "debug trap at rip 0x201000: int1 (guests have no debug handlers)");
+}
+
+TEST_F(FaultClassifier, NamesAnInt3BeforeAnInstructionItCannotDecode) {
+    guest.write(entry, {0xcc, 0x66, 0x0f, 0x38, 0xf8, 0x06});
+    cpu.rip = entry + 1;
+    auto r = classify();
+    EXPECT_EQ(r.kind, "breakpoint (int3)");
+    EXPECT_EQ(r.rip, entry);
 }
 
 TEST_F(FaultClassifier, BlamesTheInstructionAtRipWhenItFaultsThoughTheByteBeforeIsCc) {
@@ -709,6 +735,85 @@ TEST_F(FaultClassifier, KeepsAJumpToTheNullPageWhenRcxDoesNotFollowASyscall) {
     auto r = classify();
     EXPECT_EQ(r.kind, "page fault (execute)");
     expect_mentions(r, {"executing 0x0 (null page)"});
+}
+
+TEST_F(FaultClassifier, NamesAMisalignedLoadWithRflagsAcAnAlignmentCheck) {
+    cpu.rflags = rflags_ac | 0x2;
+    cpu.rbx = heap_begin + 3;
+    auto r = run({0x48, 0x8b, 0x03});
+    EXPECT_EQ(r.code, errc::guest_fault);
+    EXPECT_EQ(r.kind, "alignment check");
+    EXPECT_EQ(r.address, heap_begin + 3);
+    EXPECT_EQ(r.message,
+              "alignment check at rip 0x201000: mov rax, qword ptr [rbx] (the guest set RFLAGS.AC, and the 8-byte "
+              "access at 0x300003 (heap) is not 8-byte aligned)");
+}
+
+TEST_F(FaultClassifier, NamesAPushFromAMisalignedStackWithRflagsAcAnAlignmentCheck) {
+    cpu.rflags = rflags_ac | 0x2;
+    cpu.rsp = stack_begin + 0x104;
+    auto r = run({0x50});
+    EXPECT_EQ(r.kind, "alignment check");
+    EXPECT_EQ(r.address, stack_begin + 0xfc);
+    expect_mentions(r, {"8-byte access at 0x4000fc (stack)"});
+}
+
+TEST_F(FaultClassifier, DoesNotCallAnAlignedAccessWithRflagsAcAnAlignmentCheck) {
+    cpu.rflags = rflags_ac | 0x2;
+    cpu.rbx = heap_begin + 8;
+    auto r = run({0x48, 0x8b, 0x03});
+    EXPECT_EQ(r.kind, "general protection");
+}
+
+TEST_F(FaultClassifier, DoesNotCallAMisalignedAccessWithoutRflagsAcAnAlignmentCheck) {
+    cpu.rbx = heap_begin + 3;
+    auto r = run({0x48, 0x8b, 0x03});
+    EXPECT_EQ(r.kind, "general protection");
+}
+
+TEST_F(FaultClassifier, RanksAPageFaultAboveAnAlignmentCheck) {
+    cpu.rflags = rflags_ac | 0x2;
+    cpu.rbx = 0x500003;
+    auto r = run({0x48, 0x8b, 0x03});
+    EXPECT_EQ(r.kind, "page fault (read)");
+}
+
+TEST_F(FaultClassifier, NamesVmcallAHypervisorCall) {
+    auto r = run({0x0f, 0x01, 0xc1});
+    EXPECT_EQ(r.kind, "hypervisor call (guests cannot call the hypervisor)");
+    EXPECT_EQ(r.message, "hypervisor call at rip 0x201000: vmcall (guests cannot call the hypervisor)");
+}
+
+TEST_F(FaultClassifier, NamesVmmcallAHypervisorCall) {
+    auto r = run({0x0f, 0x01, 0xd9});
+    EXPECT_EQ(r.kind, "hypervisor call (guests cannot call the hypervisor)");
+    expect_mentions(r, {": vmmcall"});
+}
+
+TEST_F(FaultClassifier, SaysMovdir64bCouldNotBeDecodedRatherThanCallingItInvalid) {
+    auto r = run({0x66, 0x0f, 0x38, 0xf8, 0x06, 0x90, 0x90, 0x90});
+    EXPECT_EQ(r.code, errc::guest_fault);
+    EXPECT_EQ(r.kind, "undecodable instruction");
+    EXPECT_EQ(r.address, std::nullopt);
+    EXPECT_EQ(r.instruction, "");
+    EXPECT_EQ(r.message,
+              "fault on an undecodable instruction at rip 0x201000 (the instruction could not be decoded: bytes 66 0f "
+              "38 f8 06 90 90 90; the CPU may not support it either)");
+}
+
+TEST_F(FaultClassifier, SaysAnAmxInstructionCouldNotBeDecoded) {
+    auto r = run({0xc4, 0xe2, 0x78, 0x49, 0x00});  // ldtilecfg [rax]
+    EXPECT_EQ(r.kind, "undecodable instruction");
+    expect_mentions(r, {"could not be decoded: bytes c4 e2 78 49 00"});
+    expect_no_mention(r, "invalid opcode");
+}
+
+TEST_F(FaultClassifier, NamesThePageFaultOfAnUndecodableInstructionFromCr2) {
+    cpu.cr2 = 0x500040;
+    auto r = run({0x66, 0x0f, 0x38, 0xf8, 0x06});
+    EXPECT_EQ(r.kind, "page fault");
+    EXPECT_EQ(r.address, 0x500040u);
+    expect_mentions(r, {"page fault on 0x500040 (unmapped)", "could not be decoded: bytes 66 0f 38 f8 06"});
 }
 
 TEST_F(FaultClassifier, AddsTheFsBaseToAnFsRelativeLoad) {
