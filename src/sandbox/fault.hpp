@@ -12,12 +12,14 @@
 
 namespace hl::detail {
 
-/// The guest's general registers when KVM reported the shutdown, plus CR2. The host resets CR2 to 0
-/// before every run, so a non-zero CR2 means a page fault at that address happened.
+/// The guest's general registers when KVM reported the shutdown, plus CR2 and the FS and GS bases.
+/// The host resets CR2 to 0 before every run, so a non-zero CR2 means a page fault at that address
+/// happened, and no trap did: without an IDT a trap ends the run before a page fault could.
 struct cpu_state {
     std::uint64_t rax = 0, rbx = 0, rcx = 0, rdx = 0, rsi = 0, rdi = 0, rsp = 0, rbp = 0;
     std::uint64_t r8 = 0, r9 = 0, r10 = 0, r11 = 0, r12 = 0, r13 = 0, r14 = 0, r15 = 0;
     std::uint64_t rip = 0, rflags = 0, cr2 = 0;
+    std::uint64_t fs_base = 0, gs_base = 0;
 };
 
 /// How the guest (at CPL3) sees one 4 KiB page. `user` false means the page is mapped for the
@@ -39,23 +41,29 @@ struct fault_context {
     std::function<std::string(std::uint64_t addr)> describe;
     /// [begin, end): the guard page below the stack; an access there is a stack overflow.
     std::uint64_t stack_guard_begin = 0, stack_guard_end = 0;
+    /// [begin, end): the I/O ports the guest may use. in and out on them exit to the host instead
+    /// of faulting, so they never explain a fault.
+    std::uint32_t io_ports_begin = 0, io_ports_end = 0;
 };
 
 /// What the guest did wrong, as precisely as its registers and memory tell.
 struct fault_report {
     hl::errc code = hl::errc::guest_fault;  ///< guest_fault, or stack_overflow for the guard page
-    std::string kind;                       ///< "page fault (write)", "invalid opcode", "divide error", ...
+    std::string kind;                       ///< "page fault (write)", "invalid opcode", "breakpoint (int3)", ...
+    /// The instruction the report is about: RIP for a fault; for a trap (int3, single-step) or a system
+    /// call, which the CPU reports with RIP elsewhere, the instruction that caused it, or RIP if unknown.
     std::uint64_t rip = 0;
     std::optional<std::uint64_t> address;  ///< the faulting data or fetch address when known
-    std::string instruction;               ///< "mov dword ptr [rax], 1", or "" if it could not be decoded
+    std::string instruction;               ///< "mov dword ptr [rax], 1", or "" if unknown or undecodable
     std::string message;                   ///< one line for users, naming the addresses and their regions
 };
 
 /// Names the CPU exception that ended a guest run (KVM_EXIT_SHUTDOWN: no IDT, so every exception
 /// triple-faults and the vector is lost) by decoding the instruction at RIP and checking the
-/// addresses it touches against ctx.page. Never throws for any guest state (a hostile guest controls
-/// every register and byte); it throws only what the callables throw, or std::bad_alloc.
-/// Thread-safe: it keeps no state between calls.
+/// addresses it touches against ctx.page, and by the traces that traps and system calls leave
+/// (RFLAGS.TF, an int3 just before RIP, RIP at the system call entry with RCX after a syscall).
+/// Never throws for any guest state (a hostile guest controls every register and byte); it throws
+/// only what the callables throw, or std::bad_alloc. Thread-safe: it keeps no state between calls.
 fault_report classify_fault(const fault_context& ctx);
 
 }  // namespace hl::detail

@@ -298,13 +298,15 @@ void sandbox_core::throw_fault() {
     fault_context ctx;
     const vmm::registers r = vm_->regs();
     std::uint64_t cr2 = 0;
+    vmm::vm::segment_bases bases;
     try {
         cr2 = vm_->read_cr2();
+        bases = vm_->read_segment_bases();
     } catch (const std::exception& e) {
         poison_and_throw(errc::vm_error, std::string("the guest faulted and its state could not be read: ") + e.what());
     }
     ctx.cpu = {r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11,
-               r.r12, r.r13, r.r14, r.r15, r.rip, r.rflags, cr2};
+               r.r12, r.r13, r.r14, r.r15, r.rip, r.rflags, cr2, bases.fs, bases.gs};
     ctx.page = [this](std::uint64_t address) {
         page_info info;
         if (const auto* region = region_at(mem::gpa{address})) {
@@ -331,6 +333,8 @@ void sandbox_core::throw_fault() {
     ctx.describe = [this](std::uint64_t address) { return describe(address); };
     ctx.stack_guard_begin = layout_.stack_guard().value;
     ctx.stack_guard_end = layout_.stack().value;
+    ctx.io_ports_begin = HL_PORT_FIRST;
+    ctx.io_ports_end = HL_PORT_LAST + 1;
 
     fault_report report;
     try {

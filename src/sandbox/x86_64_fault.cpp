@@ -1,16 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "sandbox/fault.hpp"
 
-#include <capstone/capstone.h>
-
 #include <algorithm>
 #include <array>
 #include <charconv>
-#include <initializer_list>
-#include <memory>
 #include <string>
-#include <string_view>
 #include <vector>
+
+#include "sandbox/x86_64_instruction.hpp"
 
 namespace hl::detail {
 namespace {
@@ -39,51 +36,6 @@ bool in_guard(const fault_context& ctx, std::uint64_t addr) {
     return addr >= ctx.stack_guard_begin && addr < ctx.stack_guard_end;
 }
 
-struct gpr {
-    std::uint64_t cpu_state::*field;
-    unsigned r64, r32, r16, r8;
-};
-
-constexpr std::array<gpr, 16> gprs{{
-    {&cpu_state::rax, X86_REG_RAX, X86_REG_EAX, X86_REG_AX, X86_REG_AL},
-    {&cpu_state::rbx, X86_REG_RBX, X86_REG_EBX, X86_REG_BX, X86_REG_BL},
-    {&cpu_state::rcx, X86_REG_RCX, X86_REG_ECX, X86_REG_CX, X86_REG_CL},
-    {&cpu_state::rdx, X86_REG_RDX, X86_REG_EDX, X86_REG_DX, X86_REG_DL},
-    {&cpu_state::rsi, X86_REG_RSI, X86_REG_ESI, X86_REG_SI, X86_REG_SIL},
-    {&cpu_state::rdi, X86_REG_RDI, X86_REG_EDI, X86_REG_DI, X86_REG_DIL},
-    {&cpu_state::rsp, X86_REG_RSP, X86_REG_ESP, X86_REG_SP, X86_REG_SPL},
-    {&cpu_state::rbp, X86_REG_RBP, X86_REG_EBP, X86_REG_BP, X86_REG_BPL},
-    {&cpu_state::r8, X86_REG_R8, X86_REG_R8D, X86_REG_R8W, X86_REG_R8B},
-    {&cpu_state::r9, X86_REG_R9, X86_REG_R9D, X86_REG_R9W, X86_REG_R9B},
-    {&cpu_state::r10, X86_REG_R10, X86_REG_R10D, X86_REG_R10W, X86_REG_R10B},
-    {&cpu_state::r11, X86_REG_R11, X86_REG_R11D, X86_REG_R11W, X86_REG_R11B},
-    {&cpu_state::r12, X86_REG_R12, X86_REG_R12D, X86_REG_R12W, X86_REG_R12B},
-    {&cpu_state::r13, X86_REG_R13, X86_REG_R13D, X86_REG_R13W, X86_REG_R13B},
-    {&cpu_state::r14, X86_REG_R14, X86_REG_R14D, X86_REG_R14W, X86_REG_R14B},
-    {&cpu_state::r15, X86_REG_R15, X86_REG_R15D, X86_REG_R15W, X86_REG_R15B},
-}};
-
-/// The zero-extended value of a general register of any width; nullopt for vector and other registers.
-std::optional<std::uint64_t> register_value(const cpu_state& cpu, unsigned reg) {
-    switch (reg) {
-    case X86_REG_AH: return (cpu.rax >> 8) & 0xff;
-    case X86_REG_BH: return (cpu.rbx >> 8) & 0xff;
-    case X86_REG_CH: return (cpu.rcx >> 8) & 0xff;
-    case X86_REG_DH: return (cpu.rdx >> 8) & 0xff;
-    case X86_REG_RIZ:
-    case X86_REG_EIZ: return 0;
-    default: break;
-    }
-    for (const gpr& g : gprs) {
-        const std::uint64_t v = cpu.*g.field;
-        if (reg == g.r64) return v;
-        if (reg == g.r32) return v & 0xffffffff;
-        if (reg == g.r16) return v & 0xffff;
-        if (reg == g.r8) return v & 0xff;
-    }
-    return std::nullopt;
-}
-
 std::optional<std::uint64_t> read_value(const fault_context& ctx, std::uint64_t addr, std::size_t size) {
     std::array<std::byte, 8> bytes{};
     size = std::min(size, bytes.size());
@@ -91,151 +43,6 @@ std::optional<std::uint64_t> read_value(const fault_context& ctx, std::uint64_t 
     std::uint64_t value = 0;
     for (std::size_t i = size; i-- > 0;) value = (value << 8) | std::to_integer<std::uint64_t>(bytes[i]);
     return value;
-}
-
-struct insn_free {
-    void operator()(cs_insn* insn) const { cs_free(insn, 1); }
-};
-using insn_ptr = std::unique_ptr<cs_insn, insn_free>;
-
-/// One capstone handle per classification: the fault path is rare, and a handle shared between
-/// threads would race on its error state.
-class disassembler {
-public:
-    disassembler() {
-        open_ = cs_open(CS_ARCH_X86, CS_MODE_64, &handle_) == CS_ERR_OK;
-        if (open_) cs_option(handle_, CS_OPT_DETAIL, CS_OPT_ON);
-    }
-    ~disassembler() {
-        if (open_) cs_close(&handle_);
-    }
-    disassembler(const disassembler&) = delete;
-    disassembler& operator=(const disassembler&) = delete;
-
-    bool open() const { return open_; }
-
-    insn_ptr decode(std::span<const std::byte> bytes, std::uint64_t address) const {
-        cs_insn* insn = nullptr;
-        const auto* code = reinterpret_cast<const std::uint8_t*>(bytes.data());
-        if (cs_disasm(handle_, code, bytes.size(), address, 1, &insn) != 1) return nullptr;
-        return insn_ptr(insn);
-    }
-
-    std::string_view name(const cs_insn& insn) const {
-        const char* n = cs_insn_name(handle_, insn.id);
-        return n ? n : "";
-    }
-
-private:
-    csh handle_ = 0;
-    bool open_ = false;
-};
-
-bool has_group(const cs_insn& insn, unsigned group) {
-    const cs_detail& d = *insn.detail;
-    return std::find(d.groups, d.groups + d.groups_count, group) != d.groups + d.groups_count;
-}
-
-bool is_one_of(unsigned id, std::initializer_list<unsigned> ids) {
-    return std::find(ids.begin(), ids.end(), id) != ids.end();
-}
-
-bool starts_with_any(std::string_view name, std::initializer_list<std::string_view> prefixes) {
-    return std::any_of(prefixes.begin(), prefixes.end(), [&](std::string_view p) { return name.starts_with(p); });
-}
-
-std::string text_of(const cs_insn& insn) {
-    std::string text = insn.mnemonic;
-    if (insn.op_str[0] != '\0') text += std::string(" ") + insn.op_str;
-    return text;
-}
-
-/// One memory access the instruction makes, explicit (an operand) or implicit (the stack).
-struct access {
-    std::uint64_t address = 0;
-    std::uint64_t size = 1;
-    bool read = false, write = false;
-    std::uint64_t alignment = 0;
-};
-
-/// Capstone 4 marks many stores whose source is a register (movups, movntdq, vmovaps, pextrb, fstp,
-/// stmxcsr, ...) as reads of their memory destination, and cmpxchg as a plain read.
-std::uint8_t access_flags(std::string_view name, const cs_x86_op& op, int index) {
-    if (name.starts_with("cmpxchg")) return CS_AC_READ | CS_AC_WRITE;
-    if (index == 0 && starts_with_any(name, {"mov", "vmov", "pextr", "vpextr", "extractps", "vextract", "stmxcsr",
-                                             "vstmxcsr", "fst", "fnst", "fist", "fbstp", "fnsave", "fxsave",
-                                             "xsave", "vcvtps2ph", "vmaskmov", "vpmaskmov", "sgdt", "sidt"}))
-        return CS_AC_WRITE;
-    return op.access != 0 ? op.access : std::uint8_t{CS_AC_READ};
-}
-
-std::uint64_t required_alignment(const cs_insn& insn, const cs_x86_op& op) {
-    const unsigned id = insn.id;
-    if (is_one_of(id, {X86_INS_FXSAVE, X86_INS_FXSAVE64, X86_INS_FXRSTOR, X86_INS_FXRSTOR64})) return 16;
-    if (is_one_of(id, {X86_INS_VMOVAPS, X86_INS_VMOVAPD, X86_INS_VMOVDQA, X86_INS_VMOVDQA32, X86_INS_VMOVDQA64,
-                       X86_INS_VMOVNTPS, X86_INS_VMOVNTPD, X86_INS_VMOVNTDQ, X86_INS_VMOVNTDQA}))
-        return op.size;
-    // Legacy (non-VEX) SSE instructions fault on a misaligned 16-byte memory operand, except these.
-    if (op.size != 16 || has_group(insn, X86_GRP_AVX) || has_group(insn, X86_GRP_AVX2) ||
-        has_group(insn, X86_GRP_AVX512) ||
-        is_one_of(id, {X86_INS_MOVUPS, X86_INS_MOVUPD, X86_INS_MOVDQU, X86_INS_LDDQU, X86_INS_PCMPESTRI,
-                       X86_INS_PCMPESTRM, X86_INS_PCMPISTRI, X86_INS_PCMPISTRM}))
-        return 0;
-    for (unsigned g : {X86_GRP_SSE1, X86_GRP_SSE2, X86_GRP_SSE3, X86_GRP_SSSE3, X86_GRP_SSE41, X86_GRP_SSE42,
-                       X86_GRP_AES, X86_GRP_PCLMUL, X86_GRP_SHA})
-        if (has_group(insn, g)) return 16;
-    return 0;
-}
-
-/// base + index * scale + disp, wrapped to the address size; nullopt for vector (VSIB) indexes.
-std::optional<std::uint64_t> effective_address(const cpu_state& cpu, const cs_insn& insn, const x86_op_mem& mem) {
-    const std::uint64_t next = insn.address + insn.size;
-    std::uint64_t base = 0, index = 0;
-    if (mem.base == X86_REG_RIP || mem.base == X86_REG_EIP) {
-        base = next;
-    } else if (mem.base != X86_REG_INVALID) {
-        auto v = register_value(cpu, mem.base);
-        if (!v) return std::nullopt;
-        base = *v;
-    }
-    if (mem.index != X86_REG_INVALID) {
-        auto v = register_value(cpu, mem.index);
-        if (!v) return std::nullopt;
-        index = *v;
-    }
-    std::uint64_t ea = base + index * static_cast<std::uint64_t>(mem.scale) + static_cast<std::uint64_t>(mem.disp);
-    if (insn.detail->x86.addr_size == 4) ea &= 0xffffffff;
-    return ea;
-}
-
-/// Every access in execution order as far as it matters here: what the instruction reads comes
-/// before what it writes (push [m] reads m first, pop [m] reads the stack first).
-std::vector<access> accesses_of(const disassembler& dis, const cs_insn& insn, const cpu_state& cpu) {
-    std::vector<access> out;
-    const std::string_view name = dis.name(insn);
-    const cs_x86& x = insn.detail->x86;
-    const bool no_access = insn.id == X86_INS_LEA || insn.id == X86_INS_NOP || name.starts_with("prefetch") ||
-                           name.starts_with("bnd");
-    for (int i = 0; i < x.op_count && !no_access; ++i) {
-        const cs_x86_op& op = x.operands[i];
-        if (op.type != X86_OP_MEM) continue;
-        auto ea = effective_address(cpu, insn, op.mem);
-        if (!ea) continue;
-        const std::uint8_t flags = access_flags(name, op, i);
-        const bool fx = is_one_of(insn.id, {X86_INS_FXSAVE, X86_INS_FXSAVE64, X86_INS_FXRSTOR, X86_INS_FXRSTOR64});
-        out.push_back({*ea, fx ? 512u : std::max<std::uint64_t>(op.size, 1), (flags & CS_AC_READ) != 0,
-                       (flags & CS_AC_WRITE) != 0, required_alignment(insn, op)});
-    }
-    if (is_one_of(insn.id, {X86_INS_PUSH, X86_INS_PUSHF, X86_INS_PUSHFQ, X86_INS_CALL, X86_INS_ENTER}))
-        out.push_back({cpu.rsp - 8, 8, false, true, 0});
-    else if (is_one_of(insn.id, {X86_INS_POP, X86_INS_POPF, X86_INS_POPFQ, X86_INS_RET}))
-        out.push_back({cpu.rsp, 8, true, false, 0});
-    else if (is_one_of(insn.id, {X86_INS_RETF, X86_INS_RETFQ}))
-        out.push_back({cpu.rsp, 16, true, false, 0});
-    else if (insn.id == X86_INS_LEAVE)
-        out.push_back({cpu.rbp, 8, true, false, 0});
-    std::stable_partition(out.begin(), out.end(), [](const access& a) { return a.read; });
-    return out;
 }
 
 enum class violation { non_canonical, misaligned, page_fault };
@@ -247,7 +54,7 @@ struct finding {
     std::string why;
 };
 
-std::optional<finding> check(const fault_context& ctx, const access& a) {
+std::optional<finding> check(const fault_context& ctx, const x86::access& a) {
     const std::uint64_t last = a.address + a.size - 1;
     if (!canonical(a.address)) return finding{violation::non_canonical, a.address, false, ""};
     if (last < a.address || !canonical(last)) return finding{violation::non_canonical, page_base(last), false, ""};
@@ -264,25 +71,28 @@ std::optional<finding> check(const fault_context& ctx, const access& a) {
     return std::nullopt;
 }
 
-/// The first access that faults, preferring the one CR2 points at when several would.
-std::optional<finding> first_violation(const fault_context& ctx, std::vector<access> accesses) {
+/// The access whose fault CR2 records: with CR2 set, a page fault happened on its page.
+std::optional<finding> fault_at_cr2(const fault_context& ctx, const std::vector<x86::access>& accesses) {
     const std::uint64_t cr2 = ctx.cpu.cr2;
-    std::optional<finding> first;
-    for (const access& a : accesses) {
+    if (cr2 == 0) return std::nullopt;
+    for (const x86::access& a : accesses) {
         auto f = check(ctx, a);
-        if (!f) continue;
-        if (cr2 != 0 && f->what == violation::page_fault && page_base(f->address) == page_base(cr2)) return f;
-        if (!first) first = f;
+        if (f && f->what == violation::page_fault && page_base(f->address) == page_base(cr2)) return f;
     }
-    if (first || cr2 == 0) return first;
     // CR2 inside an operand that checked clean as a read means the CPU wrote it: capstone's access
     // flags are not trustworthy for every instruction.
-    for (access& a : accesses) {
+    for (x86::access a : accesses) {
         if (cr2 < a.address || cr2 - a.address >= a.size) continue;
         a.read = false;
         a.write = true;
         if (auto f = check(ctx, a)) return f;
     }
+    return std::nullopt;
+}
+
+std::optional<finding> first_violation(const fault_context& ctx, const std::vector<x86::access>& accesses) {
+    for (const x86::access& a : accesses)
+        if (auto f = check(ctx, a)) return f;
     return std::nullopt;
 }
 
@@ -319,6 +129,33 @@ division_result divide(const cpu_state& cpu, bool is_signed, unsigned size, std:
     return overflow ? division_result::quotient_overflow : division_result::completes;
 }
 
+constexpr std::uint64_t rflags_tf = 1u << 8, rflags_ac = 1u << 18;
+// The VM leaves MSR LSTAR at 0: where syscall enters CPL0 when the CPU does not raise #UD for it.
+constexpr std::uint64_t syscall_entry = 0;
+
+/// One legacy opcode that 64-bit mode removed (push es, pusha, aaa, into, jmp far, ...), after any
+/// prefixes: the CPU raises #UD for it, so capstone failing to decode it is no surprise.
+bool removed_in_64_bit_mode(std::span<const std::byte> bytes) {
+    for (const std::byte b : bytes) {
+        const auto op = std::to_integer<unsigned>(b);
+        const bool prefix = op == 0x66 || op == 0x67 || op == 0xf0 || op == 0xf2 || op == 0xf3 || op == 0x26 ||
+                            op == 0x2e || op == 0x36 || op == 0x3e || op == 0x64 || op == 0x65 || (op & 0xf0) == 0x40;
+        if (prefix) continue;
+        return x86::is_one_of(op, {0x06, 0x07, 0x0e, 0x16, 0x17, 0x1e, 0x1f, 0x27, 0x2f, 0x37, 0x3f, 0x60, 0x61, 0x82,
+                                   0x9a, 0xce, 0xd4, 0xd5, 0xd6, 0xea});
+    }
+    return false;
+}
+
+std::string hex_bytes(std::span<const std::byte> bytes) {
+    std::string shown;
+    for (const std::byte byte : bytes) {
+        const auto b = std::to_integer<unsigned>(byte);
+        shown += std::string(shown.empty() ? "" : " ") + "0123456789abcdef"[b >> 4] + "0123456789abcdef"[b & 0xf];
+    }
+    return shown.empty() ? "none" : shown;
+}
+
 class classifier {
 public:
     explicit classifier(const fault_context& ctx) : ctx_(ctx) {}
@@ -326,27 +163,55 @@ public:
     fault_report run();
 
 private:
-    fault_report report(std::string kind, std::optional<std::uint64_t> address, const std::string& headline,
-                        const std::string& detail, hl::errc code = hl::errc::guest_fault) const {
-        fault_report r{code, std::move(kind), ctx_.cpu.rip, address, instruction_, {}};
-        r.message = headline + " at rip " + hex(ctx_.cpu.rip);
-        if (!instruction_.empty()) r.message += ": " + instruction_;
+    /// "<headline> at rip <at>: <instruction> (<detail>)"
+    fault_report report_at(std::uint64_t at, std::string instruction, std::string kind,
+                           std::optional<std::uint64_t> address, const std::string& headline,
+                           const std::string& detail, hl::errc code = hl::errc::guest_fault) const {
+        fault_report r{code, std::move(kind), at, address, std::move(instruction), {}};
+        r.message = headline + " at rip " + hex(at);
+        if (!r.instruction.empty()) r.message += ": " + r.instruction;
         if (!detail.empty()) r.message += " (" + detail + ")";
         return r;
     }
+    fault_report report(std::string kind, std::optional<std::uint64_t> address, const std::string& headline,
+                        const std::string& detail, hl::errc code = hl::errc::guest_fault) const {
+        return report_at(ctx_.cpu.rip, instruction_, std::move(kind), address, headline, detail, code);
+    }
 
+    std::optional<fault_report> system_call() const;
     std::optional<fault_report> fetch_fault();
+    bool just_set_trap_flag() const;
+    fault_report single_step_trap() const;
+    std::optional<fault_report> breakpoint_trap() const;
+    std::optional<fault_report> instruction_fault(const cs_insn& insn) const;
     std::optional<fault_report> special_instruction(const cs_insn& insn) const;
     std::optional<fault_report> division(const cs_insn& insn) const;
     std::optional<fault_report> bad_branch_target(const cs_insn& insn) const;
+    std::optional<fault_report> alignment_check(const std::vector<x86::access>& accesses) const;
     fault_report memory_fault(const finding& f) const;
     fault_report fallback() const;
 
     const fault_context& ctx_;
-    disassembler dis_;
-    insn_ptr insn_;
+    x86::disassembler dis_;
+    x86::insn_ptr insn_;
     std::string instruction_;
+    std::vector<std::byte> undecodable_;  // the bytes at RIP when they do not decode
 };
+
+// Under PVM, syscall at CPL3 enters CPL0 at LSTAR even with EFER.SCE clear, and the fetch there
+// faults: RIP = LSTAR, RCX = the address after the syscall, RAX = the number. (Hardware KVM
+// raises #UD at the syscall itself, which special_instruction names.)
+std::optional<fault_report> classifier::system_call() const {
+    const cpu_state& cpu = ctx_.cpu;
+    if (cpu.rip != syscall_entry || cpu.rcx < 2) return std::nullopt;
+    const std::uint64_t at = cpu.rcx - 2;
+    std::array<std::byte, 2> bytes{};
+    if (!guest_can_execute(ctx_.page(at)) || !guest_can_execute(ctx_.page(at + 1)) || ctx_.read(at, bytes) != 2 ||
+        bytes != std::array{std::byte{0x0f}, std::byte{0x05}})
+        return std::nullopt;
+    return report_at(at, "syscall", "system call", std::nullopt,
+                     "the guest made system call " + std::to_string(cpu.rax), "guests cannot make system calls");
+}
 
 std::optional<fault_report> classifier::fetch_fault() {
     const std::uint64_t rip = ctx_.cpu.rip;
@@ -364,14 +229,15 @@ std::optional<fault_report> classifier::fetch_fault() {
     if (!dis_.open()) return std::nullopt;
     insn_ = dis_.decode(std::span(bytes).first(size), rip);
     if (insn_) {
-        instruction_ = text_of(*insn_);
+        instruction_ = x86::text_of(*insn_);
         return std::nullopt;
     }
     // Bytes that decode once the missing tail is filled in are an instruction cut off by the page
-    // after it; bytes that never decode are an invalid opcode.
+    // after it.
     if (size < bytes.size()) {
-        std::fill(bytes.begin() + static_cast<std::ptrdiff_t>(size), bytes.end(), std::byte{0});
-        if (auto whole = dis_.decode(bytes, rip); whole && whole->size > size) {
+        std::array<std::byte, max_instruction_size> filled = bytes;
+        std::fill(filled.begin() + static_cast<std::ptrdiff_t>(size), filled.end(), std::byte{0});
+        if (auto whole = dis_.decode(filled, rip); whole && whole->size > size) {
             const std::uint64_t next = rip + size;
             const page_info np = ctx_.page(next);
             const char* next_why = !np.present ? "not mapped"
@@ -381,25 +247,78 @@ std::optional<fault_report> classifier::fetch_fault() {
                           std::string("the instruction continues into a page that is ") + next_why);
         }
     }
-    std::string shown;
-    for (std::size_t i = 0; i < std::min<std::size_t>(size, 8); ++i) {
-        const auto b = std::to_integer<unsigned>(bytes[i]);
-        shown += std::string(i ? " " : "") + "0123456789abcdef"[b >> 4] + "0123456789abcdef"[b & 0xf];
-    }
-    return report("invalid opcode", std::nullopt, "invalid opcode",
-                  "undecodable bytes " + (shown.empty() ? "none" : shown));
+    undecodable_.assign(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(size, 8)));
+    return std::nullopt;
+}
+
+// popf does not trap on the instruction that sets TF: the trap comes after the next one, so with
+// popf just before RIP the instruction at RIP may itself have faulted.
+bool classifier::just_set_trap_flag() const {
+    std::array<std::byte, 1> before{};
+    const std::uint64_t rip = ctx_.cpu.rip;
+    return rip != 0 && guest_can_execute(ctx_.page(rip - 1)) && ctx_.read(rip - 1, before) == 1 &&
+           before[0] == std::byte{0x9d};
+}
+
+fault_report classifier::single_step_trap() const {
+    std::string message = "single-step trap before rip " + hex(ctx_.cpu.rip);
+    message += instruction_.empty() ? "" : ": " + instruction_ + ", which has not run";
+    message += " (the guest set RFLAGS.TF, so the CPU trapped after the instruction before it; guests have no debug "
+               "handlers)";
+    return {hl::errc::guest_fault, "single-step trap", ctx_.cpu.rip, std::nullopt, "", std::move(message)};
+}
+
+// int3, int 3 and icebp are traps: the CPU reports them with RIP after the instruction. (PVM
+// reports icebp at the instruction itself, which special_instruction names.)
+std::optional<fault_report> classifier::breakpoint_trap() const {
+    const std::uint64_t rip = ctx_.cpu.rip;
+    std::array<std::byte, 2> before{};
+    if (rip < before.size()) return std::nullopt;
+    const std::uint64_t from = rip - before.size();
+    if (!guest_can_execute(ctx_.page(from)) || !guest_can_execute(ctx_.page(rip - 1)) ||
+        ctx_.read(from, before) != before.size())
+        return std::nullopt;
+    const std::string detail = "guests have no debug handlers; the CPU stopped after it, at rip " + hex(rip);
+    if (before[1] == std::byte{0xcc})
+        return report_at(rip - 1, "int3", "breakpoint (int3)", std::nullopt, "breakpoint", detail);
+    if (before[0] == std::byte{0xcd} && before[1] == std::byte{0x03})
+        return report_at(rip - 2, "int 3", "breakpoint (int3)", std::nullopt, "breakpoint", detail);
+    if (before[1] == std::byte{0xf1})
+        return report_at(rip - 1, "int1", "debug trap (icebp)", std::nullopt, "debug trap", detail);
+    return std::nullopt;
+}
+
+// The order follows the CPU's: a page fault that CR2 records comes first (outs and ins pass the I/O
+// permission check, then fault on their memory operand), then what the instruction itself cannot
+// do, then its operands, then alignment checks, which rank below page faults.
+std::optional<fault_report> classifier::instruction_fault(const cs_insn& insn) const {
+    const std::vector<x86::access> accesses = x86::accesses_of(dis_, insn, ctx_.cpu);
+    if (auto f = fault_at_cr2(ctx_, accesses)) return memory_fault(*f);
+    if (auto r = special_instruction(insn)) return r;
+    if (auto r = division(insn)) return r;
+    if (auto f = first_violation(ctx_, accesses)) return memory_fault(*f);
+    if (auto r = bad_branch_target(insn)) return r;
+    return alignment_check(accesses);
 }
 
 std::optional<fault_report> classifier::special_instruction(const cs_insn& insn) const {
+    using x86::is_one_of;
     const unsigned id = insn.id;
     if (is_one_of(id, {X86_INS_UD2, X86_INS_UD2B, X86_INS_UD0}))
         return report("invalid opcode", std::nullopt, "invalid opcode", "");
     if (is_one_of(id, {X86_INS_SYSCALL, X86_INS_SYSENTER}))
         return report("invalid opcode (system calls are not available to guests)", std::nullopt, "invalid opcode",
                       "system calls are not available to guests");
-    if (is_one_of(id, {X86_INS_INT3, X86_INS_INT, X86_INS_INT1, X86_INS_INTO}))
+    if (id == X86_INS_INT1)  // PVM reports icebp at the instruction; breakpoint_trap handles the others
+        return report("debug trap (icebp)", std::nullopt, "debug trap", "guests have no debug handlers");
+    if (is_one_of(id, {X86_INS_INT3, X86_INS_INT, X86_INS_INTO}))
         return report("software interrupt (guests have no interrupt handlers)", std::nullopt, "software interrupt",
                       "guests have no interrupt handlers");
+    // A hypercall from CPL3 either gets KVM's refusal in RAX (no fault) or faults: #GP under PVM,
+    // #UD where the CPU lacks the instruction.
+    if (is_one_of(id, {X86_INS_VMCALL, X86_INS_VMMCALL}))
+        return report("hypervisor call (guests cannot call the hypervisor)", std::nullopt, "hypervisor call",
+                      "guests cannot call the hypervisor");
 
     const std::string kind = "general protection (privileged instruction)";
     const bool is_in = is_one_of(id, {X86_INS_IN, X86_INS_INSB, X86_INS_INSW, X86_INS_INSD});
@@ -408,6 +327,7 @@ std::optional<fault_report> classifier::special_instruction(const cs_insn& insn)
         const cs_x86& x = insn.detail->x86;
         for (int i = 0; i < x.op_count; ++i)
             if (x.operands[i].type == X86_OP_IMM) port = static_cast<std::uint64_t>(x.operands[i].imm) & 0xff;
+        if (port >= ctx_.io_ports_begin && port < ctx_.io_ports_end) return std::nullopt;
         return report(kind, std::nullopt, "general protection",
                       std::string("I/O ") + (is_in ? "from" : "to") + " port " + hex(port) + " not permitted");
     }
@@ -417,7 +337,7 @@ std::optional<fault_report> classifier::special_instruction(const cs_insn& insn)
         if (x.operands[i].type == X86_OP_REG && x.operands[i].reg >= X86_REG_CR0 && x.operands[i].reg <= X86_REG_DR15)
             control_register = true;
     const bool privileged =
-        control_register || has_group(insn, X86_GRP_PRIVILEGE) || has_group(insn, X86_GRP_IRET) ||
+        control_register || x86::has_group(insn, X86_GRP_PRIVILEGE) || x86::has_group(insn, X86_GRP_IRET) ||
         is_one_of(id, {X86_INS_HLT, X86_INS_CLI, X86_INS_STI, X86_INS_LGDT, X86_INS_LIDT, X86_INS_LLDT, X86_INS_LTR,
                        X86_INS_LMSW, X86_INS_CLTS, X86_INS_RDMSR, X86_INS_WRMSR, X86_INS_INVD, X86_INS_WBINVD,
                        X86_INS_INVLPG, X86_INS_SWAPGS, X86_INS_SYSRET, X86_INS_SYSEXIT, X86_INS_IRET, X86_INS_IRETD,
@@ -436,12 +356,12 @@ std::optional<fault_report> classifier::division(const cs_insn& insn) const {
     std::optional<std::uint64_t> divisor, address;
     std::string divisor_name;
     if (op.type == X86_OP_REG) {
-        divisor = register_value(ctx_.cpu, op.reg);
+        divisor = x86::register_value(ctx_.cpu, op.reg);
         divisor_name = std::string("the divisor ") + insn.op_str;
     } else if (op.type == X86_OP_MEM) {
-        address = effective_address(ctx_.cpu, insn, op.mem);
+        address = x86::effective_address(ctx_.cpu, insn, op.mem);
         if (!address) return std::nullopt;
-        if (auto f = check(ctx_, access{*address, size, true, false, 0})) return memory_fault(*f);
+        if (auto f = check(ctx_, x86::access{*address, size, true, false, 0})) return memory_fault(*f);
         divisor = read_value(ctx_, *address, size);
         divisor_name = "the divisor at " + where(ctx_, *address);
     }
@@ -464,13 +384,27 @@ std::optional<fault_report> classifier::bad_branch_target(const cs_insn& insn) c
     } else if ((insn.id == X86_INS_JMP || insn.id == X86_INS_CALL) && x.op_count == 1) {
         const cs_x86_op& op = x.operands[0];
         if (op.type == X86_OP_IMM) target = static_cast<std::uint64_t>(op.imm);
-        if (op.type == X86_OP_REG) target = register_value(ctx_.cpu, op.reg);
+        if (op.type == X86_OP_REG) target = x86::register_value(ctx_.cpu, op.reg);
         if (op.type == X86_OP_MEM)
-            if (auto ea = effective_address(ctx_.cpu, insn, op.mem)) target = read_value(ctx_, *ea, 8);
+            if (auto ea = x86::effective_address(ctx_.cpu, insn, op.mem)) target = read_value(ctx_, *ea, 8);
     }
     if (!target || canonical(*target)) return std::nullopt;
     return report("general protection (non-canonical address " + hex(*target) + ")", *target, "general protection",
                   "jump to non-canonical address " + hex(*target));
+}
+
+// #AC needs CR0.AM as well, which this VM leaves clear; but PVM runs guest code on the host's CR0,
+// where Linux sets AM, so RFLAGS.AC alone decides there.
+std::optional<fault_report> classifier::alignment_check(const std::vector<x86::access>& accesses) const {
+    if ((ctx_.cpu.rflags & rflags_ac) == 0) return std::nullopt;
+    for (const x86::access& a : accesses) {
+        const std::uint64_t need = a.size == 10 ? 8 : std::min<std::uint64_t>(a.size, 16);
+        if (need < 2 || (need & (need - 1)) != 0 || a.address % need == 0) continue;
+        return report("alignment check", a.address, "alignment check",
+                      "the guest set RFLAGS.AC, and the " + std::to_string(a.size) + "-byte access at " +
+                          where(ctx_, a.address) + " is not " + std::to_string(need) + "-byte aligned");
+    }
+    return std::nullopt;
 }
 
 fault_report classifier::memory_fault(const finding& f) const {
@@ -495,6 +429,7 @@ fault_report classifier::memory_fault(const finding& f) const {
 fault_report classifier::fallback() const {
     const std::uint64_t cr2 = ctx_.cpu.cr2;
     const std::uint64_t rsp = ctx_.cpu.rsp;
+    const std::string undecodable = "the instruction could not be decoded: bytes " + hex_bytes(undecodable_);
     if (cr2 != 0 && in_guard(ctx_, cr2))
         return report("stack overflow", cr2, "stack overflow: touched " + hex(cr2) + " in the stack guard page", "",
                       hl::errc::stack_overflow);
@@ -503,20 +438,33 @@ fault_report classifier::fallback() const {
                       "", hl::errc::stack_overflow);
     if (cr2 != 0)
         return report("page fault", cr2, "page fault on " + where(ctx_, cr2),
-                      "the instruction's own operands do not explain the access");
+                      insn_ ? "the instruction's own operands do not explain the access" : undecodable);
+    if (!undecodable_.empty())
+        return report("undecodable instruction", std::nullopt, "fault on an undecodable instruction",
+                      undecodable + "; the CPU may not support it either");
     return report("general protection", std::nullopt, "general protection",
                   instruction_.empty() ? "the instruction could not be decoded; the cause could not be determined"
                                        : "the cause could not be determined");
 }
 
 fault_report classifier::run() {
-    if (auto r = fetch_fault()) return *r;
-    if (!insn_) return fallback();
-    const cs_insn& insn = *insn_;
-    if (auto r = special_instruction(insn)) return *r;
-    if (auto r = division(insn)) return *r;
-    if (auto f = first_violation(ctx_, accesses_of(dis_, insn, ctx_.cpu))) return memory_fault(*f);
-    if (auto r = bad_branch_target(insn)) return *r;
+    if (auto r = system_call()) return *r;
+    const auto fetch = fetch_fault();
+    // A trap ends the run before any page fault could set CR2.
+    const bool page_faulted = ctx_.cpu.cr2 != 0;
+    const bool stepping = !page_faulted && (ctx_.cpu.rflags & rflags_tf) != 0;
+    if (stepping && !just_set_trap_flag()) return single_step_trap();
+    if (fetch) return *fetch;
+    if (insn_) {
+        if (auto r = instruction_fault(*insn_)) return *r;
+    } else if (removed_in_64_bit_mode(undecodable_)) {
+        return report("invalid opcode", std::nullopt, "invalid opcode",
+                      "undecodable bytes " + hex_bytes(undecodable_) + "; the opcode is not valid in 64-bit mode");
+    }
+    // Nothing at RIP explains a fault, so it may not have run: the instruction before it trapped.
+    if (stepping) return single_step_trap();
+    if (!page_faulted)
+        if (auto r = breakpoint_trap()) return *r;
     return fallback();
 }
 

@@ -252,6 +252,12 @@ std::uint64_t vm::read_cr2() const {
     return s.cr2;
 }
 
+vm::segment_bases vm::read_segment_bases() const {
+    kvm_sregs s{};
+    checked_ioctl(vcpu_fd_.get(), KVM_GET_SREGS, &s, "KVM_GET_SREGS");
+    return {s.fs.base, s.gs.base};
+}
+
 namespace {
 
 // What an exit asks the host to supply before KVM can finish the instruction: the data of an `in`

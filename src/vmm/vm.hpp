@@ -54,6 +54,13 @@ public:
     /// Reads CR2 (an ioctl: for the fault path only).
     std::uint64_t read_cr2() const;
 
+    struct segment_bases {
+        std::uint64_t fs = 0, gs = 0;
+    };
+    /// Reads the FS and GS bases, which the guest may have changed with wrfsbase/wrgsbase (an ioctl:
+    /// for the fault path only).
+    segment_bases read_segment_bases() const;
+
     /// Puts the special registers, FPU/SSE state and CR2 back to their initial values, after a fault.
     void reset_cpu();
 
