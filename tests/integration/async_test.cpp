@@ -10,9 +10,16 @@
 #include <asio/steady_timer.hpp>
 #include <asio/use_future.hpp>
 #include <gtest/gtest.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cstddef>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -399,6 +406,52 @@ TEST_F(FileReader, AGuestCannotReadThroughALinkThatLeadsOutsideTheRoot) {
         auto inside = co_await sb.async_call<std::vector<std::uint8_t>>("ReadHostFile", std::string("to_inner"));
         EXPECT_EQ(std::string(inside.begin(), inside.end()), "inner");
     });
+}
+
+TEST_F(FileReader, SaysSoRatherThanWalkThePathItselfWhereTheKernelRefusesOpenat2) {
+    int out[2];
+    ASSERT_EQ(::pipe(out), 0);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        // In this process openat2 answers ENOSYS, as before Linux 5.6 or under some seccomp filters.
+        sock_filter filter[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat2, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        const sock_fprog program{static_cast<unsigned short>(std::size(filter)), filter};
+        std::string message = "no seccomp";
+        const bool filtered = ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+                              ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) == 0;
+        if (filtered) {
+            asio::io_context child_io;
+            const auto reader = hl::file_reader_host_function(child_io.get_executor(), root_);
+            asio::co_spawn(child_io, reader("data.bin"), [&](std::exception_ptr e, std::vector<std::uint8_t> bytes) {
+                message = "read " + std::string(bytes.begin(), bytes.end());
+                try {
+                    if (e) std::rethrow_exception(e);
+                } catch (const std::exception& x) {
+                    message = x.what();
+                }
+            });
+            child_io.run();
+        }
+        [[maybe_unused]] const auto written = ::write(out[1], message.data(), message.size());
+        ::_exit(0);
+    }
+    ::close(out[1]);
+    std::string message;
+    char buffer[512];
+    for (ssize_t n; (n = ::read(out[0], buffer, sizeof buffer)) > 0;) {
+        message.append(buffer, static_cast<std::size_t>(n));
+    }
+    ::close(out[0]);
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    if (message == "no seccomp") GTEST_SKIP() << "cannot install a seccomp filter here";
+    EXPECT_NE(message.find("needs openat2"), std::string::npos) << message;
 }
 
 }  // namespace
