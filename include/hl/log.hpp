@@ -21,12 +21,15 @@ struct log_record {
     std::uint32_t line = 0;
 };
 
-/// Receives guest text (printf, puts): whole lines, or a full buffer's worth when a line is longer.
-/// Runs on the thread that drives the sandbox, in the middle of a guest call. Default: the host's stdout.
+/// Receives guest text (printf, puts), byte for byte: whole lines, or a full buffer's worth when a line
+/// is longer. Runs on the thread that drives the sandbox, in the middle of a guest call. Default: the
+/// host's stdout, with every control character but newline and tab (and any byte that is not UTF-8)
+/// shown as \xNN, so that the guest cannot send escape sequences to the terminal.
 using print_handler = std::function<void(std::string_view text)>;
 
-/// Receives guest log records at or above the sandbox's log level. Runs on the thread that drives the
-/// sandbox, in the middle of a guest call. Default: one line per record on the host's stderr.
+/// Receives guest log records at or above the sandbox's log level, with the guest's bytes. Runs on the
+/// thread that drives the sandbox, in the middle of a guest call. Default: one line per record on the
+/// host's stderr, with control characters (newlines too) in the message and file name shown as \xNN.
 using log_handler = std::function<void(const log_record& record)>;
 
 }  // namespace hl

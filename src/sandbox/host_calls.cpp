@@ -9,6 +9,7 @@
 #include "hl/abi/hl_abi.h"
 #include "protocol/codec.hpp"
 #include "sandbox/sandbox_core.hpp"
+#include "util/escape_controls.hpp"
 #include "util/strfmt.hpp"
 
 namespace hl::detail {
@@ -29,14 +30,18 @@ std::string signature(std::span<const argument> args) {
     return signature(types);
 }
 
+// The defaults show guest bytes on the user's terminal: no control character or escape sequence
+// gets through, and a log record stays one line. Handlers the application installs get the bytes.
 void default_print(std::string_view text) {
-    std::fwrite(text.data(), 1, text.size(), stdout);
+    const std::string safe = util::escape_controls(text, util::line_breaks::keep);
+    std::fwrite(safe.data(), 1, safe.size(), stdout);
     std::fflush(stdout);
 }
 
 void default_log(const log_record& r) {
-    std::fprintf(stderr, "[guest %s] %.*s:%u: %.*s\n", to_string(r.level), static_cast<int>(r.file.size()),
-                 r.file.data(), r.line, static_cast<int>(r.message.size()), r.message.data());
+    const std::string file = util::escape_controls(r.file, util::line_breaks::escape);
+    const std::string message = util::escape_controls(r.message, util::line_breaks::escape);
+    std::fprintf(stderr, "[guest %s] %s:%u: %s\n", to_string(r.level), file.c_str(), r.line, message.c_str());
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -117,6 +118,39 @@ TEST_P(GuestOutput, AThrowingPrintHandlerPoisonsTheSandbox) {
         EXPECT_NE(std::string(e.what()).find("stdout closed"), std::string::npos) << e.what();
     }
     EXPECT_TRUE(sb.poisoned());
+}
+
+TEST_P(GuestOutput, InstalledHandlersGetTheGuestsBytesUnchanged) {
+    auto sb = make();
+    const std::string text = "\x1b[31mred\x1b[0m\r\x7f\xc2\x9b\xff\n";
+    sb.call<std::int32_t>("PrintOutput", text);
+    EXPECT_EQ(printed_, text);
+    sb.call<void>("LogMessage", static_cast<std::int32_t>(hl::log_level::warning), std::string("a\nb\x1b]0;t\x07"));
+    ASSERT_EQ(records_.size(), 1u);
+    EXPECT_EQ(records_[0].message, "a\nb\x1b]0;t\x07");
+}
+
+// The default handlers write to the user's terminal, which guest bytes must not control.
+TEST_P(GuestOutput, TheDefaultPrintHandlerEscapesControlCharactersAndKeepsLinesAndTabs) {
+    auto sb = hl::uninitialized_sandbox::from_file(GetParam()).evolve();
+    ::testing::internal::CaptureStdout();
+    sb.call<std::int32_t>("PrintOutput", std::string("ok\tfine\n\x1b]0;pwned\x07\x1b[2J\rline\xc2\x9b" "1m\x7f\n"));
+    const std::string out = ::testing::internal::GetCapturedStdout();
+    EXPECT_EQ(out, "ok\tfine\n\\x1b]0;pwned\\x07\\x1b[2J\\x0dline\\xc2\\x9b1m\\x7f\n");
+}
+
+TEST_P(GuestOutput, TheDefaultLogHandlerWritesEachRecordAsOneLineWithoutEscapes) {
+    auto sb = hl::uninitialized_sandbox::from_file(GetParam()).evolve();
+    ::testing::internal::CaptureStderr();
+    sb.call<void>("LogMessage", static_cast<std::int32_t>(hl::log_level::warning),
+                  std::string("disk full\n[guest critical] kernel.c:1: \x1b[31mforged\r"));
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    EXPECT_EQ(err.find('\x1b'), std::string::npos) << err;
+    EXPECT_EQ(err.find('\r'), std::string::npos) << err;
+    EXPECT_EQ(err.rfind("[guest warning] ", 0), 0u) << err;
+    const std::string one_line = ": disk full\\x0a[guest critical] kernel.c:1: \\x1b[31mforged\\x0d\n";
+    EXPECT_NE(err.find(one_line), std::string::npos) << err;
 }
 
 INSTANTIATE_TEST_SUITE_P(Guests, GuestOutput, ::testing::Values(hl::test::simpleguest(), hl::test::c_simpleguest()),

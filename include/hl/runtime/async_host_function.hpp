@@ -112,9 +112,12 @@ inline auto timer_host_function(asio::any_io_executor ex) {
     };
 }
 
-/// An async host function that returns the bytes of a file under `root`, read with
-/// asio::random_access_file (io_uring). Paths are relative to `root`; absolute paths and ".." are
-/// refused, as are files larger than `max_bytes`.
+/// An async host function that returns the bytes of a regular file under `root`, read with
+/// asio::random_access_file (io_uring). Paths are relative to `root` and the kernel resolves them
+/// beneath it (openat2 with RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS): absolute paths, "..", symbolic
+/// links that lead outside the root and /proc magic links are refused, as are FIFOs, devices,
+/// directories and files larger than `max_bytes`. Symbolic links that stay inside the root are
+/// followed. Needs Linux 5.6 or later: where openat2 is unavailable every call fails, saying so.
 auto file_reader_host_function(asio::any_io_executor ex, std::filesystem::path root,
                                std::uint64_t max_bytes = 16 << 20)
     -> std::function<asio::awaitable<std::vector<std::uint8_t>>(std::string)>;
