@@ -166,6 +166,17 @@ TEST(Lifecycle, AHostExecutableIsAnInvalidGuest) {
     }
 }
 
+TEST(Lifecycle, AGuestThatUsesThreadLocalIsRefusedWhenLoaded) {
+    try {
+        (void)hl::uninitialized_sandbox::from_file(hl::test::tlsguest());
+        FAIL() << "a guest with thread-local storage was loaded; it would fault at its first access";
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), errc::invalid_guest) << e.what();
+        EXPECT_NE(std::string(e.what()).find("thread-local storage"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("not support"), std::string::npos) << e.what();
+    }
+}
+
 TEST(Lifecycle, GarbageBytesAreAnInvalidGuest) {
     const std::vector<std::byte> garbage(100, std::byte{0x42});
     try {
