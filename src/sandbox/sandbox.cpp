@@ -208,6 +208,15 @@ return_value multi_use_sandbox::call_dynamic(std::error_code& ec, std::string_vi
     return {};
 }
 
+void multi_use_sandbox::null_argument(std::error_code& ec) noexcept {
+    ec = make_error_code(errc::usage_error);
+    try {
+        last_error_ = detail::null_string_message;
+    } catch (const std::bad_alloc&) {
+        last_error_.clear();
+    }
+}
+
 const std::string& multi_use_sandbox::last_error() const noexcept { return last_error_; }
 
 hl::interrupt_handle multi_use_sandbox::interrupt_handle() const {
