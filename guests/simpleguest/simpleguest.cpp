@@ -260,6 +260,12 @@ void spin() {
     for (;;) __asm__ volatile("pause");
 }
 
+// Aborts through std::__throw_out_of_range_fmt, whose message libstdc++ formats from arguments.
+std::int32_t vector_at(std::int32_t index) {
+    const std::vector<std::int32_t> v{1, 2, 3};
+    return v.at(static_cast<std::size_t>(index));
+}
+
 std::int32_t read_null() { return *static_cast<volatile std::int32_t*>(nullptr); }
 
 void write_null() { *static_cast<volatile std::int32_t*>(nullptr) = 1; }
@@ -347,4 +353,5 @@ extern "C" void hl_guest_init() {
     register_function<stack_overflow>("StackOverflow");
     register_function<write_to_code>("WriteToCode");
     register_function<execute_heap>("ExecuteHeap");
+    register_function<vector_at>("VectorAt");
 }

@@ -127,6 +127,10 @@ public:
     template <class R = void, class... Args>
         requires(detail::return_type<R> && sizeof...(Args) <= max_parameters)
     R call(std::error_code& ec, std::string_view name, const Args&... args) {
+        if ((detail::is_null_string(args) || ...)) {
+            null_argument(ec);
+            return R{};
+        }
         const argument arguments[sizeof...(Args) + 1] = {detail::to_argument(args)..., argument{}};
         return_value r = call_dynamic(ec, name, detail::value_traits<R>::type, std::span(arguments, sizeof...(Args)));
         if constexpr (!std::is_void_v<R>) {
@@ -201,6 +205,8 @@ public:
 private:
     friend class uninitialized_sandbox;
     explicit multi_use_sandbox(std::unique_ptr<detail::sandbox_core> core) noexcept;
+    /// Reports a null character pointer argument (errc::usage_error) through `ec` and last_error().
+    void null_argument(std::error_code& ec) noexcept;
     std::unique_ptr<detail::sandbox_core> core_;
     std::string last_error_;
 };

@@ -10,6 +10,8 @@
 #include <variant>
 #include <vector>
 
+#include "hl/error.hpp"
+
 namespace hl {
 
 /// The types a guest or host function can take and return (Hyperlight's set).
@@ -61,11 +63,26 @@ template <class T>
 concept return_type = requires { value_traits<T>::type; } && !std::same_as<T, std::string_view> &&
                       !std::same_as<T, std::span<const std::uint8_t>>;
 
+inline constexpr const char* null_string_message = "a call argument is a null character pointer; pass a string";
+
+/// True for a null character pointer, which no string can view.
+template <class T>
+bool is_null_string(const T& v) noexcept {
+    if constexpr (std::is_pointer_v<std::remove_cvref_t<T>>) {
+        return v == nullptr;
+    } else {
+        return false;
+    }
+}
+
 /// Turns one C++ argument into an `argument` viewing it. Only the exact wire types are accepted
 /// (plus string literals and `long long`), so a call never silently narrows or reinterprets.
+/// Throws hl::error(errc::usage_error) for a null character pointer.
 template <class T>
 argument to_argument(const T& v) {
     using U = std::remove_cvref_t<T>;
+    static_assert(!std::is_null_pointer_v<U>, "nullptr is not a call argument: pass a string");
+    if (is_null_string(v)) throw error(errc::usage_error, null_string_message);
     if constexpr (std::is_same_v<U, bool>) {
         return v;
     } else if constexpr (std::is_same_v<U, long long> || std::is_same_v<U, unsigned long long>) {

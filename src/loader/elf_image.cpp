@@ -320,6 +320,10 @@ elf_image elf_image::parse(std::vector<std::byte> file) {
             break;
         case PT_INTERP:
             fail(describe(i, "PT_INTERP") + ": the guest asks for a dynamic linker; link it with -static-pie");
+        case PT_TLS:
+            // It would link and then fault at its first %fs-relative access: guests have no TLS block.
+            fail(describe(i, "PT_TLS") + ": the guest uses thread-local storage (thread_local or __thread), which "
+                                         "this guest flavour does not support; make those variables static");
         case PT_DYNAMIC:
             if (dynamic) fail(describe(i, "PT_DYNAMIC") + ": a second PT_DYNAMIC");
             dynamic.emplace(i, p);

@@ -38,7 +38,7 @@ struct segment {
 /// The largest image (page-rounded end of the highest PT_LOAD) a guest may have.
 inline constexpr std::uint64_t max_image_size = std::uint64_t{1} << 30;
 
-/// A validated static-PIE ELF64 x86-64 guest (ET_DYN, no PT_INTERP, no DT_NEEDED, only
+/// A validated static-PIE ELF64 x86-64 guest (ET_DYN, no PT_INTERP, no PT_TLS, no DT_NEEDED, only
 /// R_X86_64_RELATIVE relocations), ready to be copied to any page-aligned guest address.
 ///
 /// Offsets are relative to ELF virtual address 0, even when the lowest PT_LOAD starts above it.

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <new>
 
 #include "sandbox/sandbox_core.hpp"
 #include "util/strfmt.hpp"
@@ -204,8 +205,19 @@ return_value multi_use_sandbox::call_dynamic(std::error_code& ec, std::string_vi
     } catch (const error& e) {
         ec = e.code();
         last_error_ = e.what();
+    } catch (const std::bad_alloc&) {  // formatting a message, or copying it into last_error_
+        ec = std::make_error_code(std::errc::not_enough_memory);
     }
     return {};
+}
+
+void multi_use_sandbox::null_argument(std::error_code& ec) noexcept {
+    ec = make_error_code(errc::usage_error);
+    try {
+        last_error_ = detail::null_string_message;
+    } catch (const std::bad_alloc&) {
+        last_error_.clear();
+    }
 }
 
 const std::string& multi_use_sandbox::last_error() const noexcept { return last_error_; }

@@ -197,6 +197,20 @@ TEST(CppGuestAbort, DeliversTextPrintedBeforeTheAbort) {
     EXPECT_EQ(printed, "last words");
 }
 
+TEST(CppGuestAbort, VectorAtOutOfRangeReportsTheIndexAndTheSize) {
+    HL_REQUIRE_KVM();
+    auto sb = hl::uninitialized_sandbox::from_file(hl::test::simpleguest()).evolve();
+    EXPECT_EQ(sb.call<std::int32_t>("VectorAt", 2), 3);
+    try {
+        sb.call<std::int32_t>("VectorAt", 5);
+        FAIL();
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), errc::guest_aborted) << e.what();
+        EXPECT_NE(std::string(e.what()).find("(which is 5) >= this->size() (which is 3)"), std::string::npos)
+            << e.what();
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Runtime, CppGuestAborts,
                          ::testing::Values(abort_case{"AssertFalse", "value == 12345"},
                                            abort_case{"PureVirtualCall", "pure virtual"},

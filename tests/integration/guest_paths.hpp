@@ -17,6 +17,9 @@ std::string kvm_unavailable_reason();
 inline const char* simpleguest() { return HL_SIMPLEGUEST; }
 inline const char* c_simpleguest() { return HL_C_SIMPLEGUEST; }
 inline const char* hostileguest() { return HL_HOSTILEGUEST; }
+#ifdef HL_TLSGUEST
+inline const char* tlsguest() { return HL_TLSGUEST; }
+#endif
 
 /// The hl::errc that `f` fails with, or errc{} if it succeeds.
 template <class F>

@@ -141,6 +141,12 @@ TEST(Lifecycle, NullArgumentsAreUsageErrors) {
     EXPECT_TRUE(usage_error([&] { sb.register_host_function("HostAdd", std::function<std::int32_t(std::int32_t, std::int32_t)>{}); },
                             "empty"));
     EXPECT_TRUE(usage_error([&] { sb.register_host_function("HostAdd", hl::host_function{}); }, "empty"));
+    const char* no_text = nullptr;
+    EXPECT_TRUE(usage_error([&] { sb.call<std::string>("Echo", no_text); }, "null character pointer"));
+    std::error_code ec;
+    EXPECT_EQ(sb.call<std::string>(ec, "Echo", no_text), "");
+    EXPECT_EQ(ec, errc::usage_error);
+    EXPECT_NE(sb.last_error().find("null character pointer"), std::string::npos) << sb.last_error();
     EXPECT_FALSE(sb.poisoned());
     EXPECT_EQ(sb.call<std::string>("HandleHostError", std::string("HostAdd")),
               "handled: the guest called host function 'HostAdd', which the host has not registered")
@@ -163,6 +169,17 @@ TEST(Lifecycle, AHostExecutableIsAnInvalidGuest) {
         FAIL();
     } catch (const hl::error& e) {
         EXPECT_EQ(e.code(), errc::invalid_guest) << e.what();
+    }
+}
+
+TEST(Lifecycle, AGuestThatUsesThreadLocalIsRefusedWhenLoaded) {
+    try {
+        (void)hl::uninitialized_sandbox::from_file(hl::test::tlsguest());
+        FAIL() << "a guest with thread-local storage was loaded; it would fault at its first access";
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), errc::invalid_guest) << e.what();
+        EXPECT_NE(std::string(e.what()).find("thread-local storage"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("not support"), std::string::npos) << e.what();
     }
 }
 

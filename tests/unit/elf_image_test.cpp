@@ -374,6 +374,14 @@ TEST(ElfImage, RejectsAnInterpreter) {
     EXPECT_TRUE(rejected(b, "program header 7 (PT_INTERP)"));
 }
 
+TEST(ElfImage, RejectsThreadLocalStorageAndSaysItIsNotSupported) {
+    guest_builder b;
+    b.phdrs.push_back({PT_TLS, PF_R, 0x4000, 0x4000, 0x4000, 0, 0x8, 4});
+    EXPECT_TRUE(rejected(b, "program header 7 (PT_TLS)"));
+    EXPECT_TRUE(rejected(b, "thread-local storage"));
+    EXPECT_TRUE(rejected(b, "not support"));
+}
+
 TEST(ElfImage, RejectsFileSizeLargerThanMemorySize) {
     guest_builder b;
     b.phdrs[ph_rodata].p_filesz = 0x41;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The pieces of the C and C++ runtime that g++-generated guest code and libstdc++'s headers call into.
 // Guests have no exceptions: every failure that would throw aborts the guest with a code and message.
+#include <cstdarg>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -66,7 +67,15 @@ namespace std {
 [[noreturn]] void __throw_bad_array_new_length() { hl_abort(HL_ABORT_OUT_OF_MEMORY, "std::bad_array_new_length"); }
 [[noreturn]] void __throw_length_error(const char* what) { hl_abort(HL_ABORT_CXX_RUNTIME, what); }
 [[noreturn]] void __throw_out_of_range(const char* what) { hl_abort(HL_ABORT_CXX_RUNTIME, what); }
-[[noreturn]] void __throw_out_of_range_fmt(const char* what, ...) { hl_abort(HL_ABORT_CXX_RUNTIME, what); }
+// libstdc++ passes a printf format and its arguments ("__n (which is %zu) >= this->size() ...").
+[[noreturn]] void __throw_out_of_range_fmt(const char* format, ...) {
+    char message[512];
+    va_list args;
+    va_start(args, format);
+    std::vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    hl_abort(HL_ABORT_CXX_RUNTIME, message);
+}
 [[noreturn]] void __throw_logic_error(const char* what) { hl_abort(HL_ABORT_CXX_RUNTIME, what); }
 [[noreturn]] void __throw_invalid_argument(const char* what) { hl_abort(HL_ABORT_CXX_RUNTIME, what); }
 [[noreturn]] void __throw_bad_function_call() { hl_abort(HL_ABORT_CXX_RUNTIME, "std::bad_function_call"); }

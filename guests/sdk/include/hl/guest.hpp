@@ -2,7 +2,7 @@
 // The C++ API of the guest SDK: register plain functions and the SDK deduces their signatures.
 //
 //   std::string echo(std::string_view s) { return std::string(s); }
-//   void hl_guest_init() { hl::guest::register_function("Echo", echo); }
+//   void hl_guest_init() { hl::guest::register_function<echo>("Echo"); }
 //
 // Parameter types: int32_t, uint32_t, int64_t, uint64_t, float, double, bool, std::string_view,
 // std::string, std::span<const uint8_t>, std::vector<uint8_t> (views point into the host's message
