@@ -82,7 +82,10 @@ multi_use_sandbox multi_use_sandbox::from_snapshot(std::shared_ptr<const hl::sna
 
 std::shared_ptr<const hl::snapshot> multi_use_sandbox::snapshot() { return core_->take_snapshot(); }
 
-void multi_use_sandbox::restore(const std::shared_ptr<const hl::snapshot>& snap) { core_->restore(snap); }
+void multi_use_sandbox::restore(const std::shared_ptr<const hl::snapshot>& snap) {
+    core_->restore(snap);
+    last_error_.clear();  // nothing of the last caller survives a restore
+}
 
 return_value multi_use_sandbox::call_dynamic_with_restore(const std::shared_ptr<const hl::snapshot>& snap,
                                                           std::string_view name, value_type return_type,

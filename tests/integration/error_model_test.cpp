@@ -68,6 +68,17 @@ TEST_P(ErrorModel, TheErrorCodeOverloadReportsWithoutThrowing) {
     EXPECT_EQ(ec, errc::poisoned);
 }
 
+TEST_P(ErrorModel, ARestoreClearsTheLastErrorSoTheNextCallerCannotReadIt) {
+    auto sb = make();
+    auto clean = sb.snapshot();
+    std::error_code ec;
+    sb.call<void>(ec, "ReturnGuestError", 7, std::string("text the guest chose"));
+    EXPECT_EQ(ec, errc::guest_error);
+    EXPECT_NE(sb.last_error().find("text the guest chose"), std::string::npos) << sb.last_error();
+    sb.restore(clean);
+    EXPECT_EQ(sb.last_error(), "");
+}
+
 INSTANTIATE_TEST_SUITE_P(Guests, ErrorModel, ::testing::Values(hl::test::simpleguest(), hl::test::c_simpleguest()),
                          [](const auto& info) { return info.index == 0 ? "cpp" : "c"; });
 
