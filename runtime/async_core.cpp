@@ -1,7 +1,23 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "hl/runtime/detail/async_core.hpp"
 
+#include <thread>
+
 namespace hl::detail {
+
+std::shared_ptr<async_core> async_core::create() {
+    return std::shared_ptr<async_core>(new async_core(), [](async_core* core) noexcept {
+        if (core->worker_.thread_id() != std::this_thread::get_id()) {
+            delete core;
+            return;
+        }
+        try {
+            std::thread([core] { delete core; }).detach();  // joins the vCPU thread once this job returns
+        } catch (...) {
+            // No thread to spare: the sandbox is leaked, which is safe, rather than destroyed while it runs.
+        }
+    });
+}
 
 async_core::async_core() {
     worker_.set_on_exit([this] { sandbox_.reset(); });  // destroyed on the thread it lived on

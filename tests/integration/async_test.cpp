@@ -13,12 +13,14 @@
 
 #include <atomic>
 #include <fstream>
+#include <future>
 #include <thread>
 
 #include "async_support.hpp"
 #include "guest_paths.hpp"
 #include "hl/runtime/async_host_function.hpp"
 #include "hl/runtime/async_sandbox.hpp"
+#include "hl/runtime/detail/vcpu_worker.hpp"
 
 namespace {
 
@@ -27,6 +29,7 @@ using namespace asio::experimental::awaitable_operators;
 using asio::awaitable;
 using asio::use_awaitable;
 using hl::errc;
+using hl::test::error_of;
 
 class Async : public ::testing::Test {
 protected:
@@ -285,6 +288,50 @@ TEST_F(Async, CreationFailuresArriveAsErrors) {
     io.run();
     EXPECT_EQ(error, errc::invalid_guest);
     EXPECT_TRUE(empty);
+}
+
+TEST_F(Async, DroppingTheLastHandleInsideItsOwnHostFunctionLetsTheCallFinishFirst) {
+    std::optional<hl::async_sandbox> sb;
+    run([&]() -> awaitable<void> {
+        sb.emplace(co_await hl::async_sandbox::async_create(io.get_executor(), hl::test::simpleguest(), {},
+                                                            [&](hl::uninitialized_sandbox& u) {
+                                                                u.register_host_function("HostAdd", [&](std::int32_t a, std::int32_t b) {
+                                                                    sb.reset();  // on the vCPU thread, mid-call
+                                                                    return a + b;
+                                                                });
+                                                            }));
+    });
+    io.restart();
+    // A callback, so that the initiation holds no reference: the host function drops the last one.
+    std::optional<std::error_code> outcome;
+    std::int32_t result = 0;
+    sb->async_call<std::int32_t>("Add", 1, 2, [&](std::error_code ec, std::int32_t r) {
+        outcome = ec;
+        result = r;
+    });
+    io.run();  // returns once the completion ran
+    ASSERT_TRUE(outcome);
+    EXPECT_FALSE(sb);
+    // The destruction waited for the host function to return, then killed the call (or found it over).
+    EXPECT_TRUE(*outcome == errc::cancelled || (!*outcome && result == 3)) << outcome->message();
+}
+
+TEST(VcpuWorker, RefusesToBeStoppedFromOneOfItsOwnJobs) {
+    struct job final : hl::detail::worker_job {
+        explicit job(std::function<void()> f) : f(std::move(f)) {}
+        void run() override { f(); }
+        void abort() override { f(); }
+        std::function<void()> f;
+    };
+    hl::detail::vcpu_worker worker;
+    std::promise<hl::errc> stopped_inside;
+    worker.push(std::make_unique<job>([&] { stopped_inside.set_value(error_of([&] { worker.stop(); })); }));
+    EXPECT_EQ(stopped_inside.get_future().get(), errc::usage_error);
+    // Nothing changed: the worker still runs jobs, and is stopped (joined) from outside.
+    std::promise<std::thread::id> ran_on;
+    worker.push(std::make_unique<job>([&] { ran_on.set_value(std::this_thread::get_id()); }));
+    EXPECT_EQ(ran_on.get_future().get(), worker.thread_id());
+    worker.stop();
 }
 
 }  // namespace

@@ -208,8 +208,9 @@ auto with_token_last(F&& f, ArgsAndToken&&... all) {
 /// Thread-safety: operations may be started from any thread.
 ///
 /// Lifetimes: keep the executor's io_context alive, and running, until every operation on the
-/// sandbox has completed (completions are posted to it). Do not drop the last handle from inside one
-/// of the sandbox's own host functions (on its vCPU thread): destruction joins that thread.
+/// sandbox has completed (completions are posted to it). The last handle may be dropped anywhere,
+/// even inside one of the sandbox's own host functions: then another thread destroys the sandbox
+/// once that call has returned.
 class async_sandbox {
 public:
     using executor_type = asio::any_io_executor;
@@ -224,7 +225,7 @@ public:
         return asio::async_initiate<Token, void(std::error_code, async_sandbox)>(
             [](auto handler, executor_type ex, std::filesystem::path guest, sandbox_config config,
                std::function<void(uninitialized_sandbox&)> setup) {
-                auto core = std::make_shared<detail::async_core>();
+                auto core = detail::async_core::create();
                 auto* raw = core.get();
                 detail::submit(
                     core, std::move(handler), ex, false,
@@ -252,7 +253,7 @@ public:
         return asio::async_initiate<Token, void(std::error_code, async_sandbox)>(
             [](auto handler, executor_type ex, std::shared_ptr<const snapshot> snap,
                std::function<void(multi_use_sandbox&)> bind) {
-                auto core = std::make_shared<detail::async_core>();
+                auto core = detail::async_core::create();
                 auto* raw = core.get();
                 detail::submit(
                     core, std::move(handler), ex, false,
@@ -341,8 +342,8 @@ private:
     static std::tuple<async_sandbox> finish_creation(std::shared_ptr<detail::async_core> core, const executor_type& ex,
                                                      std::error_code ec) {
         if (ec) {
-            // Released on the executor: the worker thread must never drop the last reference to
-            // the core that owns it.
+            // Released on the executor: cheaper than the thread async_core::create() would start
+            // for a core released on its own vCPU thread.
             asio::post(ex, [doomed = std::move(core)] {});
             return std::make_tuple(async_sandbox());
         }

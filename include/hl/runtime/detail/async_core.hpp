@@ -29,7 +29,12 @@ struct op_state {
 
 class async_core {
 public:
-    async_core();
+    /// A new core, owned so that it is never destroyed on its own vCPU thread: if its last owner
+    /// lets go there (from one of the sandbox's host functions or handlers, in the middle of a call),
+    /// another thread destroys it once that call has returned, since a thread cannot join itself and
+    /// the call is still using the sandbox.
+    static std::shared_ptr<async_core> create();
+
     ~async_core();  // kills a running call, aborts queued ones, destroys the sandbox on its thread
     async_core(const async_core&) = delete;
     async_core& operator=(const async_core&) = delete;
@@ -55,6 +60,8 @@ public:
     std::string last_error() const;
 
 private:
+    async_core();
+
     vcpu_worker worker_;
     std::optional<multi_use_sandbox> sandbox_;  // created and destroyed on the worker thread
     std::optional<hl::interrupt_handle> handle_;
