@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -56,7 +57,13 @@ public:
     void end(op_state* op);
 
     hl::interrupt_handle interrupt_handle() const;
-    void set_last_error(std::string message);
+
+    /// last_error() belongs to the holder of the sandbox: operations record their failure only if
+    /// no new holder came since they started. Take the epoch when an operation starts.
+    std::uint64_t epoch() const;
+    /// A new holder: last_error() is empty, and operations started before record nothing.
+    void new_epoch();
+    void set_last_error(std::uint64_t epoch, std::string message);
     std::string last_error() const;
 
 private:
@@ -68,6 +75,7 @@ private:
     mutable std::mutex run_lock_;
     op_state* running_ = nullptr;
     mutable std::mutex error_lock_;
+    std::uint64_t epoch_ = 0;
     std::string last_error_;
 };
 
