@@ -25,8 +25,8 @@ asio::awaitable<void> demo(asio::any_io_executor ex) {
     // A session of several calls on one sandbox.
     {
         auto lease = co_await pool.async_acquire();
-        co_await lease->async_call<void>("StoreSecret", std::string("only mine"));
-        std::printf("in my lease: GetSecret -> \"%s\"\n", (co_await lease->async_call<std::string>("GetSecret")).c_str());
+        co_await lease.async_call<void>("StoreSecret", std::string("only mine"));
+        std::printf("in my lease: GetSecret -> \"%s\"\n", (co_await lease.async_call<std::string>("GetSecret")).c_str());
     }
     std::printf("next task: GetSecret -> \"%s\"\n", (co_await pool.async_call<std::string>("GetSecret")).c_str());
 

@@ -1,7 +1,23 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "hl/runtime/detail/async_core.hpp"
 
+#include <thread>
+
 namespace hl::detail {
+
+std::shared_ptr<async_core> async_core::create() {
+    return std::shared_ptr<async_core>(new async_core(), [](async_core* core) noexcept {
+        if (core->worker_.thread_id() != std::this_thread::get_id()) {
+            delete core;
+            return;
+        }
+        try {
+            std::thread([core] { delete core; }).detach();  // joins the vCPU thread once this job returns
+        } catch (...) {
+            // No thread to spare: the sandbox is leaked, which is safe, rather than destroyed while it runs.
+        }
+    });
+}
 
 async_core::async_core() {
     worker_.set_on_exit([this] { sandbox_.reset(); });  // destroyed on the thread it lived on
@@ -57,7 +73,7 @@ void async_core::create(const std::function<multi_use_sandbox()>& make) {
 }
 
 multi_use_sandbox& async_core::sandbox() {
-    if (!sandbox_) throw error(errc::invalid_config, "the async sandbox was not created successfully");
+    if (!sandbox_) throw error(errc::usage_error, "the async sandbox has no sandbox: its creation failed");
     return *sandbox_;
 }
 
@@ -76,13 +92,24 @@ void async_core::end(op_state* op) {
 
 hl::interrupt_handle async_core::interrupt_handle() const {
     std::lock_guard lock(run_lock_);
-    if (!handle_) throw error(errc::invalid_config, "the async sandbox was not created successfully");
+    if (!handle_) throw error(errc::usage_error, "the async sandbox has no sandbox: its creation failed");
     return *handle_;
 }
 
-void async_core::set_last_error(std::string message) {
+std::uint64_t async_core::epoch() const {
     std::lock_guard lock(error_lock_);
-    last_error_ = std::move(message);
+    return epoch_;
+}
+
+void async_core::new_epoch() {
+    std::lock_guard lock(error_lock_);
+    ++epoch_;
+    last_error_.clear();
+}
+
+void async_core::set_last_error(std::uint64_t epoch, std::string message) {
+    std::lock_guard lock(error_lock_);
+    if (epoch == epoch_) last_error_ = std::move(message);
 }
 
 std::string async_core::last_error() const {

@@ -8,27 +8,6 @@
 
 namespace hl::detail {
 
-void pending_acquire::cancel(pool_core& pool) {
-    std::uint64_t id = 0;
-    {
-        std::lock_guard lock(mutex_);
-        cancelled_ = true;
-        if (!started_) return;  // started() will cancel it
-        id = id_;
-    }
-    pool.cancel(id, asio::error::operation_aborted);
-}
-
-void pending_acquire::started(pool_core& pool, std::uint64_t id) {
-    {
-        std::lock_guard lock(mutex_);
-        id_ = id;
-        started_ = true;
-        if (!cancelled_) return;
-    }
-    pool.cancel(id, asio::error::operation_aborted);
-}
-
 pool_core::pool_core(asio::any_io_executor ex, std::shared_ptr<const snapshot> clean,
                      std::function<void(multi_use_sandbox&)> bind, pool_options options)
     : ex_(std::move(ex)), clean_(std::move(clean)), bind_(std::move(bind)), options_(options), wake_timer_(ex_) {
@@ -70,12 +49,12 @@ void pool_core::creation_failed(std::error_code ec) {
     }
 }
 
-std::uint64_t pool_core::acquire(std::unique_ptr<pool_waiter> w) {
+void pool_core::acquire(std::unique_ptr<pool_waiter> w, const std::shared_ptr<task_cancellation>& task) {
     std::unique_lock lock(mutex_);
     if (closed_) {
         lock.unlock();
         w->deliver(make_error_code(errc::pool_closed), std::nullopt);
-        return 0;
+        return;
     }
     if (!idle_.empty() && waiters_.empty()) {
         auto sandbox = std::move(idle_.back());
@@ -84,14 +63,22 @@ std::uint64_t pool_core::acquire(std::unique_ptr<pool_waiter> w) {
         ++counters_.acquired;
         lock.unlock();
         w->deliver({}, std::move(sandbox));
-        return 0;
+        return;
     }
     if (waiters_.size() >= options_.max_waiters) {
         lock.unlock();
         w->deliver(make_error_code(errc::pool_busy), std::nullopt);
-        return 0;
+        return;
     }
     const std::uint64_t id = next_id_++;
+    // Armed under mutex_, before the waiter is queued: no hand-over can come first.
+    if (task && !task->arm([weak = weak_from_this(), id] {
+            if (auto self = weak.lock()) self->cancel(id, asio::error::operation_aborted);
+        })) {
+        lock.unlock();
+        w->deliver(asio::error::operation_aborted, std::nullopt);
+        return;
+    }
     std::unique_ptr<asio::steady_timer> timer;
     if (options_.acquire_timeout.count() > 0) {
         timer = std::make_unique<asio::steady_timer>(ex_, options_.acquire_timeout);
@@ -102,7 +89,6 @@ std::uint64_t pool_core::acquire(std::unique_ptr<pool_waiter> w) {
     }
     waiters_.push_back({id, std::move(w), std::move(timer)});
     if (creating_ + idle_.size() + in_use_ < options_.max_size) create_one();
-    return id;
 }
 
 void pool_core::cancel(std::uint64_t id, std::error_code reason) {

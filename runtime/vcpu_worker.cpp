@@ -7,6 +7,8 @@
 #include <chrono>
 #include <optional>
 
+#include "hl/error.hpp"
+
 namespace hl::detail {
 
 namespace {
@@ -78,13 +80,12 @@ void vcpu_worker::close() {
 }
 
 void vcpu_worker::stop() {
-    close();
-    if (!thread_.joinable()) return;
     if (thread_.get_id() == std::this_thread::get_id()) {
-        thread_.detach();  // stopped from one of its own jobs: it exits after this job
-    } else {
-        thread_.join();
+        throw error(errc::usage_error,
+                    "a vCPU worker cannot be stopped from one of its own jobs: it would have to wait for itself");
     }
+    close();
+    if (thread_.joinable()) thread_.join();
 }
 
 void vcpu_worker::loop() {

@@ -282,8 +282,8 @@ private:
         // The deadline may have fired while this completion was on its way: then the guest never ran.
         if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none) co_return response{};
         in_guest_ = true;
-        auto [call_ec, result] = co_await lease->async_call<std::string>(function, std::move(body), as_tuple);
-        if (call_ec) co_return call_failed(call_ec, function, lease->last_error());
+        auto [call_ec, result] = co_await lease.async_call<std::string>(function, std::move(body), as_tuple);
+        if (call_ec) co_return call_failed(call_ec, function, lease.last_error());
         co_return response{200, std::move(result), {}};
     }
 

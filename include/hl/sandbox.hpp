@@ -184,7 +184,7 @@ public:
     hl::interrupt_handle interrupt_handle() const;
 
     /// The message of the last call that failed through an error_code overload (the exception of a
-    /// throwing call carries its own message).
+    /// throwing call carries its own message); restore() clears it.
     const std::string& last_error() const noexcept;
 
     /// True after a failure that left the guest in an unknown state (see is_poisoning()), until a

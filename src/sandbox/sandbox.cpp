@@ -153,6 +153,7 @@ std::shared_ptr<const hl::snapshot> multi_use_sandbox::snapshot() {
 
 void multi_use_sandbox::restore(const std::shared_ptr<const hl::snapshot>& snap) {
     driving(core_, "restore it")->restore(snap);
+    last_error_.clear();  // nothing of the last caller survives a restore
 }
 
 return_value multi_use_sandbox::call_dynamic_with_restore(const std::shared_ptr<const hl::snapshot>& snap,
@@ -164,9 +165,11 @@ return_value multi_use_sandbox::call_dynamic_with_restore(const std::shared_ptr<
         result = d->call(name, return_type, args);
     } catch (...) {
         d->restore(snap);
+        last_error_.clear();
         throw;
     }
     d->restore(snap);
+    last_error_.clear();
     return result;
 }
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// For tests of the async runtime: run one coroutine to completion on an io_context.
+// For tests of the async runtime: run one coroutine to completion on an io_context, and bound
+// tests whose failure would otherwise be a hang.
 #pragma once
 
 #include <asio/awaitable.hpp>
@@ -7,7 +8,14 @@
 #include <asio/io_context.hpp>
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "hl/interrupt.hpp"
 
 namespace hl::test {
 
@@ -28,5 +36,50 @@ void run_coroutine(asio::io_context& io, F body) {
     io.run();
     EXPECT_TRUE(finished);
 }
+
+/// Turns a hang into a test failure: if still alive after `limit`, it fails the test and from then
+/// on keeps killing the guest calls of every sandbox it watches, so that calls whose cancellation
+/// was lost end and the test can finish. Tests poll fired() to stop early.
+class watchdog {
+public:
+    explicit watchdog(std::chrono::milliseconds limit)
+        : thread_([this, limit] {
+              std::unique_lock lock(mutex_);
+              if (wake_.wait_for(lock, limit, [this] { return done_; })) return;
+              fired_ = true;
+              ADD_FAILURE() << "the watchdog fired after " << limit.count()
+                            << " ms: a call did not end; killing the guests it watches";
+              while (!wake_.wait_for(lock, std::chrono::milliseconds(2), [this] { return done_; })) {
+                  for (const auto& h : watched_) h.kill();
+              }
+          }) {}
+    ~watchdog() {
+        {
+            std::lock_guard lock(mutex_);
+            done_ = true;
+        }
+        wake_.notify_one();
+        thread_.join();
+    }
+    watchdog(const watchdog&) = delete;
+    watchdog& operator=(const watchdog&) = delete;
+
+    /// From any thread (for example a pool's bind function, on a vCPU thread).
+    void watch(hl::interrupt_handle h) {
+        std::lock_guard lock(mutex_);
+        watched_.push_back(std::move(h));
+    }
+    bool fired() const {
+        std::lock_guard lock(mutex_);
+        return fired_;
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::condition_variable wake_;
+    std::vector<hl::interrupt_handle> watched_;
+    bool done_ = false, fired_ = false;
+    std::thread thread_;  // last: starts once the rest is ready
+};
 
 }  // namespace hl::test

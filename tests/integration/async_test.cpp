@@ -22,20 +22,32 @@
 #include <cstddef>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <random>
 #include <thread>
+#include <type_traits>
 
 #include "async_support.hpp"
 #include "guest_paths.hpp"
 #include "hl/runtime/async_host_function.hpp"
 #include "hl/runtime/async_sandbox.hpp"
+#include "hl/runtime/detail/vcpu_worker.hpp"
 
 namespace {
+
+// A handle is the sandbox: a copy would outlive what it was given for.
+static_assert(!std::is_copy_constructible_v<hl::async_sandbox>);
+static_assert(!std::is_copy_assignable_v<hl::async_sandbox>);
+static_assert(std::is_nothrow_move_constructible_v<hl::async_sandbox>);
+static_assert(std::is_nothrow_move_assignable_v<hl::async_sandbox>);
 
 using namespace std::chrono_literals;
 using namespace asio::experimental::awaitable_operators;
 using asio::awaitable;
 using asio::use_awaitable;
+using asio::experimental::as_tuple;
 using hl::errc;
+using hl::test::error_of;
 
 class Async : public ::testing::Test {
 protected:
@@ -52,6 +64,15 @@ protected:
     template <class F>
     void run(F body) {
         hl::test::run_coroutine(io, std::move(body));
+    }
+
+    // Waits, a millisecond at a time, until `done()`; gives up after `limit` (the caller checks).
+    template <class F>
+    awaitable<void> until(F done, std::chrono::milliseconds limit = 10s) {
+        for (auto waited = 0ms; !done() && waited < limit; waited += 1ms) {
+            asio::steady_timer t(io, 1ms);
+            co_await t.async_wait(use_awaitable);
+        }
     }
 
     asio::io_context io;
@@ -452,6 +473,119 @@ TEST_F(FileReader, SaysSoRatherThanWalkThePathItselfWhereTheKernelRefusesOpenat2
     ASSERT_EQ(::waitpid(child, &status, 0), child);
     if (message == "no seccomp") GTEST_SKIP() << "cannot install a seccomp filter here";
     EXPECT_NE(message.find("needs openat2"), std::string::npos) << message;
+}
+
+TEST_F(Async, AMovedFromHandleFailsEveryOperationWithUsageError) {
+    run([&]() -> awaitable<void> {
+        auto sb = co_await make();
+        auto clean = co_await sb.async_snapshot();
+        auto moved = std::move(sb);
+        EXPECT_FALSE(sb);
+        EXPECT_TRUE(moved);
+        auto [e1, r1] = co_await sb.async_call<std::int32_t>("AddLocal", 1, 2, as_tuple(use_awaitable));
+        EXPECT_EQ(e1, errc::usage_error);
+        EXPECT_EQ(r1, 0);
+        auto [e2, snap] = co_await sb.async_snapshot(as_tuple(use_awaitable));
+        EXPECT_EQ(e2, errc::usage_error);
+        EXPECT_FALSE(snap);
+        auto [e3] = co_await sb.async_restore(clean, as_tuple(use_awaitable));
+        EXPECT_EQ(e3, errc::usage_error);
+        EXPECT_EQ(error_of([&] { (void)sb.interrupt_handle(); }), errc::usage_error);
+        EXPECT_EQ(sb.last_error(), "");
+        // A plain callback completes, posted, on the executor the moved-from handle kept.
+        std::optional<std::error_code> posted;
+        sb.async_call<std::int32_t>("AddLocal", 1, 2, [&](std::error_code ec, std::int32_t) { posted = ec; });
+        EXPECT_FALSE(posted) << "never completed inline";
+        co_await until([&] { return posted.has_value(); });
+        EXPECT_EQ(posted, errc::usage_error);
+        EXPECT_EQ(co_await moved.async_call<std::int32_t>("AddLocal", 1, 2), 3) << "the sandbox went with the move";
+    });
+}
+
+TEST_F(Async, ADefaultConstructedHandleFailsEveryOperationWithUsageError) {
+    hl::async_sandbox sb;
+    EXPECT_FALSE(sb);
+    EXPECT_FALSE(sb.get_executor());
+    EXPECT_EQ(sb.last_error(), "");
+    EXPECT_EQ(error_of([&] { (void)sb.interrupt_handle(); }), errc::usage_error);
+    // Neither the handle nor the callback has an executor to complete on: the initiation throws.
+    EXPECT_EQ(error_of([&] { sb.async_call<void>("Spin", [](std::error_code) { ADD_FAILURE() << "completed"; }); }),
+              errc::usage_error);
+    run([&]() -> awaitable<void> {
+        auto [ec] = co_await sb.async_call<void>("Spin", as_tuple(use_awaitable));  // the coroutine's executor
+        EXPECT_EQ(ec, errc::usage_error);
+        auto [ec2, snap] = co_await sb.async_snapshot(as_tuple(use_awaitable));
+        EXPECT_EQ(ec2, errc::usage_error);
+    });
+}
+
+TEST_F(Async, DroppingTheLastHandleInsideItsOwnHostFunctionLetsTheCallFinishFirst) {
+    std::optional<hl::async_sandbox> sb;
+    run([&]() -> awaitable<void> {
+        sb.emplace(co_await hl::async_sandbox::async_create(io.get_executor(), hl::test::simpleguest(), {},
+                                                            [&](hl::uninitialized_sandbox& u) {
+                                                                u.register_host_function("HostAdd", [&](std::int32_t a, std::int32_t b) {
+                                                                    sb.reset();  // on the vCPU thread, mid-call
+                                                                    return a + b;
+                                                                });
+                                                            }));
+    });
+    io.restart();
+    // A callback, so that the initiation holds no reference: the host function drops the last one.
+    std::optional<std::error_code> outcome;
+    std::int32_t result = 0;
+    sb->async_call<std::int32_t>("Add", 1, 2, [&](std::error_code ec, std::int32_t r) {
+        outcome = ec;
+        result = r;
+    });
+    io.run();  // returns once the completion ran
+    ASSERT_TRUE(outcome);
+    EXPECT_FALSE(sb);
+    // The destruction waited for the host function to return, then killed the call (or found it over).
+    EXPECT_TRUE(*outcome == errc::cancelled || (!*outcome && result == 3)) << outcome->message();
+}
+
+TEST(VcpuWorker, RefusesToBeStoppedFromOneOfItsOwnJobs) {
+    struct job final : hl::detail::worker_job {
+        explicit job(std::function<void()> f) : f(std::move(f)) {}
+        void run() override { f(); }
+        void abort() override { f(); }
+        std::function<void()> f;
+    };
+    hl::detail::vcpu_worker worker;
+    std::promise<hl::errc> stopped_inside;
+    worker.push(std::make_unique<job>([&] { stopped_inside.set_value(error_of([&] { worker.stop(); })); }));
+    EXPECT_EQ(stopped_inside.get_future().get(), errc::usage_error);
+    // Nothing changed: the worker still runs jobs, and is stopped (joined) from outside.
+    std::promise<std::thread::id> ran_on;
+    worker.push(std::make_unique<job>([&] { ran_on.set_value(std::this_thread::get_id()); }));
+    EXPECT_EQ(ran_on.get_future().get(), worker.thread_id());
+    worker.stop();
+}
+
+TEST_F(Async, ACancellationAtAnyMomentOfACallEndsIt) {
+    hl::test::watchdog dog(20s);
+    run([&]() -> awaitable<void> {
+        auto sb = co_await make();
+        dog.watch(sb.interrupt_handle());
+        auto clean = co_await sb.async_snapshot();
+        std::mt19937 rng(7);
+        for (int round = 0; round < 50 && !dog.fired(); ++round) {
+            asio::cancellation_signal signal;
+            std::optional<std::error_code> outcome;
+            sb.async_call<void>("Spin", asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec) { outcome = ec; }));
+            // From still queued, through taken by the vCPU thread but not yet in the guest, to in it.
+            const auto delay = std::chrono::microseconds(std::uniform_int_distribution<int>(0, 300)(rng));
+            for (const auto until = std::chrono::steady_clock::now() + delay; std::chrono::steady_clock::now() < until;) {
+            }
+            signal.emit(asio::cancellation_type::terminal);
+            co_await until([&] { return outcome.has_value() || dog.fired(); }, 30s);
+            if (!outcome) break;  // the watchdog failed the test
+            EXPECT_TRUE(*outcome == errc::cancelled || *outcome == asio::error::operation_aborted) << outcome->message();
+            co_await sb.async_restore(clean);
+        }
+        EXPECT_FALSE(dog.fired());
+    });
 }
 
 }  // namespace

@@ -158,6 +158,21 @@ TEST(ErrorModelPoisoning, IsPoisoningSaysExactlyWhichFailuresPoisonTheSandbox) {
     EXPECT_TRUE(hostile.poisoned());
 }
 
+TEST_P(ErrorModel, ARestoreClearsTheLastErrorSoTheNextCallerCannotReadIt) {
+    auto sb = make();
+    auto clean = sb.snapshot();
+    std::error_code ec;
+    sb.call<void>(ec, "ReturnGuestError", 7, std::string("text the guest chose"));
+    EXPECT_EQ(ec, errc::guest_error);
+    EXPECT_NE(sb.last_error().find("text the guest chose"), std::string::npos) << sb.last_error();
+    sb.restore(clean);
+    EXPECT_EQ(sb.last_error(), "");
+
+    sb.call<void>(ec, "ReturnGuestError", 7, std::string("text the guest chose"));
+    EXPECT_EQ(sb.call_with_restore<std::int32_t>(clean, "AddLocal", 1, 2), 3);
+    EXPECT_EQ(sb.last_error(), "") << "call_with_restore restores too";
+}
+
 INSTANTIATE_TEST_SUITE_P(Guests, ErrorModel, ::testing::Values(hl::test::simpleguest(), hl::test::c_simpleguest()),
                          [](const auto& info) { return info.index == 0 ? "cpp" : "c"; });
 

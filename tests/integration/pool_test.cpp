@@ -9,9 +9,13 @@
 #include <asio/steady_timer.hpp>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
+#include <type_traits>
 
 #include "async_support.hpp"
 #include "guest_paths.hpp"
@@ -19,12 +23,21 @@
 
 namespace {
 
+// The lease is the only way to a pooled sandbox: nothing of it can be copied past its release.
+static_assert(!std::is_copy_constructible_v<hl::pool_lease>);
+static_assert(!std::is_copy_assignable_v<hl::pool_lease>);
+static_assert(!std::is_copy_constructible_v<hl::sandbox_pool>);
+static_assert(!std::is_copy_assignable_v<hl::sandbox_pool>);
+static_assert(std::is_nothrow_move_constructible_v<hl::pool_lease>);
+static_assert(std::is_nothrow_move_constructible_v<hl::sandbox_pool>);
+
 using namespace std::chrono_literals;
 using namespace asio::experimental::awaitable_operators;
 using asio::awaitable;
 using asio::use_awaitable;
 using asio::experimental::as_tuple;
 using hl::errc;
+using hl::test::error_of;
 
 class Pool : public ::testing::Test {
 protected:
@@ -39,10 +52,39 @@ protected:
             options);
     }
 
+    // A pool whose sandboxes `dog` can kill, and whose interrupt handles running() tells apart.
+    awaitable<hl::sandbox_pool> make_watched(hl::pool_options options, hl::test::watchdog& dog) {
+        co_return co_await hl::sandbox_pool::async_create(
+            io.get_executor(), hl::test::simpleguest(), {},
+            [&](hl::multi_use_sandbox& sb) {
+                dog.watch(sb.interrupt_handle());
+                std::lock_guard lock(handles_mutex);
+                handles.push_back(sb.interrupt_handle());
+            },
+            options);
+    }
+
+    bool a_guest_runs() {
+        std::lock_guard lock(handles_mutex);
+        return std::any_of(handles.begin(), handles.end(), [](const hl::interrupt_handle& h) { return h.running(); });
+    }
+
     template <class F>
     void run(F body) {
         hl::test::run_coroutine(io, std::move(body));
     }
+
+    // Waits, a millisecond at a time, until `done()`; gives up after `limit` (the caller checks).
+    template <class F>
+    awaitable<void> until(F done, std::chrono::milliseconds limit = 10s) {
+        for (auto waited = 0ms; !done() && waited < limit; waited += 1ms) {
+            asio::steady_timer t(io, 1ms);
+            co_await t.async_wait(use_awaitable);
+        }
+    }
+
+    std::mutex handles_mutex;
+    std::vector<hl::interrupt_handle> handles;
 
     asio::io_context io;
 };
@@ -59,9 +101,9 @@ TEST_F(Pool, TenThousandTasksNeverSeeAnotherTasksSecret) {
                 ++started;
                 const std::string secret = "secret-" + std::to_string(rng());
                 auto lease = co_await pool.async_acquire();
-                if (!(co_await lease->async_call<std::string>("GetSecret")).empty()) ++leaked;
-                co_await lease->async_call<void>("StoreSecret", secret);
-                EXPECT_EQ(co_await lease->async_call<std::string>("GetSecret"), secret);
+                if (!(co_await lease.async_call<std::string>("GetSecret")).empty()) ++leaked;
+                co_await lease.async_call<void>("StoreSecret", secret);
+                EXPECT_EQ(co_await lease.async_call<std::string>("GetSecret"), secret);
                 ++done;
             }
         };
@@ -109,12 +151,12 @@ TEST_F(Pool, ALeaseServesSeveralCallsInOneSession) {
         auto pool = co_await make({.min_size = 1, .max_size = 1});
         {
             auto lease = co_await pool.async_acquire();
-            EXPECT_EQ(co_await lease->async_call<std::int32_t>("IncrementCounter"), 1);
-            EXPECT_EQ(co_await lease->async_call<std::int32_t>("IncrementCounter"), 2);
-            EXPECT_EQ(co_await lease->async_call<std::int32_t>("IncrementCounter"), 3);
+            EXPECT_EQ(co_await lease.async_call<std::int32_t>("IncrementCounter"), 1);
+            EXPECT_EQ(co_await lease.async_call<std::int32_t>("IncrementCounter"), 2);
+            EXPECT_EQ(co_await lease.async_call<std::int32_t>("IncrementCounter"), 3);
         }
         auto lease = co_await pool.async_acquire();
-        EXPECT_EQ(co_await lease->async_call<std::int32_t>("IncrementCounter"), 1);
+        EXPECT_EQ(co_await lease.async_call<std::int32_t>("IncrementCounter"), 1);
     });
 }
 
@@ -247,6 +289,211 @@ TEST_F(Pool, ClosingWithWaitersAndACallInFlightEndsEverythingCleanly) {
         EXPECT_EQ(waiter2, asio::error::operation_aborted);
         EXPECT_EQ(after, errc::pool_closed);
         EXPECT_EQ(pool.stats().size, 0u);
+    });
+}
+
+TEST_F(Pool, AReleasedOrMovedFromLeaseNeverReachesTheSandbox) {
+    run([&]() -> awaitable<void> {
+        auto pool = co_await make({.min_size = 1, .max_size = 1});
+        auto lease = co_await pool.async_acquire();
+        co_await lease.async_call<void>("StoreSecret", std::string("the first task's secret"));
+        auto moved = std::move(lease);
+        EXPECT_FALSE(lease);
+        auto [e1, s1] = co_await lease.async_call<std::string>("GetSecret", as_tuple(use_awaitable));
+        EXPECT_EQ(e1, errc::usage_error);
+        EXPECT_EQ(s1, "");
+        EXPECT_EQ(co_await moved.async_call<std::string>("GetSecret"), "the first task's secret");
+        moved.release();
+        EXPECT_FALSE(moved);
+        auto [e2, s2] = co_await moved.async_call<std::string>("GetSecret", as_tuple(use_awaitable));
+        EXPECT_EQ(e2, errc::usage_error);
+        EXPECT_EQ(s2, "");
+        auto [e3] = co_await moved.async_call<void>("StoreSecret", std::string("planted"), as_tuple(use_awaitable));
+        EXPECT_EQ(e3, errc::usage_error);
+        // The next task, on the same sandbox: the planting never reached it.
+        auto next = co_await pool.async_acquire();
+        co_await next.async_call<void>("StoreSecret", std::string("the next task's secret"));
+        auto [e4, s4] = co_await moved.async_call<std::string>("GetSecret", as_tuple(use_awaitable));
+        EXPECT_EQ(e4, errc::usage_error);
+        EXPECT_EQ(s4, "");
+        EXPECT_EQ(co_await next.async_call<std::string>("GetSecret"), "the next task's secret");
+        EXPECT_EQ(moved.last_error(), "");
+    });
+}
+
+TEST_F(Pool, TheNextHolderNeverSeesThePreviousHoldersLastError) {
+    run([&]() -> awaitable<void> {
+        auto pool = co_await make({.min_size = 1, .max_size = 1});
+        {
+            auto a = co_await pool.async_acquire();
+            auto [ec] = co_await a.async_call<void>("ReturnGuestError", 7, std::string("text the guest chose"),
+                                                    as_tuple(use_awaitable));
+            EXPECT_EQ(ec, errc::guest_error);
+            EXPECT_NE(a.last_error().find("text the guest chose"), std::string::npos) << a.last_error();
+        }
+        auto b = co_await pool.async_acquire();
+        EXPECT_EQ(b.last_error(), "") << "before the next holder's first call";
+        EXPECT_EQ(co_await b.async_call<std::int32_t>("AddLocal", 1, 1), 2);
+        EXPECT_EQ(b.last_error(), "");
+        b.release();
+        // A failing call started before the release, and completing after it, does not show either.
+        auto c = co_await pool.async_acquire();
+        std::optional<std::error_code> late;
+        c.async_call<void>("ReturnGuestError", 7, std::string("late text"), [&](std::error_code ec) { late = ec; });
+        c.release();
+        auto d = co_await pool.async_acquire();
+        co_await until([&] { return late.has_value(); });
+        EXPECT_EQ(late, errc::guest_error);
+        EXPECT_EQ(d.last_error(), "");
+    });
+}
+
+TEST_F(Pool, AnEmptyPoolOrLeaseFailsEveryOperationWithUsageError) {
+    hl::sandbox_pool none;
+    hl::pool_lease no_lease;
+    EXPECT_FALSE(none);
+    EXPECT_FALSE(no_lease);
+    EXPECT_EQ(none.stats().size, 0u);
+    none.close();
+    EXPECT_EQ(no_lease.last_error(), "");
+    // No executor anywhere to complete on: the initiation throws.
+    EXPECT_EQ(error_of([&] { none.async_acquire([](std::error_code, hl::pool_lease) { ADD_FAILURE(); }); }),
+              errc::usage_error);
+    EXPECT_EQ(error_of([&] { no_lease.async_call<void>("Spin", [](std::error_code) { ADD_FAILURE(); }); }),
+              errc::usage_error);
+    run([&]() -> awaitable<void> {
+        auto [e1, l1] = co_await none.async_acquire(as_tuple(use_awaitable));
+        EXPECT_EQ(e1, errc::usage_error);
+        EXPECT_FALSE(l1);
+        auto [e2, r2] = co_await none.async_call<std::int32_t>("AddLocal", 1, 2, as_tuple(use_awaitable));
+        EXPECT_EQ(e2, errc::usage_error);
+        auto [e3] = co_await none.async_drain(as_tuple(use_awaitable));
+        EXPECT_EQ(e3, errc::usage_error);
+        auto [e4] = co_await no_lease.async_call<void>("Spin", as_tuple(use_awaitable));
+        EXPECT_EQ(e4, errc::usage_error);
+
+        auto pool = co_await make({.min_size = 1, .max_size = 1});
+        auto moved = std::move(pool);
+        EXPECT_FALSE(pool);
+        auto [e5, l5] = co_await pool.async_acquire(as_tuple(use_awaitable));
+        EXPECT_EQ(e5, errc::usage_error);
+        // A plain callback completes, posted, on the executor the moved-from pool kept.
+        std::optional<std::error_code> posted;
+        pool.async_call<std::int32_t>("AddLocal", 1, 2, [&](std::error_code ec, std::int32_t) { posted = ec; });
+        EXPECT_FALSE(posted);
+        co_await until([&] { return posted.has_value(); });
+        EXPECT_EQ(posted, errc::usage_error);
+        EXPECT_EQ(co_await moved.async_call<std::int32_t>("AddLocal", 1, 2), 3);
+    });
+}
+
+TEST_F(Pool, ACancelledAcquireGivesBackASandboxHandedToItMeanwhile) {
+    run([&]() -> awaitable<void> {
+        auto pool = co_await make({.min_size = 1, .max_size = 1});
+        auto held = co_await pool.async_acquire();
+        asio::cancellation_signal signal;
+        std::optional<std::error_code> outcome;
+        bool got_lease = true;
+        pool.async_acquire(asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec, hl::pool_lease lease) {
+            outcome = ec;
+            got_lease = static_cast<bool>(lease);
+        }));
+        held.release();  // hands the sandbox to the waiter: its completion is on its way
+        signal.emit(asio::cancellation_type::terminal);
+        co_await until([&] { return outcome.has_value(); });
+        EXPECT_EQ(outcome, asio::error::operation_aborted);
+        EXPECT_FALSE(got_lease);
+        auto next = co_await pool.async_acquire();  // the sandbox came back
+        EXPECT_TRUE(next);
+    });
+}
+
+// Each stage a pool task goes through, cancelled there: waiting for a sandbox, being handed one
+// (the sandbox chosen, its completion not yet run), just after the hand-over (the call queued behind
+// the restore, or taken by the vCPU thread but not yet in the guest), and in the guest.
+TEST_F(Pool, ACancellationAtAnyStageOfATaskEndsIt) {
+    hl::test::watchdog dog(20s);
+    run([&]() -> awaitable<void> {
+        auto pool = co_await make_watched({.min_size = 1, .max_size = 1}, dog);
+        std::mt19937 rng(11);
+        for (int round = 0; round < 50 && !dog.fired(); ++round) {
+            const int stage = round % 4;
+            auto held = co_await pool.async_acquire();
+            asio::cancellation_signal signal;
+            std::optional<std::error_code> outcome;
+            pool.async_call<void>("Spin", asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec) { outcome = ec; }));
+            auto cancel = [&] { signal.emit(asio::cancellation_type::terminal); };
+            bool in_guest = false;
+            switch (stage) {
+            case 0:
+                cancel();
+                held.release();
+                break;
+            case 1:
+                held.release();
+                cancel();
+                break;
+            case 2: {
+                held.release();
+                const int hops = std::uniform_int_distribution<int>(1, 3)(rng);
+                for (int i = 0; i < hops; ++i) co_await asio::post(io, use_awaitable);
+                cancel();
+                break;
+            }
+            default:
+                held.release();
+                co_await until([&] { return a_guest_runs(); });
+                in_guest = a_guest_runs();
+                asio::steady_timer t(io, std::chrono::microseconds(std::uniform_int_distribution<int>(0, 2000)(rng)));
+                co_await t.async_wait(use_awaitable);
+                cancel();
+            }
+            co_await until([&] { return outcome.has_value() || dog.fired(); }, 30s);
+            if (!outcome) break;  // the watchdog failed the test
+            if (stage < 2) {
+                EXPECT_EQ(*outcome, asio::error::operation_aborted) << "stage " << stage << ": " << outcome->message();
+            } else if (in_guest) {
+                EXPECT_EQ(*outcome, errc::cancelled) << outcome->message();
+            } else {
+                EXPECT_TRUE(*outcome == errc::cancelled || *outcome == asio::error::operation_aborted)
+                    << "stage " << stage << ": " << outcome->message();
+            }
+        }
+        EXPECT_FALSE(dog.fired());
+        co_await pool.async_drain();
+    });
+}
+
+TEST_F(Pool, TasksRacingTimersNeverLoseTheirCancellation) {
+    // More tasks than sandboxes, each racing Spin against a timer with ||: some are cancelled while
+    // queued, some as they are handed a sandbox, some in the guest.
+    hl::test::watchdog dog(20s);
+    run([&]() -> awaitable<void> {
+        auto pool = co_await make_watched({.min_size = 2, .max_size = 2}, dog);
+        std::mt19937 rng(5);
+        for (int round = 0; round < 50 && !dog.fired(); ++round) {
+            // The later tasks' timers are staggered so that some fire just as a sandbox is being
+            // handed to them by a task whose call was cancelled.
+            const auto base = round % 10 == 0 ? std::chrono::microseconds(50ms)
+                                              : std::chrono::microseconds(std::uniform_int_distribution<int>(0, 3000)(rng));
+            const auto step = std::chrono::microseconds(std::uniform_int_distribution<int>(0, 400)(rng));
+            int finished = 0;
+            for (int task = 0; task < 4; ++task) {
+                asio::co_spawn(
+                    io,
+                    [&, limit = base + task * step]() -> awaitable<void> {
+                        asio::steady_timer timer(io, limit);
+                        auto winner = co_await (pool.async_call<void>("Spin", as_tuple(use_awaitable)) ||
+                                                timer.async_wait(use_awaitable));
+                        EXPECT_EQ(winner.index(), 1u) << "Spin never returns by itself";
+                    },
+                    [&](std::exception_ptr) { ++finished; });
+            }
+            co_await until([&] { return finished == 4 || dog.fired(); }, 30s);
+        }
+        EXPECT_FALSE(dog.fired());
+        co_await pool.async_drain();
+        EXPECT_EQ(pool.stats().in_use, 0u);
     });
 }
 

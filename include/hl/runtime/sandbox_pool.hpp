@@ -1,19 +1,25 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
-#include <asio/bind_cancellation_slot.hpp>
-#include <asio/cancellation_signal.hpp>
-
 #include "hl/runtime/async_sandbox.hpp"
 #include "hl/runtime/detail/pool_core.hpp"
+#include "hl/runtime/detail/task_cancellation.hpp"
 
 namespace hl {
 
 /// Exclusive use of one pooled sandbox until destroyed (or release()d); then the pool restores it to
-/// the clean snapshot, off the holder's path, before anyone else gets it.
+/// the clean snapshot, off the holder's path, before anyone else gets it. The lease is the only way
+/// to the sandbox: it is move-only and lends no handle, reference or interrupt_handle that could
+/// outlive it. Once released or moved from, it is empty: async_call() completes with
+/// errc::usage_error (on the handler's executor, else the lease's) and never reaches the sandbox,
+/// last_error() is empty.
 class pool_lease {
 public:
+    using executor_type = asio::any_io_executor;
+
     pool_lease() = default;
+    pool_lease(const pool_lease&) = delete;
+    pool_lease& operator=(const pool_lease&) = delete;
     pool_lease(pool_lease&&) noexcept = default;
     pool_lease& operator=(pool_lease&& other) noexcept {
         if (this != &other) {
@@ -31,13 +37,24 @@ public:
         }
     }
 
-    async_sandbox& sandbox() noexcept { return *sandbox_; }
-    async_sandbox* operator->() noexcept { return &*sandbox_; }
-    explicit operator bool() const noexcept { return sandbox_.has_value(); }
+    /// As async_sandbox::async_call(), on the leased sandbox: `async_call<R>(name, args..., token)`.
+    template <class R = void, class... ArgsAndToken>
+        requires detail::return_type<R>
+    auto async_call(std::string_view name, ArgsAndToken&&... args_and_token) {
+        return sandbox_.template async_call<R>(name, std::forward<ArgsAndToken>(args_and_token)...);
+    }
 
+    /// The message of the last call of this lease that failed; never another holder's.
+    std::string last_error() const { return sandbox_.last_error(); }
+
+    executor_type get_executor() const noexcept { return sandbox_.get_executor(); }
+    /// False once released or moved from.
+    explicit operator bool() const noexcept { return static_cast<bool>(sandbox_); }
+
+    /// Gives the sandbox back to the pool; a no-op on an empty lease. Calls already started finish
+    /// first (they run before the restore), but their failures no longer show in last_error().
     void release() {
-        if (pool_ && sandbox_) pool_->release(std::move(*sandbox_));
-        sandbox_.reset();
+        if (pool_ && sandbox_) pool_->release(std::move(sandbox_));
         pool_.reset();
     }
 
@@ -47,7 +64,7 @@ private:
         : pool_(std::move(pool)), sandbox_(std::move(sandbox)) {}
 
     std::shared_ptr<detail::pool_core> pool_;
-    std::optional<async_sandbox> sandbox_;
+    async_sandbox sandbox_;
 };
 
 /// Sandboxes for one task each: built once from a template (guest, configuration, host functions),
@@ -60,44 +77,53 @@ private:
 /// and is replaced once idle or released.
 ///
 /// Acquiring is asynchronous, FIFO-fair, bounded (pool_options::max_waiters, then errc::pool_busy),
-/// cancellable (a cancelled waiter leaves the queue: asio::error::operation_aborted) and may time
-/// out (pool_options::acquire_timeout: errc::timed_out).
+/// cancellable (asio::error::operation_aborted: a cancelled waiter leaves the queue, and a sandbox
+/// handed to it meanwhile goes back to the pool) and may time out (pool_options::acquire_timeout:
+/// errc::timed_out).
+///
+/// Move-only. A moved-from or default-constructed pool is empty: its operations complete with
+/// errc::usage_error (on the handler's executor, else the pool's; with neither, they throw
+/// hl::error(errc::usage_error)), close() does nothing and stats() is all zeros.
 ///
 /// Thread-safety: operations may be started from any thread; completions run on the handler's
 /// associated executor (by default the pool's).
 class sandbox_pool {
 public:
+    using executor_type = asio::any_io_executor;
+
     sandbox_pool() = default;
-    sandbox_pool(sandbox_pool&&) noexcept = default;
+    sandbox_pool(const sandbox_pool&) = delete;
+    sandbox_pool& operator=(const sandbox_pool&) = delete;
+    /// `other` is left empty, with its executor.
+    sandbox_pool(sandbox_pool&& other) noexcept : core_(std::move(other.core_)), ex_(other.ex_) {}
     sandbox_pool& operator=(sandbox_pool&& other) noexcept {
         if (this != &other) {
             close();
             core_ = std::move(other.core_);
+            ex_ = other.ex_;
         }
         return *this;
     }
-    ~sandbox_pool() {
-        if (core_) core_->close();
-    }
+    ~sandbox_pool() { close(); }
 
     /// Creates the template sandbox from `guest` (with `bind` applied after evolve), snapshots it
     /// clean, and starts the pool. `bind` registers host functions and handlers on every pooled
     /// sandbox, on its vCPU thread. Completes with void(std::error_code, sandbox_pool).
     template <class Token = asio::use_awaitable_t<>>
-    static auto async_create(asio::any_io_executor ex, std::filesystem::path guest, sandbox_config config,
+    static auto async_create(executor_type ex, std::filesystem::path guest, sandbox_config config,
                              std::function<void(multi_use_sandbox&)> bind, pool_options options, Token&& token = {}) {
         return asio::async_initiate<Token, void(std::error_code, sandbox_pool)>(
-            [](auto handler, asio::any_io_executor ex, std::filesystem::path guest, sandbox_config config,
+            [](auto handler, executor_type ex, std::filesystem::path guest, sandbox_config config,
                std::function<void(multi_use_sandbox&)> bind, pool_options options) {
                 auto done = std::make_shared<detail::completion<decltype(handler)>>(std::move(handler), ex);
                 async_sandbox::async_create(
                     ex, std::move(guest), config, {},
                     [done, ex, bind, options](std::error_code ec, async_sandbox tmpl) mutable {
-                        if (ec) return done->complete(ec, sandbox_pool());
+                        if (ec) return done->complete(ec, sandbox_pool(ex));
                         auto holder = std::make_shared<async_sandbox>(std::move(tmpl));
                         holder->async_snapshot([done, ex, bind, options, holder](
                                                    std::error_code ec, std::shared_ptr<const snapshot> clean) mutable {
-                            if (ec) return done->complete(ec, sandbox_pool());
+                            if (ec) return done->complete(ec, sandbox_pool(ex));
                             auto core = std::make_shared<detail::pool_core>(ex, std::move(clean), std::move(bind), options);
                             core->start();
                             done->complete(ec, sandbox_pool(std::move(core)));
@@ -111,35 +137,39 @@ public:
     template <class Token = asio::use_awaitable_t<>>
     auto async_acquire(Token&& token = {}) {
         return asio::async_initiate<Token, void(std::error_code, pool_lease)>(
-            [core = core_](auto handler) {
+            [core = core_, ex = ex_](auto handler) {
+                if (!core) return detail::complete_usage_error(std::move(handler), ex, empty_message, pool_lease());
                 using H = decltype(handler);
-                auto slot = asio::get_associated_cancellation_slot(handler);
+                auto task = cancellation_of(handler);
                 struct waiter final : detail::pool_waiter {
-                    waiter(H h, std::shared_ptr<detail::pool_core> c) : done(std::move(h), c->executor()), core(std::move(c)) {}
+                    waiter(H h, std::shared_ptr<detail::pool_core> c, std::shared_ptr<detail::task_cancellation> t)
+                        : done(std::move(h), c->executor()), core(std::move(c)), task(std::move(t)) {}
                     void deliver(std::error_code ec, std::optional<async_sandbox> sb) override {
-                        done.complete(ec, sb ? pool_lease(core, std::move(*sb)) : pool_lease());
+                        // The hand-over: a cancellation that came after the pool chose this waiter
+                        // gives the sandbox back, up to the moment the holder would get it.
+                        auto lease = sb ? pool_lease(core, std::move(*sb)) : pool_lease();
+                        done.complete_with([task = task, ec, lease = std::move(lease)]() mutable {
+                            if (lease && task && task->cancelled()) {
+                                lease.release();
+                                return std::make_tuple(std::error_code(asio::error::operation_aborted), pool_lease());
+                            }
+                            return std::make_tuple(ec, std::move(lease));
+                        });
                     }
                     detail::completion<H> done;
                     std::shared_ptr<detail::pool_core> core;
+                    std::shared_ptr<detail::task_cancellation> task;
                 };
-                // The slot is assigned before the acquire starts: once started, the acquire may
-                // complete, and clear the slot, on another thread of the executor.
-                auto pending = slot.is_connected() ? std::make_shared<detail::pending_acquire>() : nullptr;
-                if (pending) {
-                    slot.assign([weak = std::weak_ptr<detail::pool_core>(core), pending](asio::cancellation_type type) {
-                        if (type == asio::cancellation_type::none) return;
-                        if (auto c = weak.lock()) pending->cancel(*c);
-                    });
-                }
-                const std::uint64_t id = core->acquire(std::make_unique<waiter>(std::move(handler), core));
-                if (pending) pending->started(*core, id);
+                core->acquire(std::make_unique<waiter>(std::move(handler), core, task), task);
             },
             token);
     }
 
     /// Acquires a sandbox, calls `name` in it and releases it: `async_call<R>(name, args..., token)`
-    /// (default token: asio::use_awaitable), completing with void(std::error_code, R). Cancelling
-    /// it cancels the acquire or interrupts the call, whichever is under way.
+    /// (default token: asio::use_awaitable), completing with void(std::error_code, R). A
+    /// cancellation ends the task whenever it comes: while waiting for a sandbox or being handed
+    /// one (asio::error::operation_aborted, the guest never runs), or during the call (as
+    /// async_sandbox::async_call()).
     template <class R = void, class... ArgsAndToken>
         requires detail::return_type<R>
     auto async_call(std::string_view name, ArgsAndToken&&... args_and_token) {
@@ -155,7 +185,8 @@ public:
     template <class Token = asio::use_awaitable_t<>>
     auto async_drain(Token&& token = {}) {
         return asio::async_initiate<Token, void(std::error_code)>(
-            [core = core_](auto handler) {
+            [core = core_, ex = ex_](auto handler) {
+                if (!core) return detail::complete_usage_error(std::move(handler), ex, empty_message);
                 auto done = std::make_shared<detail::completion<decltype(handler)>>(std::move(handler), core->executor());
                 core->when_drained([done] { done->complete({}); });
             },
@@ -169,76 +200,96 @@ public:
     }
 
     pool_stats stats() const { return core_ ? core_->stats() : pool_stats{}; }
+    /// The executor completions default to; a moved-from pool keeps it, a default-constructed one
+    /// has none.
+    executor_type get_executor() const noexcept { return ex_; }
+    /// False for an empty pool.
     explicit operator bool() const noexcept { return core_ != nullptr; }
 
 private:
-    explicit sandbox_pool(std::shared_ptr<detail::pool_core> core) : core_(std::move(core)) {}
+    static constexpr const char* empty_message =
+        "the sandbox_pool is empty (default-constructed or moved from), and has no executor";
+
+    explicit sandbox_pool(executor_type ex) noexcept : ex_(std::move(ex)) {}
+    explicit sandbox_pool(std::shared_ptr<detail::pool_core> core) : core_(std::move(core)), ex_(core_->executor()) {}
+
+    // A task's cancellation, fed by the handler's cancellation slot; null if it has none.
+    template <class Handler>
+    static std::shared_ptr<detail::task_cancellation> cancellation_of(Handler& handler) {
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        if (!slot.is_connected()) return nullptr;
+        auto task = std::make_shared<detail::task_cancellation>();
+        // Assigned before the task starts: once started it may complete, and clear the slot, on
+        // another thread of the executor.
+        slot.assign([task](asio::cancellation_type type) {
+            if (type != asio::cancellation_type::none) task->cancel();
+        });
+        return task;
+    }
 
     template <class R, class Token, class... Args>
     auto initiate_call(std::string_view name, Token&& token, const Args&... args) {
         return asio::async_initiate<Token, detail::call_signature<R>>(
-            [core = core_](auto handler, std::string name, detail::owned_arguments args) mutable {
+            [core = core_, ex = ex_](auto handler, std::string name, detail::owned_arguments args) mutable {
+                if (!core) {
+                    if constexpr (std::is_void_v<R>) return detail::complete_usage_error(std::move(handler), ex, empty_message);
+                    else return detail::complete_usage_error(std::move(handler), ex, empty_message, R{});
+                }
                 using H = decltype(handler);
                 struct call_state {
                     call_state(H h, const asio::any_io_executor& ex) : done(std::move(h), ex) {}
                     detail::completion<H> done;
-                    asio::cancellation_signal inner;  // forwards cancellation to the guest call
-                    std::atomic<bool> calling{false};
-                    detail::pending_acquire waiter;
                     pool_lease lease;
                 };
                 auto state = std::make_shared<call_state>(std::move(handler), core->executor());
-                auto slot = asio::get_associated_cancellation_slot(state->done.handler());
+                // One cancellation for the whole task: the acquire, the hand-over and the call each
+                // arm it in turn, so that it reaches whichever is under way when it comes.
+                auto task = cancellation_of(state->done.handler());
                 const auto start = std::chrono::steady_clock::now();
-                auto on_lease = [state, core, start, name = std::move(name), args = std::move(args)](
+                auto on_lease = [state, core, task, start, name = std::move(name), args = std::move(args)](
                                     std::error_code ec, pool_lease lease) mutable {
                     if (ec) {
                         if constexpr (std::is_void_v<R>) return state->done.complete(ec);
                         else return state->done.complete(ec, R{});
                     }
-                    state->calling = true;
                     state->lease = std::move(lease);
-                    state->lease->template async_call_with<R>(
-                        name, std::move(args),
-                        asio::bind_cancellation_slot(
-                            state->inner.slot(), [state, core, start](std::error_code ec, auto... value) mutable {
-                                state->lease.release();
-                                core->record_latency(std::chrono::steady_clock::now() - start);
-                                state->done.complete(ec, std::move(value)...);
-                            }));
+                    // A task cancelled by now completes with operation_aborted without the guest
+                    // running (async_call_with arms `task` before queueing the call).
+                    state->lease.sandbox_.template async_call_with<R>(
+                        name, std::move(args), task, [state, core, task, start](std::error_code ec, auto... value) mutable {
+                            if (task) task->disarm();
+                            state->lease.release();
+                            core->record_latency(std::chrono::steady_clock::now() - start);
+                            state->done.complete(ec, std::move(value)...);
+                        });
                 };
-                if (slot.is_connected()) {
-                    slot.assign([state, weak = std::weak_ptr<detail::pool_core>(core)](asio::cancellation_type type) {
-                        if (type == asio::cancellation_type::none) return;
-                        if (state->calling) {
-                            state->inner.emit(type);
-                        } else if (auto c = weak.lock()) {
-                            state->waiter.cancel(*c);
-                        }
-                    });
-                }
-                state->waiter.started(*core, acquire_raw(core, std::move(on_lease)));
+                acquire_raw(core, std::move(on_lease), task);
             },
             token, std::string(name), detail::owned_arguments(args...));
     }
 
-    // Acquire with a plain callable (the pool's executor), returning the waiter id for cancellation.
+    // Acquire with a plain callable, run on the pool's executor.
     template <class F>
-    static std::uint64_t acquire_raw(const std::shared_ptr<detail::pool_core>& pool, F f) {
+    static void acquire_raw(const std::shared_ptr<detail::pool_core>& pool, F f,
+                            const std::shared_ptr<detail::task_cancellation>& task) {
         struct waiter final : detail::pool_waiter {
             waiter(F fn, std::shared_ptr<detail::pool_core> c) : fn(std::move(fn)), core(std::move(c)) {}
             void deliver(std::error_code ec, std::optional<async_sandbox> sb) override {
-                asio::post(core->executor(), [fn = std::move(fn), core = core, ec, sb = std::move(sb)]() mutable {
-                    fn(ec, sb ? pool_lease(core, std::move(*sb)) : pool_lease());
+                // A lease at once: if the io_context is destroyed before this runs, the sandbox
+                // still goes back to the pool.
+                asio::post(core->executor(), [fn = std::move(fn), ec,
+                                              lease = sb ? pool_lease(core, std::move(*sb)) : pool_lease()]() mutable {
+                    fn(ec, std::move(lease));
                 });
             }
             F fn;
             std::shared_ptr<detail::pool_core> core;
         };
-        return pool->acquire(std::make_unique<waiter>(std::move(f), pool));
+        pool->acquire(std::make_unique<waiter>(std::move(f), pool), task);
     }
 
     std::shared_ptr<detail::pool_core> core_;
+    executor_type ex_;
 };
 
 }  // namespace hl

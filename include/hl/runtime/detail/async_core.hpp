@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -29,7 +30,12 @@ struct op_state {
 
 class async_core {
 public:
-    async_core();
+    /// A new core, owned so that it is never destroyed on its own vCPU thread: if its last owner
+    /// lets go there (from one of the sandbox's host functions or handlers, in the middle of a call),
+    /// another thread destroys it once that call has returned, since a thread cannot join itself and
+    /// the call is still using the sandbox.
+    static std::shared_ptr<async_core> create();
+
     ~async_core();  // kills a running call, aborts queued ones, destroys the sandbox on its thread
     async_core(const async_core&) = delete;
     async_core& operator=(const async_core&) = delete;
@@ -51,16 +57,25 @@ public:
     void end(op_state* op);
 
     hl::interrupt_handle interrupt_handle() const;
-    void set_last_error(std::string message);
+
+    /// last_error() belongs to the holder of the sandbox: operations record their failure only if
+    /// no new holder came since they started. Take the epoch when an operation starts.
+    std::uint64_t epoch() const;
+    /// A new holder: last_error() is empty, and operations started before record nothing.
+    void new_epoch();
+    void set_last_error(std::uint64_t epoch, std::string message);
     std::string last_error() const;
 
 private:
+    async_core();
+
     vcpu_worker worker_;
     std::optional<multi_use_sandbox> sandbox_;  // created and destroyed on the worker thread
     std::optional<hl::interrupt_handle> handle_;
     mutable std::mutex run_lock_;
     op_state* running_ = nullptr;
     mutable std::mutex error_lock_;
+    std::uint64_t epoch_ = 0;
     std::string last_error_;
 };
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "hl/runtime/async_sandbox.hpp"
+#include "hl/runtime/detail/task_cancellation.hpp"
 
 namespace hl {
 
@@ -45,21 +46,6 @@ struct pool_waiter {
     virtual void deliver(std::error_code ec, std::optional<async_sandbox> sandbox) = 0;
 };
 
-class pool_core;
-
-/// A cancellable acquire whose cancellation may come before the acquire has its id.
-class pending_acquire {
-public:
-    void cancel(pool_core& pool);
-    /// The acquire started with `id` (0: already answered); acts on an earlier cancel().
-    void started(pool_core& pool, std::uint64_t id);
-
-private:
-    std::mutex mutex_;
-    std::uint64_t id_ = 0;
-    bool started_ = false, cancelled_ = false;
-};
-
 class pool_core : public std::enable_shared_from_this<pool_core> {
 public:
     pool_core(asio::any_io_executor ex, std::shared_ptr<const snapshot> clean,
@@ -68,11 +54,10 @@ public:
     /// Creates min_size sandboxes in the background.
     void start();
 
-    /// Hands `w` a sandbox now or when one is free (FIFO). Returns an id for cancel(), or 0 when
-    /// `w` was already answered.
-    std::uint64_t acquire(std::unique_ptr<pool_waiter> w);
-    /// A waiter that is still waiting leaves the queue and gets `reason`.
-    void cancel(std::uint64_t id, std::error_code reason);
+    /// Hands `w` a sandbox now or when one is free (FIFO). While `w` waits, cancelling `task` (if
+    /// given) withdraws it (asio::error::operation_aborted); once `w` has a sandbox, what the
+    /// cancellation means is up to the task's next stage.
+    void acquire(std::unique_ptr<pool_waiter> w, const std::shared_ptr<task_cancellation>& task = nullptr);
 
     /// A lease ends: a restore to the clean snapshot is queued on the sandbox's vCPU thread without
     /// waking it, and the sandbox is handed out again at once. The restore runs ahead of anything
@@ -99,6 +84,8 @@ private:
         std::unique_ptr<asio::steady_timer> timer;
     };
 
+    /// A waiter that is still waiting leaves the queue and gets `reason`.
+    void cancel(std::uint64_t id, std::error_code reason);
     void create_one();  // with mutex_ held: counts it, starts it
     void creation_failed(std::error_code ec);
     /// A new or recycled sandbox, until now counted in `*was_counted_in`: to a waiter or idle.

@@ -29,7 +29,9 @@ public:
     using ticket = std::list<std::unique_ptr<worker_job>>::iterator;
 
     vcpu_worker();
-    ~vcpu_worker();  // aborts what is still queued, runs `on_exit` on the thread, joins it
+    /// Aborts what is still queued, runs `on_exit` on the thread, joins it. Never on the worker's own
+    /// thread (async_core::create() sees to that): see stop().
+    ~vcpu_worker();
     vcpu_worker(const vcpu_worker&) = delete;
     vcpu_worker& operator=(const vcpu_worker&) = delete;
 
@@ -55,7 +57,9 @@ public:
 
     /// Stops taking jobs: from now on queued and new ones are aborted, never run.
     void close();
-    /// close(), then returns when the thread has exited.
+    /// close(), then returns when the thread has exited. From one of the worker's own jobs it throws
+    /// hl::error (errc::usage_error) and changes nothing: the thread cannot wait for itself, and
+    /// whoever destroys the worker must wait for the job still running on it.
     void stop();
 
     std::thread::id thread_id() const noexcept { return thread_.get_id(); }
