@@ -156,6 +156,8 @@ std::int64_t landing_sum() {
     std::int64_t sum = 0;
     for (const auto v : landing) sum += v;
     return sum;
+}
+
 // CPU exceptions a guest can raise on purpose, each of which the host must name truthfully.
 
 void breakpoint() { __asm__ volatile("int3\n\tnop"); }
