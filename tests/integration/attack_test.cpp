@@ -1,0 +1,348 @@
+// SPDX-License-Identifier: Apache-2.0
+// Attacks on the promise that one task never sees, steers or forges the next: CPU state a task may
+// leave behind past restore(), every `in` form, string `in` that runs into memory it cannot write,
+// kills and deadlines around a half-done instruction, `in` inside a host call flow, and the dirty
+// log's hot-page tracking. Each test states the attack; the expectation is the snapshot's state.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+
+#include "guest_paths.hpp"
+#include "hl/hl.hpp"
+
+namespace {
+
+using hl::errc;
+using namespace std::chrono_literals;
+
+constexpr std::int64_t secret = 0x5ec2'e7c0'ffee'1234;
+constexpr std::int64_t canary_value = 0x5a5a'5a5a;
+
+hl::multi_use_sandbox make() { return hl::uninitialized_sandbox::from_file(hl::test::hostileguest()).evolve(); }
+
+// The snapshot's state, seen through the guest's own functions.
+void expect_clean(hl::multi_use_sandbox& sb, std::int64_t token) {
+    EXPECT_EQ(sb.call<std::int64_t>("Identity", token), token);
+    EXPECT_EQ(sb.call<std::int64_t>("ReadCanary"), canary_value);
+    EXPECT_EQ(sb.call<std::int64_t>("LandingSum"), 0);
+    EXPECT_FALSE(sb.poisoned());
+}
+
+class Attack : public ::testing::Test {
+protected:
+    void SetUp() override { HL_REQUIRE_KVM(); }
+};
+
+// ---- CPU state beyond the general registers ----
+
+TEST_F(Attack, FpuAndSseStateDoNotReachTheNextTask) {
+    auto sb = make();
+    auto snap = sb.snapshot();
+    const auto mxcsr = sb.call<std::int64_t>("ReadMxcsr");
+    sb.restore(snap);
+    const auto fcw = sb.call<std::int64_t>("ReadFcw");
+    sb.restore(snap);
+    const auto fsw = sb.call<std::int64_t>("ReadFsw");
+    sb.restore(snap);
+    const auto xmm15 = sb.call<std::int64_t>("ReadXmm15");
+    sb.restore(snap);
+    ASSERT_NE(xmm15, secret);
+
+    for (const char* reader : {"ReadMxcsr", "ReadFcw", "ReadFsw", "ReadXmm15"}) {
+        sb.call<void>("SetFpuState", secret);
+        // Without a restore the same task sees its own state: the attack really changed something.
+        if (std::string(reader) == "ReadXmm15") {
+            EXPECT_EQ(sb.call<std::int64_t>(reader), secret);
+        }
+        sb.restore(snap);
+        const auto seen = sb.call<std::int64_t>(reader);
+        const std::string r = reader;
+        EXPECT_EQ(seen, r == "ReadMxcsr" ? mxcsr : r == "ReadFcw" ? fcw : r == "ReadFsw" ? fsw : xmm15) << reader;
+        sb.restore(snap);
+    }
+}
+
+TEST_F(Attack, FpuStateDoesNotReachASandboxCreatedFromTheSnapshot) {
+    auto sb = make();
+    auto snap = sb.snapshot();
+    sb.call<void>("SetFpuState", secret);
+    auto twin = hl::multi_use_sandbox::from_snapshot(snap);
+    EXPECT_NE(twin.call<std::int64_t>("ReadXmm15"), secret);
+}
+
+// AVX-512 registers that SSE/AVX state does not cover: zmm31's top quadword and the opmask k7. PVM
+// lets CPL3 code use them although the guest never enabled XSAVE; hardware KVM raises #UD.
+TEST_F(Attack, Avx512StateDoesNotReachTheNextTaskOrAnotherSandbox) {
+    auto sb = make();
+    auto snap = sb.snapshot();
+    std::error_code ec;
+    sb.call<void>(ec, "SetAvx512State", secret);
+    if (ec) GTEST_SKIP() << "this vCPU does not run AVX-512 at CPL3 (" << ec.message() << "): nothing to leak";
+    EXPECT_EQ(sb.call<std::int64_t>("ReadZmm31High"), secret);  // the same task sees it
+    sb.restore(snap);
+    EXPECT_EQ(sb.call<std::int64_t>("ReadZmm31High"), 0);
+    sb.restore(snap);
+    EXPECT_EQ(sb.call<std::int64_t>("ReadK7"), 0);
+    sb.restore(snap);
+    EXPECT_EQ(sb.call<std::int64_t>("ReadYmm14High"), 0);
+    sb.restore(snap);
+
+    sb.call<void>("SetAvx512State", secret);
+    auto other = make();  // another VM on the same thread
+    EXPECT_EQ(other.call<std::int64_t>("ReadZmm31High"), 0);
+    EXPECT_EQ(other.call<std::int64_t>("ReadK7"), 0);
+    auto twin = hl::multi_use_sandbox::from_snapshot(snap);
+    EXPECT_EQ(twin.call<std::int64_t>("ReadZmm31High"), 0);
+}
+
+TEST_F(Attack, FsAndGsBasesDoNotReachTheNextTask) {
+    auto sb = make();
+    auto snap = sb.snapshot();
+    const auto fs = sb.call<std::int64_t>("ReadFsBase");
+    const auto gs = sb.call<std::int64_t>("ReadGsBase");
+    sb.restore(snap);
+    const std::int64_t planted = 0x7f00'0000'1000;
+    sb.call<void>("SetSegmentBases", planted);
+    EXPECT_EQ(sb.call<std::int64_t>("ReadFsBase"), planted);  // the same task sees it
+    sb.restore(snap);
+    EXPECT_EQ(sb.call<std::int64_t>("ReadFsBase"), fs);
+    EXPECT_EQ(sb.call<std::int64_t>("ReadGsBase"), gs);
+    sb.restore(snap);
+
+    // After a fault too, and in a sandbox made from a snapshot taken after restore.
+    sb.call<void>("SetSegmentBases", planted);
+    std::error_code ec;
+    sb.call<std::int64_t>(ec, "InThenForge");
+    EXPECT_TRUE(sb.poisoned()) << ec.message();
+    sb.restore(snap);
+    EXPECT_EQ(sb.call<std::int64_t>("ReadFsBase"), fs);
+    sb.restore(snap);
+    auto twin = hl::multi_use_sandbox::from_snapshot(sb.snapshot());
+    EXPECT_EQ(twin.call<std::int64_t>("ReadGsBase"), gs);
+}
+
+// ---- Trap and interrupt-shadow state at the end of a call ----
+
+class EndOfCall : public Attack, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(EndOfCall, LeavesNothingForTheNextTask) {
+    auto sb = make();
+    auto snap = sb.snapshot();
+    for (std::int64_t round = 0; round < 3; ++round) {
+        std::error_code ec;
+        sb.call<void>(ec, GetParam());  // whatever the host makes of the stale result, the next task is its own
+        sb.restore(snap);
+        expect_clean(sb, 100 + round);
+        sb.restore(snap);
+    }
+    auto twin = hl::multi_use_sandbox::from_snapshot(snap);
+    std::error_code ec;
+    twin.call<void>(ec, GetParam());
+    twin.restore(snap);
+    expect_clean(twin, 7);
+}
+
+INSTANTIATE_TEST_SUITE_P(Hostile, EndOfCall,
+                         ::testing::Values("StepOverDone", "DoneInMovSsShadow", "StepOverDoneInMovSsShadow",
+                                           "StepOverInInMovSsShadow"));
+
+// ---- Every `in` form on every library port ----
+
+struct port_case {
+    std::int64_t port, width;
+};
+class InPort : public Attack, public ::testing::WithParamInterface<port_case> {};
+
+TEST_P(InPort, NeitherForgesNorSteersTheNextTask) {
+    auto sb = make();
+    auto snap = sb.snapshot();
+    for (std::int64_t round = 0; round < 2; ++round) {
+        std::error_code ec;
+        const auto forged = sb.call<std::int64_t>(ec, "InPort", GetParam().port, GetParam().width);
+        EXPECT_TRUE(ec) << "in from port " << GetParam().port << " returned " << forged;
+        EXPECT_TRUE(sb.poisoned());
+        sb.restore(snap);
+        expect_clean(sb, 5 + round);
+        sb.restore(snap);
+    }
+}
+
+std::vector<port_case> every_port_and_width() {
+    std::vector<port_case> cases;
+    for (std::int64_t port = 0xf8; port <= 0x117; ++port) {
+        for (const std::int64_t width : {1, 2, 4}) cases.push_back({port, width});
+    }
+    return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Hostile, InPort, ::testing::ValuesIn(every_port_and_width()), [](const auto& info) {
+    char name[32];
+    std::snprintf(name, sizeof name, "port%llx_%lld", static_cast<unsigned long long>(info.param.port),
+                  static_cast<long long>(info.param.width));
+    return std::string(name);
+});
+
+// ---- String `in` that runs into memory it cannot write ----
+
+struct string_in_case {
+    const char* function;
+    std::int64_t width;
+};
+class StringInto : public Attack, public ::testing::WithParamInterface<string_in_case> {};
+
+TEST_P(StringInto, UnwritableMemoryLeavesNothingForTheNextTask) {
+    auto sb = make();
+    auto snap = sb.snapshot();
+    if (std::string(GetParam().function) == "RepInsDownIntoReadOnly") {
+        ASSERT_NE(sb.call<std::int64_t>("FirstWritablePage"), 0);
+        sb.restore(snap);
+    }
+    for (std::int64_t round = 0; round < 3; ++round) {
+        std::error_code ec;
+        sb.call<void>(ec, GetParam().function, GetParam().width);
+        EXPECT_TRUE(ec);
+        EXPECT_TRUE(sb.poisoned());
+        sb.restore(snap);
+        expect_clean(sb, 11 + round);
+        sb.restore(snap);
+    }
+    auto twin = hl::multi_use_sandbox::from_snapshot(snap);
+    expect_clean(twin, 3);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Hostile, StringInto,
+    ::testing::Values(string_in_case{"RepInsIntoStackGuard", 1}, string_in_case{"RepInsIntoStackGuard", 2},
+                      string_in_case{"RepInsIntoStackGuard", 4}, string_in_case{"RepInsOffHeapEnd", 1},
+                      string_in_case{"RepInsOffHeapEnd", 2}, string_in_case{"RepInsOffHeapEnd", 4},
+                      string_in_case{"RepInsDownIntoReadOnly", 1}, string_in_case{"RepInsDownIntoReadOnly", 2},
+                      string_in_case{"RepInsDownIntoReadOnly", 4}),
+    [](const auto& info) { return std::string(info.param.function) + std::to_string(info.param.width); });
+
+// ---- Kills and deadlines around the half-done instruction ----
+
+TEST_F(Attack, DeadlinesDuringAHalfDoneInstructionLeaveNothingForTheNextTask) {
+    auto sb = make();
+    auto snap = sb.snapshot();
+    for (int round = 0; round < 20; ++round) {
+        const auto timeout = std::chrono::nanoseconds(1 + round * 2000);
+        const errc code = hl::test::error_of([&] { sb.call_for<void>(timeout, "RepIns", std::int64_t{1} << 30); });
+        EXPECT_TRUE(code == errc::timed_out || code == errc::protocol_error) << static_cast<int>(code);
+        sb.restore(snap);
+        expect_clean(sb, round);
+        sb.restore(snap);
+    }
+}
+
+TEST_F(Attack, KillsFromAnotherThreadDuringHalfDoneInstructionsLeaveNothingForTheNextTask) {
+    auto sb = make();
+    auto snap = sb.snapshot();
+    auto handle = sb.interrupt_handle();
+    std::atomic<bool> stop{false};
+    std::thread killer([&] {
+        for (int i = 0; i < 200000 && !stop.load(); ++i) handle.kill();
+    });
+    for (int round = 0; round < 50; ++round) {
+        std::error_code ec;
+        sb.call<void>(ec, round % 2 ? "RepInsBackwards" : "RepIns", std::int64_t{1} << 30);
+        EXPECT_TRUE(ec);
+        sb.restore(snap);
+        std::error_code ec2;
+        const auto echoed = sb.call<std::int64_t>(ec2, "Identity", std::int64_t{round});
+        // A kill may land on this call too; it must then fail as cancelled, never return something else.
+        if (ec2) {
+            EXPECT_EQ(ec2, hl::make_error_code(errc::cancelled)) << ec2.message();
+        } else {
+            EXPECT_EQ(echoed, round);
+        }
+        sb.restore(snap);
+    }
+    stop = true;
+    killer.join();
+    expect_clean(sb, 1);
+}
+
+// ---- `in` inside a host call flow, and a nested sandbox that does `in` ----
+
+TEST_F(Attack, InAfterAHostCallLeavesNothingForTheNextTask) {
+    auto sb = make();
+    sb.register_host_function("Nested", []() -> std::int64_t { return 0x100; });
+    auto snap = sb.snapshot();
+    for (std::int64_t round = 0; round < 3; ++round) {
+        std::error_code ec;
+        const auto forged = sb.call<std::int64_t>(ec, "HostCallThenIn");
+        EXPECT_TRUE(ec) << forged;
+        sb.restore(snap);
+        EXPECT_EQ(sb.call<std::int64_t>("CallNested"), 0x100);
+        expect_clean(sb, round);
+        sb.restore(snap);
+    }
+}
+
+TEST_F(Attack, ANestedSandboxThatDoesInDoesNotDisturbTheOuterCall) {
+    auto inner = make();
+    auto inner_snap = inner.snapshot();
+    auto outer = make();
+    outer.register_host_function("Nested", [&]() -> std::int64_t {
+        std::error_code ec;
+        inner.call<std::int64_t>(ec, "InThenForge");
+        EXPECT_TRUE(ec);
+        inner.restore(inner_snap);
+        return inner.call<std::int64_t>("Identity", std::int64_t{77});
+    });
+    auto outer_snap = outer.snapshot();
+    for (int round = 0; round < 3; ++round) {
+        EXPECT_EQ(outer.call<std::int64_t>("CallNested"), 77);
+        std::error_code ec;
+        outer.call<std::int64_t>(ec, "HostCallThenIn");
+        EXPECT_TRUE(ec);
+        outer.restore(outer_snap);
+        expect_clean(outer, round);
+        expect_clean(inner, round);
+        outer.restore(outer_snap);
+        inner.restore(inner_snap);
+    }
+}
+
+// ---- Restoring another sandbox's snapshot over a half-done instruction ----
+
+TEST_F(Attack, RestoringAnotherSandboxesSnapshotOverAHalfDoneInstructionIsClean) {
+    auto a = make();
+    auto b = make();
+    auto b_snap = b.snapshot();
+    for (const char* f : {"InThenForge", "InsOverCanary", "InsIntoCode"}) {
+        std::error_code ec;
+        if (std::string(f) == "InThenForge") {
+            a.call<std::int64_t>(ec, f);
+        } else {
+            a.call<void>(ec, f);
+        }
+        EXPECT_TRUE(a.poisoned()) << f << ": " << ec.message();
+        a.restore(b_snap);
+        expect_clean(a, 9);
+    }
+}
+
+// ---- The dirty log: pages the guest keeps writing, across the hot-page cooldown ----
+
+TEST_F(Attack, SecretsInPagesWrittenEveryTaskNeverSurviveRestore) {
+    auto sb = make();
+    auto snap = sb.snapshot();
+    for (std::int64_t round = 0; round < 150; ++round) {
+        // Host writes and guest writes mixed: the input buffer carries the secret, the vault gets it.
+        sb.call<void>("FillVault", secret + round, round);
+        sb.restore(snap);
+        const auto seen = sb.call<std::int64_t>("VaultSum");
+        ASSERT_EQ(seen, 0) << "round " << round;
+        if (round % 5 == 0) {
+            sb.restore(snap);  // a restore with nothing dirty
+        }
+        sb.restore(snap);
+    }
+}
+
+}  // namespace
