@@ -430,6 +430,30 @@ std::int64_t call_nested() {
     return r ? *r : -1;
 }
 
+// As above, but declared to return int64 and called right after a call that left a valid int64
+// result in the output buffer: the host takes the stale result and the call succeeds, so nothing
+// is poisoned or settled before the next call.
+std::int64_t step_over_done_returning() {
+    step_over_done();
+    return 0;
+}
+std::int64_t done_in_mov_ss_shadow_returning() {
+    done_in_mov_ss_shadow();
+    return 0;
+}
+// popfq sets TF and the very next instruction is mov ss: its shadow holds the trap back past the out.
+std::int64_t mov_ss_step_over_done_returning() {
+    __asm__ volatile("movw %%ss, %%cx\n\tpushfq\n\torq $0x100, (%%rsp)\n\tpopfq\n\tmovw %%cx, %%ss\n\toutl %0, %w1"
+                     : : "a"(HL_STATUS_OK), "Nd"(static_cast<std::uint16_t>(HL_PORT_DONE)) : "rcx", "memory", "cc");
+    return 0;
+}
+std::int64_t mov_ss_step_over_in() {
+    std::uint32_t value;
+    __asm__ volatile("movw %%ss, %%cx\n\tpushfq\n\torq $0x100, (%%rsp)\n\tpopfq\n\tmovw %%cx, %%ss\n\tinl %w1, %0"
+                     : "=a"(value) : "Nd"(static_cast<std::uint16_t>(HL_PORT_HOST_CALL)) : "rcx", "memory", "cc");
+    return forged | value;
+}
+
 }  // namespace
 
 extern "C" void hl_guest_init() {
@@ -504,4 +528,8 @@ extern "C" void hl_guest_init() {
     register_function<vault_sum>("VaultSum");
     register_function<host_call_then_in>("HostCallThenIn");
     register_function<call_nested>("CallNested");
+    register_function<step_over_done_returning>("StepOverDoneReturning");
+    register_function<done_in_mov_ss_shadow_returning>("DoneInMovSsShadowReturning");
+    register_function<mov_ss_step_over_done_returning>("MovSsStepOverDoneReturning");
+    register_function<mov_ss_step_over_in>("MovSsStepOverIn");
 }
