@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <optional>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -398,3 +400,54 @@ TEST_F(Attack, SecretsInPagesWrittenEveryTaskNeverSurviveRestore) {
 }
 
 }  // namespace
+
+// ---- Hostile API use: a host function that destroys or moves away its own sandbox ----
+//
+// BROKEN (fails on 9f6c8cc; the child process dies with SIGSEGV): ~sandbox_core waits only for a
+// call that another thread drives, so destroying the sandbox inside its own host function frees its
+// memory and VM under the running call, and the host's reply to the guest writes freed memory. Run
+// in a child process (gtest's threadsafe death-test style re-runs this binary for just this test) so
+// that the crash cannot take the rest of the suite with it.
+
+namespace {
+
+int destroy_inside_own_host_function(bool by_move) {
+    std::optional<hl::multi_use_sandbox> sb;
+    sb.emplace(make());
+    sb->register_host_function("Nested", [&, by_move]() -> std::int64_t {
+        try {
+            if (by_move) {
+                auto stolen = std::move(*sb);  // destroyed when this host function returns
+            } else {
+                sb.reset();
+            }
+        } catch (const hl::error&) {
+            // Refusing is a fine answer too.
+        }
+        return 5;
+    });
+    std::error_code ec;
+    try {
+        if (sb) sb->call<std::int64_t>(ec, "CallNested");
+    } catch (const hl::error&) {
+    }
+    return 0;  // reaching here without a crash is what matters
+}
+
+}  // namespace
+
+class AttackApi : public ::testing::Test {
+protected:
+    void SetUp() override {
+        HL_REQUIRE_KVM();
+        GTEST_FLAG_SET(death_test_style, "threadsafe");
+    }
+};
+
+TEST_F(AttackApi, BROKEN_DestroyingTheSandboxInsideItsOwnHostFunctionDoesNotCrashTheHost) {
+    EXPECT_EXIT(std::exit(destroy_inside_own_host_function(false)), ::testing::ExitedWithCode(0), "");
+}
+
+TEST_F(AttackApi, BROKEN_MovingTheSandboxAwayInsideItsOwnHostFunctionDoesNotCrashTheHost) {
+    EXPECT_EXIT(std::exit(destroy_inside_own_host_function(true)), ::testing::ExitedWithCode(0), "");
+}
