@@ -454,6 +454,27 @@ std::int64_t mov_ss_step_over_in() {
     return forged | value;
 }
 
+// `rep insl` of `count` elements at any address: the library's supervisor-only pages (GDT, TSS and its
+// I/O bitmap, page tables) and the user read-only ones (PEB, input buffer). KVM's emulator does the
+// write at CPL3 and must refuse; if it did not, restore must still undo it.
+void rep_ins_to(std::int64_t address, std::int64_t count) {
+    rep_ins_at(static_cast<std::uint64_t>(address), static_cast<std::uint64_t>(count), 4, false);
+}
+std::int64_t input_addr() { return static_cast<std::int64_t>(hl_get_peb()->input_addr); }
+std::int64_t peb_checksum() {
+    const hl_peb* peb = hl_get_peb();
+    return static_cast<std::int64_t>(peb->abi_version ^ peb->input_addr ^ peb->input_size ^ peb->output_addr ^
+                                     peb->heap_addr ^ peb->stack_top ^ peb->image_addr);
+}
+
+// addr32 rep insl (67 f3 6d): the destination is EDI and the count ECX; RDI's high half, set here,
+// is ignored, so the write lands in `landing`.
+void addr32_rep_ins(std::int64_t count) {
+    std::uint64_t d = reinterpret_cast<std::uint64_t>(landing) | (std::uint64_t{1} << 32);
+    auto n = static_cast<std::uint64_t>(count) | (std::uint64_t{1} << 40);
+    __asm__ volatile(".byte 0x67, 0xf3, 0x6d" : "+D"(d), "+c"(n) : "d"(static_cast<std::uint16_t>(HL_PORT_DONE)) : "memory");
+}
+
 }  // namespace
 
 extern "C" void hl_guest_init() {
@@ -532,4 +553,8 @@ extern "C" void hl_guest_init() {
     register_function<done_in_mov_ss_shadow_returning>("DoneInMovSsShadowReturning");
     register_function<mov_ss_step_over_done_returning>("MovSsStepOverDoneReturning");
     register_function<mov_ss_step_over_in>("MovSsStepOverIn");
+    register_function<rep_ins_to>("RepInsTo");
+    register_function<input_addr>("InputAddr");
+    register_function<peb_checksum>("PebChecksum");
+    register_function<addr32_rep_ins>("Addr32RepIns");
 }

@@ -401,6 +401,49 @@ TEST_F(Attack, SecretsInPagesWrittenEveryTaskNeverSurviveRestore) {
 
 }  // namespace
 
+TEST_F(Attack, Addr32RepInsLeavesNothingForTheNextTask) {
+    auto sb = make();
+    auto snap = sb.snapshot();
+    for (const std::int64_t count : {std::int64_t{3}, std::int64_t{2048}, std::int64_t{1} << 30}) {
+        std::error_code ec;
+        sb.call<void>(ec, "Addr32RepIns", count);
+        EXPECT_TRUE(ec);
+        EXPECT_TRUE(sb.poisoned());
+        sb.restore(snap);
+        expect_clean(sb, count);
+        sb.restore(snap);
+    }
+}
+
+// ---- String `in` aimed at the library's own pages ----
+
+// GDT 0x1000, TSS 0x2000 (its I/O map base at +0x66), PEB 0x3000, page tables from 0x4000: fixed by
+// mem::layout. One element, and a run of 1 MiB that would sweep from the GDT through the page tables.
+TEST_F(Attack, StringInIntoTheLibrarysOwnPagesNeverReachesTheNextTask) {
+    auto sb = make();
+    auto snap = sb.snapshot();
+    const auto peb = sb.call<std::int64_t>("PebChecksum");
+    const auto input = sb.call<std::int64_t>("InputAddr");
+    sb.restore(snap);
+    for (const std::int64_t target : {std::int64_t{0x1000}, std::int64_t{0x1ffc}, std::int64_t{0x2000},
+                                      std::int64_t{0x2064}, std::int64_t{0x3000}, std::int64_t{0x4000}, input}) {
+        for (const std::int64_t count : {std::int64_t{1}, std::int64_t{1} << 18}) {
+            std::error_code ec;
+            sb.call<void>(ec, "RepInsTo", target, count);
+            EXPECT_TRUE(ec) << std::hex << target;
+            sb.restore(snap);
+            EXPECT_EQ(sb.call<std::int64_t>("PebChecksum"), peb) << std::hex << target;
+            expect_clean(sb, target);
+            // Every port other than the library's must still be refused (the TSS bitmap is intact).
+            std::error_code ec2;
+            sb.call<std::int64_t>(ec2, "InPort", std::int64_t{0x80}, std::int64_t{1});
+            EXPECT_NE(sb.last_error().find("not permitted"), std::string::npos) << std::hex << target << ": "
+                                                                               << sb.last_error();
+            sb.restore(snap);
+        }
+    }
+}
+
 // ---- Hostile API use: a host function that destroys or moves away its own sandbox ----
 //
 // BROKEN (fails on 9f6c8cc; the child process dies with SIGSEGV): ~sandbox_core waits only for a
