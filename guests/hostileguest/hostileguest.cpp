@@ -475,6 +475,18 @@ void addr32_rep_ins(std::int64_t count) {
     __asm__ volatile(".byte 0x67, 0xf3, 0x6d" : "+D"(d), "+c"(n) : "d"(static_cast<std::uint16_t>(HL_PORT_DONE)) : "memory");
 }
 
+// Counts the bytes equal to `needle[0]` in the whole input buffer, past this call's own message: what
+// the host wrote there for an earlier task must be gone.
+std::int64_t count_in_input(std::string needle) {
+    const hl_peb* peb = hl_get_peb();
+    const auto* in = reinterpret_cast<const unsigned char*>(peb->input_addr);
+    std::uint64_t own;
+    std::memcpy(&own, in, sizeof own);
+    std::int64_t n = 0;
+    for (std::uint64_t i = HL_BUFFER_HEADER_SIZE + own; i < peb->input_size; ++i) n += in[i] == static_cast<unsigned char>(needle[0]);
+    return n;
+}
+
 }  // namespace
 
 extern "C" void hl_guest_init() {
@@ -557,4 +569,5 @@ extern "C" void hl_guest_init() {
     register_function<input_addr>("InputAddr");
     register_function<peb_checksum>("PebChecksum");
     register_function<addr32_rep_ins>("Addr32RepIns");
+    register_function<count_in_input>("CountInInput");
 }

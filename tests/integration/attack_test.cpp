@@ -415,6 +415,29 @@ TEST_F(Attack, Addr32RepInsLeavesNothingForTheNextTask) {
     }
 }
 
+// What the host wrote into the input buffer for one task (a long argument) is gone for the next,
+// through call_with_restore and after an `in` that poisoned the first task.
+TEST_F(Attack, AnEarlierTasksArgumentIsGoneFromTheInputBuffer) {
+    auto sb = make();
+    auto snap = sb.snapshot();
+    const std::string secret_argument(3000, 'Z');
+    // Without a restore the bytes stay (one task): the probe sees them.
+    EXPECT_EQ(sb.call<std::int64_t>("CountInInput", secret_argument), 0);
+    EXPECT_GT(sb.call<std::int64_t>("CountInInput", std::string("Z")), 1000);
+    sb.restore(snap);
+    for (int round = 0; round < 3; ++round) {
+        sb.call_with_restore<std::int64_t>(snap, "CountInInput", secret_argument);
+        EXPECT_EQ(sb.call_with_restore<std::int64_t>(snap, "CountInInput", std::string("Z")), 0);
+        std::error_code ec;
+        sb.call<std::int64_t>(ec, "CountInInput", secret_argument);
+        sb.call<void>(ec, "RepIns", std::int64_t{1} << 30);
+        EXPECT_TRUE(sb.poisoned());
+        sb.restore(snap);
+        EXPECT_EQ(sb.call<std::int64_t>("CountInInput", std::string("Z")), 0);
+        sb.restore(snap);
+    }
+}
+
 // ---- String `in` aimed at the library's own pages ----
 
 // GDT 0x1000, TSS 0x2000 (its I/O map base at +0x66), PEB 0x3000, page tables from 0x4000: fixed by
