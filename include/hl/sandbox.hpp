@@ -99,7 +99,9 @@ public:
     multi_use_sandbox& operator=(multi_use_sandbox&&) noexcept;
     /// If another thread is running a call, snapshot or restore on this sandbox, the destructor kills
     /// the guest call and waits for that thread to leave before freeing anything (a host function it
-    /// is in runs to its end first). Must not run inside one of the sandbox's own host functions.
+    /// is in runs to its end first). Inside one of the sandbox's own host functions or handlers
+    /// (destroyed, or assigned over), the sandbox lives on until its call has unwound: that call ends
+    /// with errc::usage_error as soon as the callback returns, and touches the destroyed object no more.
     ~multi_use_sandbox();
 
     /// Calls the guest function `name` with `args` and returns its result as R. R and the argument

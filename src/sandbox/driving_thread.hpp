@@ -22,6 +22,12 @@ public:
         return holder == self ? claim::held_by_this_thread : claim::held_by_another_thread;
     }
 
+    /// True while the calling thread holds the claim: for a sandbox, only from inside its own
+    /// callbacks (or the operation itself).
+    bool held_by_this_thread() const noexcept {
+        return holder_.load(std::memory_order_relaxed) == std::this_thread::get_id();
+    }
+
     /// Gives up a claim that try_take() returned as `taken`. The last access to the sandbox: a
     /// destructor waiting on another thread may free it as soon as this store lands.
     void release() noexcept { holder_.store(std::thread::id{}, std::memory_order_release); }

@@ -74,17 +74,33 @@ public:
         }
     }
     ~driving() {
-        if (owns_) core_.driver().release();
+        if (!owns_) return;
+        // A sandbox destroyed inside its own callback left its core to this, the outermost operation.
+        const auto abandoned = core_.take_abandoned();
+        core_.driver().release();
     }
     driving(const driving&) = delete;
     driving& operator=(const driving&) = delete;
 
     detail::sandbox_core* operator->() const noexcept { return &core_; }
+    /// The sandbox object was destroyed (or assigned over) during the operation: it must not be
+    /// touched any more.
+    bool abandoned() const noexcept { return core_.abandoned(); }
 
 private:
     detail::sandbox_core& core_;
     bool owns_ = false;
 };
+
+// Frees a sandbox's core, unless this thread is inside one of its callbacks: then the running
+// operation frees it once it has unwound.
+void drop(std::unique_ptr<detail::sandbox_core>& core) noexcept {
+    if (core && core->driver().held_by_this_thread()) {
+        detail::sandbox_core::abandon(std::move(core));
+    } else {
+        core.reset();
+    }
+}
 
 // Rejects what would crash the host only when the guest calls it.
 host_function checked(const std::string& name, host_function fn) {
@@ -164,6 +180,7 @@ return_value multi_use_sandbox::call_dynamic_with_restore(const std::shared_ptr<
     try {
         result = d->call(name, return_type, args);
     } catch (...) {
+        if (d.abandoned()) throw;  // *this is gone, and so is any reason to restore
         d->restore(snap);
         last_error_.clear();
         throw;
@@ -174,11 +191,19 @@ return_value multi_use_sandbox::call_dynamic_with_restore(const std::shared_ptr<
 }
 
 multi_use_sandbox::multi_use_sandbox(multi_use_sandbox&&) noexcept = default;
-multi_use_sandbox& multi_use_sandbox::operator=(multi_use_sandbox&&) noexcept = default;
+
+multi_use_sandbox& multi_use_sandbox::operator=(multi_use_sandbox&& other) noexcept {
+    if (this != &other) {
+        drop(core_);
+        core_ = std::move(other.core_);
+        last_error_ = std::move(other.last_error_);
+    }
+    return *this;
+}
 
 // The core goes first: its destructor waits for a call on another thread, which may still write
 // last_error_.
-multi_use_sandbox::~multi_use_sandbox() { core_.reset(); }
+multi_use_sandbox::~multi_use_sandbox() { drop(core_); }
 
 return_value multi_use_sandbox::call_dynamic(std::string_view name, value_type return_type,
                                              std::span<const argument> args, std::chrono::nanoseconds timeout) {
@@ -193,15 +218,23 @@ return_value multi_use_sandbox::call_dynamic(std::error_code& ec, std::string_vi
         // Inside the claim: last_error_ is written before another thread may take the sandbox over.
         try {
             return d->call(name, return_type, args);
-        } catch (const std::system_error& e) {
-            ec = e.code();
-            last_error_ = e.what();
-        } catch (const std::bad_alloc&) {
-            ec = std::make_error_code(std::errc::not_enough_memory);
-            last_error_ = "out of host memory";
-        } catch (const std::exception& e) {
-            ec = make_error_code(errc::vm_error);
-            last_error_ = e.what();
+        } catch (...) {
+            if (d.abandoned()) {  // *this is gone: report through ec alone
+                ec = make_error_code(errc::usage_error);
+                return {};
+            }
+            try {
+                throw;
+            } catch (const std::system_error& e) {
+                ec = e.code();
+                last_error_ = e.what();
+            } catch (const std::bad_alloc&) {
+                ec = std::make_error_code(std::errc::not_enough_memory);
+                last_error_ = "out of host memory";
+            } catch (const std::exception& e) {
+                ec = make_error_code(errc::vm_error);
+                last_error_ = e.what();
+            }
         }
     } catch (const concurrent_use& e) {
         ec = e.code();

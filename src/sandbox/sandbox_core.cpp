@@ -208,6 +208,10 @@ void sandbox_core::enter(std::uint64_t op, std::chrono::nanoseconds timeout) {
 
     call_guard guard(*interrupt_, timeout.count() > 0 ? &deadline_ : nullptr, timeout);
     for (;;) {
+        if (abandoned()) {
+            poison_and_throw(errc::usage_error, "the sandbox was destroyed inside one of its own host functions or "
+                                                "handlers; its call ends here");
+        }
         switch (guard.stop_reason()) {
         case call_guard::reason::none: break;
         case call_guard::reason::cancelled: poison_and_throw(errc::cancelled, "the guest call was cancelled by the host");

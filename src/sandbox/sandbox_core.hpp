@@ -62,6 +62,17 @@ public:
     /// Claimed by the public API around every call, snapshot, restore and registration.
     driving_thread& driver() noexcept { return driver_; }
 
+    /// For a sandbox destroyed or assigned over inside one of its own host functions or handlers:
+    /// the core keeps itself alive (freeing it would pull memory and VM from under the running call),
+    /// the call ends with errc::usage_error once the callback returns, and whoever holds the claim
+    /// frees it with take_abandoned() after the call has unwound.
+    static void abandon(std::unique_ptr<sandbox_core> core) noexcept {
+        sandbox_core* self = core.get();
+        self->abandoned_ = std::move(core);
+    }
+    bool abandoned() const noexcept { return abandoned_ != nullptr; }
+    std::unique_ptr<sandbox_core> take_abandoned() noexcept { return std::move(abandoned_); }
+
     void register_host_function(std::string name, host_function fn);
     void set_print_handler(print_handler handler);
     void set_log_handler(log_handler handler);
@@ -134,6 +145,7 @@ private:
     bool in_callback_ = false;  // a host function or handler runs: no calls, snapshots or restores
     std::shared_ptr<interrupt_state> interrupt_ = std::make_shared<interrupt_state>();
     driving_thread driver_;
+    std::unique_ptr<sandbox_core> abandoned_;  // itself, see abandon()
     deadline_timer deadline_;
 };
 

@@ -324,12 +324,20 @@ std::optional<fault_report> classifier::special_instruction(const cs_insn& insn)
     const bool is_in = is_one_of(id, {X86_INS_IN, X86_INS_INSB, X86_INS_INSW, X86_INS_INSD});
     if (is_in || is_one_of(id, {X86_INS_OUT, X86_INS_OUTSB, X86_INS_OUTSW, X86_INS_OUTSD})) {
         std::uint64_t port = ctx_.cpu.rdx & 0xffff;
+        std::uint64_t width = 1;  // bytes: the TSS bitmap checks every port the access touches
+        if (is_one_of(id, {X86_INS_INSW, X86_INS_OUTSW})) width = 2;
+        if (is_one_of(id, {X86_INS_INSD, X86_INS_OUTSD})) width = 4;
         const cs_x86& x = insn.detail->x86;
-        for (int i = 0; i < x.op_count; ++i)
+        for (int i = 0; i < x.op_count; ++i) {
             if (x.operands[i].type == X86_OP_IMM) port = static_cast<std::uint64_t>(x.operands[i].imm) & 0xff;
-        if (port >= ctx_.io_ports_begin && port < ctx_.io_ports_end) return std::nullopt;
-        return report(kind, std::nullopt, "general protection",
-                      std::string("I/O ") + (is_in ? "from" : "to") + " port " + hex(port) + " not permitted");
+            if (x.operands[i].type == X86_OP_REG && x.operands[i].reg != X86_REG_DX) width = x.operands[i].size;
+        }
+        const bool first_allowed = port >= ctx_.io_ports_begin && port < ctx_.io_ports_end;
+        if (first_allowed && port + width <= ctx_.io_ports_end) return std::nullopt;
+        std::string what = std::string("I/O ") + (is_in ? "from" : "to") + " port " +
+                           hex(first_allowed ? ctx_.io_ports_end : port) + " not permitted";
+        if (first_allowed) what += " (a " + std::to_string(width) + "-byte access at port " + hex(port) + ")";
+        return report(kind, std::nullopt, "general protection", what);
     }
     bool control_register = false;
     const cs_x86& x = insn.detail->x86;

@@ -666,6 +666,20 @@ TEST_F(FaultClassifier, DoesNotBlameAnOutToAPortTheGuestMayUse) {
     expect_mentions(r, {"out dx, eax", "could not be determined"});
 }
 
+TEST_F(FaultClassifier, NamesThePortAWideInReachesPastTheAllowedOnes) {
+    cpu.rdx = 0x10f;
+    auto r = run({0xed});  // in eax, dx: ports 0x10f-0x112
+    EXPECT_EQ(r.kind, "general protection (privileged instruction)");
+    expect_mentions(r, {"I/O from port 0x110 not permitted", "4-byte access at port 0x10f"});
+    r = run({0x66, 0xed});  // in ax, dx
+    expect_mentions(r, {"I/O from port 0x110 not permitted", "2-byte access at port 0x10f"});
+    r = run({0x6d});  // insd
+    expect_mentions(r, {"I/O from port 0x110 not permitted", "4-byte access"});
+    cpu.rdx = 0x10c;
+    r = run({0xed});  // in eax, dx: ports 0x10c-0x10f, all allowed
+    expect_no_mention(r, "not permitted");
+}
+
 TEST_F(FaultClassifier, NamesAPageFaultOnTheSourceOfOutsToAnAllowedPort) {
     cpu.rsi = 0x500000;
     cpu.rcx = 4;
