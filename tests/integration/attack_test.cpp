@@ -13,8 +13,7 @@
 #include <string>
 #include <thread>
 
-#include "guest_paths.hpp"
-#include "hl/hl.hpp"
+#include "hostile_support.hpp"
 
 namespace {
 
@@ -22,17 +21,10 @@ using hl::errc;
 using namespace std::chrono_literals;
 
 constexpr std::int64_t secret = 0x5ec2'e7c0'ffee'1234;
-constexpr std::int64_t canary_value = 0x5a5a'5a5a;
+using hl::test::canary_value;
+using hl::test::expect_clean;
 
-hl::multi_use_sandbox make() { return hl::uninitialized_sandbox::from_file(hl::test::hostileguest()).evolve(); }
-
-// The snapshot's state, seen through the guest's own functions.
-void expect_clean(hl::multi_use_sandbox& sb, std::int64_t token) {
-    EXPECT_EQ(sb.call<std::int64_t>("Identity", token), token);
-    EXPECT_EQ(sb.call<std::int64_t>("ReadCanary"), canary_value);
-    EXPECT_EQ(sb.call<std::int64_t>("LandingSum"), 0);
-    EXPECT_FALSE(sb.poisoned());
-}
+hl::multi_use_sandbox make() { return hl::test::make_hostile(); }
 
 class Attack : public ::testing::Test {
 protected:

@@ -8,14 +8,11 @@
 #include <ostream>
 #include <string>
 
-#include "guest_paths.hpp"
-#include "hl/hl.hpp"
+#include "hostile_support.hpp"
 
 namespace {
 
 using hl::errc;
-
-constexpr std::int64_t canary_value = 0x5a5a'5a5a;  // hostileguest's canary after initialisation
 
 struct half_done_case {
     const char* function;
@@ -24,9 +21,9 @@ struct half_done_case {
 
 void PrintTo(const half_done_case& c, std::ostream* os) { *os << c.function << "(" << c.count << ")"; }
 
-hl::multi_use_sandbox make() {
-    return hl::uninitialized_sandbox::from_file(hl::test::hostileguest()).evolve();
-}
+using hl::test::expect_clean;
+
+hl::multi_use_sandbox make() { return hl::test::make_hostile(); }
 
 void attack(hl::multi_use_sandbox& sb, const half_done_case& c) {
     const std::string name = c.function;
@@ -40,14 +37,6 @@ void attack(hl::multi_use_sandbox& sb, const half_done_case& c) {
     }
     EXPECT_TRUE(ec) << name << " should have failed";
     EXPECT_TRUE(sb.poisoned()) << name << ": " << sb.last_error();
-}
-
-// The snapshot's state, seen through the guest's own functions.
-void expect_clean(hl::multi_use_sandbox& sb, std::int64_t token) {
-    EXPECT_EQ(sb.call<std::int64_t>("Identity", token), token);
-    EXPECT_EQ(sb.call<std::int64_t>("ReadCanary"), canary_value);
-    EXPECT_EQ(sb.call<std::int64_t>("LandingSum"), 0);
-    EXPECT_FALSE(sb.poisoned());
 }
 
 class HalfDoneIo : public ::testing::TestWithParam<half_done_case> {

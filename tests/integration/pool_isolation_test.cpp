@@ -9,7 +9,7 @@
 #include <string>
 
 #include "async_support.hpp"
-#include "guest_paths.hpp"
+#include "hostile_support.hpp"
 #include "hl/runtime/sandbox_pool.hpp"
 
 namespace {
@@ -18,7 +18,7 @@ using asio::awaitable;
 using asio::use_awaitable;
 using asio::experimental::as_tuple;
 
-constexpr std::int64_t canary_value = 0x5a5a'5a5a;
+using hl::test::canary_value;
 
 class PoolIsolation : public ::testing::Test {
 protected:
