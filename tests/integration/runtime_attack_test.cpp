@@ -470,6 +470,44 @@ TEST_F(RuntimeAttack, ThePoolDestroyedInsideAHostFunctionWithTasksWaiting) {
     });
 }
 
+// Async host functions cancelled at random moments: as the guest call is killed (a timer racing
+// it with ||), the coroutine gets its cancellation, possibly just as it finishes by itself. Nothing
+// of it reaches the next holder: every task starts clean, and every task ends.
+TEST_F(RuntimeAttack, AsyncHostFunctionsCancelledAtRandomMomentsNeverReachTheNextHolder) {
+    hl::test::watchdog dog(20s);
+    run([&]() -> awaitable<void> {
+        auto ex = io.get_executor();
+        std::function<void(hl::multi_use_sandbox&)> bind = [ex](hl::multi_use_sandbox& sb) {
+            hl::register_async_host_function(sb, "HostSleep", ex, hl::timer_host_function(ex));
+        };
+        auto pool = co_await make({.min_size = 2, .max_size = 2}, &dog, bind);
+        std::mt19937 rng(77);
+        int finished = 0, dirty = 0;
+        constexpr int tasks = 150;
+        for (int i = 0; i < tasks && !dog.fired(); ++i) {
+            const auto limit = std::chrono::microseconds(std::uniform_int_distribution<int>(0, 3000)(rng));
+            const std::uint32_t sleep_ms = std::uniform_int_distribution<std::uint32_t>(0, 2)(rng);
+            asio::co_spawn(
+                io,
+                [&, limit, sleep_ms]() -> awaitable<void> {
+                    asio::steady_timer t(io, limit);
+                    co_await (pool.async_call<std::uint32_t>("SleepOnHost", sleep_ms, as_tuple(use_awaitable)) ||
+                              t.async_wait(use_awaitable));
+                    auto [ec, n] = co_await pool.async_call<std::int32_t>("IncrementCounter", as_tuple(use_awaitable));
+                    if (ec || n != 1) ++dirty;
+                },
+                [&](std::exception_ptr) { ++finished; });
+            if (i % 4 == 3) co_await until([&] { return finished > i - 6 || dog.fired(); });
+        }
+        co_await until([&] { return finished == tasks || dog.fired(); }, 20s);
+        EXPECT_EQ(finished, tasks);
+        EXPECT_EQ(dirty, 0);
+        co_await pool.async_drain();
+        EXPECT_EQ(pool.stats().in_use, 0u);
+        EXPECT_FALSE(dog.fired());
+    });
+}
+
 // A lease released, with its call in an async host function, after the pool was closed: the pool
 // destroys the sandbox right there, on the thread that released it, which is the io_context's only
 // thread, and which the host function's coroutine needs in order to finish. The destructor waits
