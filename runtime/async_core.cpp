@@ -7,7 +7,10 @@ namespace hl::detail {
 
 std::shared_ptr<async_core> async_core::create() {
     return std::shared_ptr<async_core>(new async_core(), [](async_core* core) noexcept {
-        if (core->worker_.thread_id() != std::this_thread::get_id()) {
+        // Destroying joins the vCPU thread. Not on that thread itself, and not while a call runs: it
+        // may be waiting for an async host function whose coroutine needs this very thread (the
+        // last owner is often an event loop's thread), and killing the call does not end that wait.
+        if (core->worker_.thread_id() != std::this_thread::get_id() && !core->busy()) {
             delete core;
             return;
         }
@@ -77,9 +80,16 @@ multi_use_sandbox& async_core::sandbox() {
     return *sandbox_;
 }
 
-void async_core::begin(op_state* op) {
+bool async_core::begin(op_state* op, std::optional<std::uint64_t> holder) {
     std::lock_guard lock(run_lock_);
+    if (holder && *holder != epoch_) return false;
     running_ = op;
+    return true;
+}
+
+bool async_core::busy() const {
+    std::lock_guard lock(run_lock_);
+    return running_ != nullptr;
 }
 
 void async_core::end(op_state* op) {
@@ -102,9 +112,15 @@ std::uint64_t async_core::epoch() const {
 }
 
 void async_core::new_epoch() {
-    std::lock_guard lock(error_lock_);
-    ++epoch_;
-    last_error_.clear();
+    std::lock_guard run(run_lock_);
+    {
+        std::lock_guard lock(error_lock_);
+        ++epoch_;
+        last_error_.clear();
+    }
+    // As in cancel(): a call between begin() and its guest is stopped as it enters, and end()
+    // disarms what this armed, so nothing of the new holder's is hit.
+    if (running_ != nullptr && handle_) handle_->kill_current_or_next();
 }
 
 void async_core::set_last_error(std::uint64_t epoch, std::string message) {

@@ -336,14 +336,15 @@ TEST_F(Pool, TheNextHolderNeverSeesThePreviousHoldersLastError) {
         EXPECT_EQ(co_await b.async_call<std::int32_t>("AddLocal", 1, 1), 2);
         EXPECT_EQ(b.last_error(), "");
         b.release();
-        // A failing call started before the release, and completing after it, does not show either.
+        // A failing call made before the release does not show either: it finished before the
+        // release, was killed by it, or never ran.
         auto c = co_await pool.async_acquire();
         std::optional<std::error_code> late;
         c.async_call<void>("ReturnGuestError", 7, std::string("late text"), [&](std::error_code ec) { late = ec; });
         c.release();
         auto d = co_await pool.async_acquire();
         co_await until([&] { return late.has_value(); });
-        EXPECT_EQ(late, errc::guest_error);
+        EXPECT_TRUE(late == errc::guest_error || late == errc::cancelled || late == errc::usage_error) << late->message();
         EXPECT_EQ(d.last_error(), "");
     });
 }

@@ -124,14 +124,27 @@ private:
 template <class Handler, class Fn, class Aborted>
 class sandbox_job final : public worker_job {
 public:
-    sandbox_job(async_core& core, std::shared_ptr<op_state> op, completion<Handler> done, Fn fn, Aborted aborted)
-        : core_(core), op_(std::move(op)), done_(std::move(done)), fn_(std::move(fn)), aborted_(std::move(aborted)) {}
+    sandbox_job(async_core& core, std::shared_ptr<op_state> op, completion<Handler> done, Fn fn, Aborted aborted,
+                std::optional<std::uint64_t> holder)
+        : core_(core),
+          op_(std::move(op)),
+          done_(std::move(done)),
+          fn_(std::move(fn)),
+          aborted_(std::move(aborted)),
+          holder_(holder) {}
 
     void dequeued() noexcept override {
         if (op_) op_->phase = op_state::running;
-        core_.begin(op_.get());  // here, under the queue lock: a cancel() then always finds it running
+        // Here, under the queue lock: a cancel() then always finds it running.
+        may_run_ = core_.begin(op_.get(), holder_);
     }
     void run() override {
+        if (!may_run_) {  // its holder released the sandbox before it could start
+            core_.end(op_.get());
+            std::apply([&](auto&&... v) { done_.complete(make_error_code(errc::usage_error), std::move(v)...); },
+                       aborted_());
+            return;
+        }
         std::error_code ec;
         auto values = fn_(ec);
         core_.end(op_.get());
@@ -147,6 +160,8 @@ private:
     completion<Handler> done_;
     Fn fn_;
     Aborted aborted_;
+    std::optional<std::uint64_t> holder_;  // the epoch of the pool lease that made it, if one did
+    bool may_run_ = true;
 };
 
 /// Queues `fn` on the sandbox's vCPU thread. A cancellable operation listens to the handler's
@@ -154,12 +169,13 @@ private:
 /// stage): cancelled before it is queued, it never runs.
 template <class Handler, class Fn, class Aborted>
 void submit(const std::shared_ptr<async_core>& core, Handler handler, const asio::any_io_executor& ex, bool cancellable,
-            Fn fn, Aborted aborted, bool wake = true, const std::shared_ptr<task_cancellation>& task = nullptr) {
+            Fn fn, Aborted aborted, bool wake = true, const std::shared_ptr<task_cancellation>& task = nullptr,
+            std::optional<std::uint64_t> holder = std::nullopt) {
     std::shared_ptr<op_state> op;
     auto slot = asio::get_associated_cancellation_slot(handler);
     if (cancellable) op = std::make_shared<op_state>();
     auto job = std::make_unique<sandbox_job<Handler, Fn, Aborted>>(
-        *core, op, completion<Handler>(std::move(handler), ex), std::move(fn), std::move(aborted));
+        *core, op, completion<Handler>(std::move(handler), ex), std::move(fn), std::move(aborted), holder);
     auto stop = [weak = std::weak_ptr<async_core>(core), op] {
         if (auto c = weak.lock()) c->cancel(op);
     };
@@ -401,6 +417,7 @@ public:
 private:
     friend class detail::pool_core;  // wakes deferred restores, tells sandboxes apart
     friend class sandbox_pool;       // calls with a pool task's cancellation
+    friend class pool_lease;         // calls as the holder of the lease
 
     explicit async_sandbox(executor_type ex) noexcept : ex_(std::move(ex)) {}
     async_sandbox(std::shared_ptr<detail::async_core> core, executor_type ex) : core_(std::move(core)), ex_(std::move(ex)) {}
@@ -451,14 +468,19 @@ private:
             token, std::move(snap));
     }
 
+    // The epoch a new pool lease holds this sandbox in (see async_core::begin()).
+    std::uint64_t holder_epoch() const { return core_ ? core_->epoch() : 0; }
+
     // async_call() with arguments already copied and, for the pool, the task whose cancellation
-    // the call must honour along with the handler's.
+    // the call must honour along with the handler's, and the holder the call belongs to: taken
+    // here, when the call is made, not when a lazy token (use_awaitable, deferred) launches it.
     template <class R, class Token>
     auto async_call_with(std::string_view name, detail::owned_arguments owned,
-                         std::shared_ptr<detail::task_cancellation> task, Token&& token) {
+                         std::shared_ptr<detail::task_cancellation> task, Token&& token,
+                         std::optional<std::uint64_t> holder = std::nullopt) {
         return asio::async_initiate<Token, detail::call_signature<R>>(
-            [core = core_, ex = ex_](auto handler, std::string name, detail::owned_arguments args,
-                                     std::shared_ptr<detail::task_cancellation> task) {
+            [core = core_, ex = ex_, holder](auto handler, std::string name, detail::owned_arguments args,
+                                             std::shared_ptr<detail::task_cancellation> task) {
                 if (!core) {
                     if constexpr (std::is_void_v<R>) {
                         return detail::complete_usage_error(std::move(handler), ex, detail::empty_sandbox_message);
@@ -468,7 +490,8 @@ private:
                 }
                 detail::submit(
                     core, std::move(handler), ex, true,
-                    [raw = core.get(), epoch = core->epoch(), name = std::move(name), args = std::move(args)](std::error_code& ec) {
+                    [raw = core.get(), epoch = holder ? *holder : core->epoch(), name = std::move(name),
+                     args = std::move(args)](std::error_code& ec) {
                         return_value r;
                         guarded(*raw, epoch, ec, [&] {
                             const auto views = args.views();
@@ -484,7 +507,7 @@ private:
                         if constexpr (std::is_void_v<R>) return std::tuple<>();
                         else return std::make_tuple(R{});
                     },
-                    true, task);
+                    true, task, holder);
             },
             token, std::string(name), std::move(owned), std::move(task));
     }

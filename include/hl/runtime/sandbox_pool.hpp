@@ -26,6 +26,7 @@ public:
             release();
             pool_ = std::move(other.pool_);
             sandbox_ = std::move(other.sandbox_);
+            epoch_ = other.epoch_;
         }
         return *this;
     }
@@ -41,7 +42,12 @@ public:
     template <class R = void, class... ArgsAndToken>
         requires detail::return_type<R>
     auto async_call(std::string_view name, ArgsAndToken&&... args_and_token) {
-        return sandbox_.template async_call<R>(name, std::forward<ArgsAndToken>(args_and_token)...);
+        return detail::with_token_last(
+            [&](auto&& token, const auto&... args) {
+                return sandbox_.template async_call_with<R>(name, detail::owned_arguments(args...), nullptr,
+                                                            std::forward<decltype(token)>(token), epoch_);
+            },
+            std::forward<ArgsAndToken>(args_and_token)...);
     }
 
     /// The message of the last call of this lease that failed; never another holder's.
@@ -51,8 +57,10 @@ public:
     /// False once released or moved from.
     explicit operator bool() const noexcept { return static_cast<bool>(sandbox_); }
 
-    /// Gives the sandbox back to the pool; a no-op on an empty lease. Calls already started finish
-    /// first (they run before the restore), but their failures no longer show in last_error().
+    /// Gives the sandbox back to the pool; a no-op on an empty lease. Nothing of this lease reaches
+    /// the sandbox afterwards: a call of it that is running is killed (it completes with
+    /// errc::cancelled), and one that has not started yet (still queued, or made with a lazy token
+    /// such as use_awaitable and awaited only now) completes with errc::usage_error.
     void release() {
         if (pool_ && sandbox_) pool_->release(std::move(sandbox_));
         pool_.reset();
@@ -61,10 +69,11 @@ public:
 private:
     friend class sandbox_pool;
     pool_lease(std::shared_ptr<detail::pool_core> pool, async_sandbox sandbox)
-        : pool_(std::move(pool)), sandbox_(std::move(sandbox)) {}
+        : pool_(std::move(pool)), sandbox_(std::move(sandbox)), epoch_(sandbox_.holder_epoch()) {}
 
     std::shared_ptr<detail::pool_core> pool_;
     async_sandbox sandbox_;
+    std::uint64_t epoch_ = 0;  // the holder this lease is: its calls run only while it holds the sandbox
 };
 
 /// Sandboxes for one task each: built once from a template (guest, configuration, host functions),
@@ -256,12 +265,14 @@ private:
                     // A task cancelled by now completes with operation_aborted without the guest
                     // running (async_call_with arms `task` before queueing the call).
                     state->lease.sandbox_.template async_call_with<R>(
-                        name, std::move(args), task, [state, core, task, start](std::error_code ec, auto... value) mutable {
+                        name, std::move(args), task,
+                        [state, core, task, start](std::error_code ec, auto... value) mutable {
                             if (task) task->disarm();
                             state->lease.release();
                             core->record_latency(std::chrono::steady_clock::now() - start);
                             state->done.complete(ec, std::move(value)...);
-                        });
+                        },
+                        state->lease.epoch_);
                 };
                 acquire_raw(core, std::move(on_lease), task);
             },

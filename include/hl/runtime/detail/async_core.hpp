@@ -52,16 +52,25 @@ public:
     /// On the vCPU thread.
     void create(const std::function<multi_use_sandbox()>& make);
     multi_use_sandbox& sandbox();
-    /// Brackets a call so that cancel() can tell whether `op` is the one running.
-    void begin(op_state* op);
+    /// Brackets a call so that cancel() can tell whether `op` is the one running. An operation made
+    /// by a holder (`holder`: the epoch it holds the sandbox in) may run only while that holder still
+    /// holds it: begin() returns false, and the operation must not touch the sandbox, once a new
+    /// holder came. Checked under the same lock new_epoch() takes, so a call either never starts
+    /// or is running when the holder changes, and new_epoch() then stops it.
+    bool begin(op_state* op, std::optional<std::uint64_t> holder = std::nullopt);
     void end(op_state* op);
+
+    /// True while a call runs (between begin() and end() of a cancellable operation).
+    bool busy() const;
 
     hl::interrupt_handle interrupt_handle() const;
 
     /// last_error() belongs to the holder of the sandbox: operations record their failure only if
     /// no new holder came since they started. Take the epoch when an operation starts.
     std::uint64_t epoch() const;
-    /// A new holder: last_error() is empty, and operations started before record nothing.
+    /// A new holder: last_error() is empty, operations started before record nothing, a call of the
+    /// previous holder that is still running is killed (it would hold the sandbox from the new one),
+    /// and its calls still queued will not run (see begin()).
     void new_epoch();
     void set_last_error(std::uint64_t epoch, std::string message);
     std::string last_error() const;
@@ -75,7 +84,7 @@ private:
     mutable std::mutex run_lock_;
     op_state* running_ = nullptr;
     mutable std::mutex error_lock_;
-    std::uint64_t epoch_ = 0;
+    std::uint64_t epoch_ = 0;  // changed under run_lock_ and error_lock_, read under either
     std::string last_error_;
 };
 
