@@ -339,7 +339,6 @@ TEST_F(EpochAttack, CoresDestroyedOnHelperThreadsLeaveNoThreadBehind) {
     EXPECT_FALSE(dog.fired());
 }
 
-// FAILS on 5d879c9 (operation_aborted instead of usage_error).
 // README: a released lease's call that has not started "completes with errc::usage_error". A call
 // queued when its lease is released after close() (the sandbox is then dropped at once) is the
 // same case, and must complete the same way, not with whatever the core's destruction says.

@@ -151,7 +151,10 @@ public:
         std::apply([&](auto&&... v) { done_.complete(ec, std::move(v)...); }, std::move(values));
     }
     void abort() override {
-        std::apply([&](auto&&... v) { done_.complete(asio::error::operation_aborted, std::move(v)...); }, aborted_());
+        // A call of a holder that has let go of the sandbox says so, however it was dropped.
+        const std::error_code ec = holder_ && core_.epoch() != *holder_ ? make_error_code(errc::usage_error)
+                                                                         : std::error_code(asio::error::operation_aborted);
+        std::apply([&](auto&&... v) { done_.complete(ec, std::move(v)...); }, aborted_());
     }
 
 private:
