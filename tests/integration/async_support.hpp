@@ -6,16 +6,20 @@
 #include <asio/awaitable.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <condition_variable>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "guest_paths.hpp"
 #include "hl/interrupt.hpp"
+#include "hl/runtime/sandbox_pool.hpp"
 
 namespace hl::test {
 
@@ -80,6 +84,47 @@ private:
     std::vector<hl::interrupt_handle> watched_;
     bool done_ = false, fired_ = false;
     std::thread thread_;  // last: starts once the rest is ready
+};
+
+/// Waits on `io`, a millisecond at a time, until `done()`; gives up after `limit` (the caller checks).
+template <class F>
+asio::awaitable<void> until(asio::io_context& io, F done, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    for (auto waited = std::chrono::milliseconds(0); !done() && waited < limit; waited += std::chrono::milliseconds(1)) {
+        asio::steady_timer t(io, std::chrono::milliseconds(1));
+        co_await t.async_wait(asio::use_awaitable);
+    }
+}
+
+/// A fixture for tests that attack a pool of simpleguest sandboxes: an io_context to run one
+/// coroutine on, and pools whose sandboxes a watchdog may watch.
+class pool_attack_test : public ::testing::Test {
+protected:
+    void SetUp() override { HL_REQUIRE_KVM(); }
+
+    // Callers pass `extra` as a named function: GCC 12 destroys a temporary lambda that is part of
+    // a co_await expression twice (its captures are released twice).
+    asio::awaitable<hl::sandbox_pool> make(hl::pool_options options, watchdog* dog = nullptr,
+                                           std::function<void(hl::multi_use_sandbox&)> extra = {}) {
+        return hl::sandbox_pool::async_create(
+            io.get_executor(), simpleguest(), {},
+            [dog, extra](hl::multi_use_sandbox& sb) {
+                if (dog) dog->watch(sb.interrupt_handle());
+                if (extra) extra(sb);
+            },
+            options, asio::use_awaitable);
+    }
+
+    template <class F>
+    void run(F body) {
+        run_coroutine(io, std::move(body));
+    }
+
+    template <class F>
+    asio::awaitable<void> until(F done, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+        return hl::test::until(io, std::move(done), limit);
+    }
+
+    asio::io_context io;
 };
 
 }  // namespace hl::test

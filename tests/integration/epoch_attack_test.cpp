@@ -42,40 +42,12 @@ std::size_t live_threads() {
     return n;
 }
 
-class EpochAttack : public ::testing::Test {
+class EpochAttack : public hl::test::pool_attack_test {
 protected:
-    void SetUp() override { HL_REQUIRE_KVM(); }
-
-    awaitable<hl::sandbox_pool> make(hl::pool_options options, hl::test::watchdog* dog = nullptr,
-                                     std::function<void(hl::multi_use_sandbox&)> extra = {}) {
-        return hl::sandbox_pool::async_create(
-            io.get_executor(), hl::test::simpleguest(), {},
-            [dog, extra](hl::multi_use_sandbox& sb) {
-                if (dog) dog->watch(sb.interrupt_handle());
-                if (extra) extra(sb);
-            },
-            options, use_awaitable);
-    }
-
-    template <class F>
-    void run(F body) {
-        hl::test::run_coroutine(io, std::move(body));
-    }
-
-    template <class F>
-    awaitable<void> until(F done, std::chrono::milliseconds limit = 10s) {
-        for (auto waited = 0ms; !done() && waited < limit; waited += 1ms) {
-            asio::steady_timer t(io, 1ms);
-            co_await t.async_wait(use_awaitable);
-        }
-    }
-
     // Lets the vCPU thread get somewhere: `n` trips through the io_context's queue.
     awaitable<void> yield(int n) {
         for (int i = 0; i < n; ++i) co_await asio::post(io, use_awaitable);
     }
-
-    asio::io_context io;
 };
 
 bool ended_as_a_released_call_may(const std::optional<std::error_code>& ec) {

@@ -47,38 +47,7 @@ struct host_slot {
     std::atomic<int> dropped{0};
 };
 
-class RuntimeAttack : public ::testing::Test {
-protected:
-    void SetUp() override { HL_REQUIRE_KVM(); }
-
-    // Callers pass `extra` as a named function: GCC 12 destroys a temporary lambda that is part of
-    // a co_await expression twice (its captures are released twice).
-    awaitable<hl::sandbox_pool> make(hl::pool_options options, hl::test::watchdog* dog = nullptr,
-                                     std::function<void(hl::multi_use_sandbox&)> extra = {}) {
-        return hl::sandbox_pool::async_create(
-            io.get_executor(), hl::test::simpleguest(), {},
-            [dog, extra](hl::multi_use_sandbox& sb) {
-                if (dog) dog->watch(sb.interrupt_handle());
-                if (extra) extra(sb);
-            },
-            options, use_awaitable);
-    }
-
-    template <class F>
-    void run(F body) {
-        hl::test::run_coroutine(io, std::move(body));
-    }
-
-    template <class F>
-    awaitable<void> until(F done, std::chrono::milliseconds limit = 10s) {
-        for (auto waited = 0ms; !done() && waited < limit; waited += 1ms) {
-            asio::steady_timer t(io, 1ms);
-            co_await t.async_wait(use_awaitable);
-        }
-    }
-
-    asio::io_context io;
-};
+class RuntimeAttack : public hl::test::pool_attack_test {};
 
 // ---------------------------------------------------------------------------------------------
 // Isolation: an operation made on a lease but started only after its release.
