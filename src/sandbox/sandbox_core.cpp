@@ -301,16 +301,14 @@ void sandbox_core::throw_abort(std::uint32_t code) {
 void sandbox_core::throw_fault() {
     fault_context ctx;
     const vmm::registers r = vm_->regs();
-    std::uint64_t cr2 = 0;
-    vmm::vm::segment_bases bases;
+    vmm::vm::fault_registers f;
     try {
-        cr2 = vm_->read_cr2();
-        bases = vm_->read_segment_bases();
+        f = vm_->read_fault_registers();
     } catch (const std::exception& e) {
         poison_and_throw(errc::vm_error, std::string("the guest faulted and its state could not be read: ") + e.what());
     }
     ctx.cpu = {r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11,
-               r.r12, r.r13, r.r14, r.r15, r.rip, r.rflags, cr2, bases.fs, bases.gs};
+               r.r12, r.r13, r.r14, r.r15, r.rip, r.rflags, f.cr2, f.fs_base, f.gs_base};
     ctx.page = [this](std::uint64_t address) {
         page_info info;
         if (const auto* region = region_at(mem::gpa{address})) {

@@ -246,16 +246,10 @@ void vm::rearm_dirty_pages(const mem::page_bitmap& pages, std::uint64_t first_wo
     checked_ioctl(vm_fd_.get(), KVM_CLEAR_DIRTY_LOG, &clear, "KVM_CLEAR_DIRTY_LOG");
 }
 
-std::uint64_t vm::read_cr2() const {
+vm::fault_registers vm::read_fault_registers() const {
     kvm_sregs s{};
     checked_ioctl(vcpu_fd_.get(), KVM_GET_SREGS, &s, "KVM_GET_SREGS");
-    return s.cr2;
-}
-
-vm::segment_bases vm::read_segment_bases() const {
-    kvm_sregs s{};
-    checked_ioctl(vcpu_fd_.get(), KVM_GET_SREGS, &s, "KVM_GET_SREGS");
-    return {s.fs.base, s.gs.base};
+    return {s.cr2, s.fs.base, s.gs.base};
 }
 
 namespace {

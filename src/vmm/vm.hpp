@@ -51,15 +51,13 @@ public:
     registers regs() const noexcept;
     void set_registers(const registers& r) noexcept;
 
-    /// Reads CR2 (an ioctl: for the fault path only).
-    std::uint64_t read_cr2() const;
-
-    struct segment_bases {
-        std::uint64_t fs = 0, gs = 0;
+    /// What a fault report needs beyond the general registers: CR2, and the FS and GS bases, which
+    /// the guest may have changed with wrfsbase/wrgsbase.
+    struct fault_registers {
+        std::uint64_t cr2 = 0, fs_base = 0, gs_base = 0;
     };
-    /// Reads the FS and GS bases, which the guest may have changed with wrfsbase/wrgsbase (an ioctl:
-    /// for the fault path only).
-    segment_bases read_segment_bases() const;
+    /// Reads them (one ioctl: for the fault path only).
+    fault_registers read_fault_registers() const;
 
     /// Puts the special registers, FPU/SSE state and CR2 back to their initial values, after a fault.
     void reset_cpu();
