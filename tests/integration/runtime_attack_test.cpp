@@ -272,16 +272,10 @@ TEST_F(RuntimeAttack, TasksCancelledAtRandomMomentsOnTwoThreadsAllEndOnceAndLeak
                         ++finished;
                     });
                 if (i % 8 == 7) {
-                    while (finished < i - 16 && !dog.fired()) {
-                        asio::steady_timer t(io, 1ms);
-                        co_await t.async_wait(use_awaitable);
-                    }
+                    co_await until([&] { return finished >= i - 16 || dog.fired(); }, 120s);  // the watchdog bounds it
                 }
             }
-            while (finished < tasks && !dog.fired()) {
-                asio::steady_timer t(io, 1ms);
-                co_await t.async_wait(use_awaitable);
-            }
+            co_await until([&] { return finished >= tasks || dog.fired(); }, 120s);
             co_await pool.async_drain();
             stats = pool.stats();
             over = true;
