@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -19,6 +20,18 @@ struct host_function {
     value_type result = value_type::void_type;
     /// Called with arguments that match `parameters` (the sandbox checks before calling).
     std::function<return_value(std::span<const argument>)> invoke;
+
+    /// What an asynchronous form delivers: the result, or the message of the failure.
+    struct outcome {
+        return_value value;
+        std::optional<std::string> failure;
+    };
+    /// Optional: the asynchronous form, for a scheduler that waits without blocking its thread
+    /// (hl::guest_call hands it to the scheduler instead of calling `invoke`). It starts the work
+    /// and returns at once; `done` is called exactly once, from any thread, with the outcome. The
+    /// arguments stay valid until then. The function it returns, if not empty, asks the work to
+    /// stop early (`done` is still called). A synchronous call() always uses `invoke`.
+    std::function<std::function<void()>(std::span<const argument>, std::function<void(outcome)> done)> start_async;
 };
 
 namespace detail {

@@ -13,6 +13,7 @@
 
 #include "hl/config.hpp"
 #include "hl/error.hpp"
+#include "hl/guest_call.hpp"
 #include "hl/host_function.hpp"
 #include "hl/interrupt.hpp"
 #include "hl/log.hpp"
@@ -159,6 +160,14 @@ public:
                               std::chrono::nanoseconds timeout = {});
     return_value call_dynamic(std::error_code& ec, std::string_view name, value_type return_type,
                               std::span<const argument> args) noexcept;
+
+    /// Starts a call that the caller runs in slices (see hl::guest_call; the async runtime's way in).
+    /// Nothing runs until its first run(). Throws as call() does for what is known before the guest
+    /// runs: errc::poisoned, argument_too_large, usage_error (another thread or an unfinished call
+    /// uses the sandbox, or from inside its own host function). A positive `timeout` is the call's
+    /// deadline, counted from now.
+    guest_call start_call(std::string_view name, value_type return_type, std::span<const argument> args,
+                          std::chrono::nanoseconds timeout = {});
 
     /// Captures guest memory and vCPU state. Between calls only; throws errc::poisoned on a poisoned
     /// sandbox. Afterwards, restoring this snapshot costs in proportion to the pages written since.

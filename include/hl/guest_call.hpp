@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: Apache-2.0
+// A guest call that a scheduler drives in time slices, instead of running it to its end.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "hl/host_function.hpp"
+#include "hl/value.hpp"
+
+namespace hl {
+
+namespace detail {
+class sandbox_core;
+}
+
+/// A call into a multi_use_sandbox that runs in slices (made by multi_use_sandbox::start_call()).
+/// This is what the async runtime schedules on its worker threads; multi_use_sandbox::call() is the
+/// same call run to its end in one go.
+///
+/// run() enters the guest on the calling thread and returns when the call has finished, when its
+/// slice is over (the guest stopped between two of its instructions, its state intact, unaware),
+/// or when the guest called a host function that has an asynchronous form
+/// (host_function::start_async): the guest then waits, and the scheduler runs that function and
+/// answers with complete_host_call() or fail_host_call(). Between two run()s the thread is free to
+/// run other sandboxes' calls.
+///
+/// The sandbox belongs to the call until it has finished: every run() must come from the thread
+/// that started it, and the sandbox's own members fail with errc::usage_error meanwhile (kill()
+/// through its interrupt_handle works from any thread, between slices too). A call's deadline and
+/// a kill are honoured at every slice boundary, between slices and while a host call waits: the
+/// next run() ends the call with errc::timed_out or errc::cancelled.
+///
+/// Move-only. Destroying a call that has not finished abandons it: the sandbox is poisoned
+/// (errc::cancelled, until restored) and free again.
+class guest_call {
+public:
+    enum class status {
+        finished,   ///< take_result() has the guest's result
+        sliced,     ///< the slice is over; run() again to go on
+        host_call,  ///< the guest waits for an asynchronous host function: see pending_host_call()
+    };
+
+    guest_call() noexcept = default;
+    guest_call(guest_call&& other) noexcept;
+    guest_call& operator=(guest_call&& other) noexcept;
+    ~guest_call();
+
+    /// Runs the guest until one of the ends above; a `slice` of zero or less means no slice limit.
+    /// Throws hl::error exactly as multi_use_sandbox::call() does (and poisons for the same codes);
+    /// the call is then over. Throws errc::usage_error, changing nothing, on an empty or finished
+    /// call, from another thread, or while a host call is still unanswered.
+    status run(std::chrono::nanoseconds slice = {});
+
+    /// After run() returned status::finished: the result, once.
+    return_value take_result();
+
+    /// After run() returned status::host_call, until it is answered: the function the guest called
+    /// (its start_async is set), its name, and the arguments, which view guest memory and stay
+    /// valid until the call is answered.
+    struct host_request {
+        const host_function* function = nullptr;
+        std::string_view name;
+        std::span<const argument> arguments;
+    };
+    host_request pending_host_call() const;
+
+    /// Answers the waiting host call: the next run() resumes the guest with `result` (which must
+    /// be of the function's result type; otherwise the guest gets a host-function error), or with
+    /// the failure `message` (as a synchronous host function that threw). From any thread, once.
+    void complete_host_call(return_value result);
+    void fail_host_call(std::string message);
+
+    /// True once the call was killed or has passed its deadline: a scheduler waiting for an async
+    /// host function stops it early, answers, and the next run() ends the call.
+    bool interrupted() const noexcept;
+    /// When the call must end by, if it has a deadline.
+    std::optional<std::chrono::steady_clock::time_point> deadline() const noexcept;
+
+    /// `f` runs on the killer's thread, with no lock of the sandbox held, each time the call is
+    /// killed while it is not inside the guest (between slices or waiting for a host call), so that
+    /// a scheduler can act at once. It must not block and must not touch the sandbox.
+    void set_interrupt_listener(std::function<void()> f);
+
+    /// True from the end of the call (finished or failed) on, and for an empty call.
+    bool done() const noexcept;
+    explicit operator bool() const noexcept { return core_ != nullptr; }
+
+private:
+    friend class multi_use_sandbox;
+    explicit guest_call(detail::sandbox_core* core) noexcept : core_(core) {}
+    detail::sandbox_core* core_ = nullptr;
+};
+
+}  // namespace hl
