@@ -6,69 +6,153 @@
 #include <algorithm>
 #include <bit>
 
+#include "hl/runtime/detail/initiate.hpp"
+
 namespace hl::detail {
+
+std::string abort_message(std::error_code ec) {
+    if (ec == errc::pool_closed) return "the pool is closed: it hands out no more sandboxes";
+    if (ec == errc::pool_busy) return "the pool's wait queue is full (pool_options::max_waiters): try again later";
+    if (ec == errc::timed_out) return "no sandbox became free within pool_options::acquire_timeout";
+    if (ec == errc::usage_error) return "the operation was made through a pool lease that has been released: it never ran";
+    if (ec == asio::error::operation_aborted) return "the operation was cancelled (or its sandbox closed) before it ran";
+    return ec.message();
+}
 
 pool_core::pool_core(asio::any_io_executor ex, std::shared_ptr<const snapshot> clean,
                      std::function<void(multi_use_sandbox&)> bind, pool_options options)
-    : ex_(std::move(ex)), clean_(std::move(clean)), bind_(std::move(bind)), options_(options), wake_timer_(ex_) {
+    : ex_(std::move(ex)), clean_(std::move(clean)), bind_(std::move(bind)), options_(options) {
     if (options_.max_size == 0) options_.max_size = 1;
     if (options_.min_size > options_.max_size) options_.min_size = options_.max_size;
+    runtime& rt = options_.runtime != nullptr ? *options_.runtime : runtime::default_runtime();
+    for (std::size_t i = 0; i < rt.size(); ++i) workers_.push_back(rt.worker_at(i));
+    idle_.resize(workers_.size());
+    placed_.resize(workers_.size());
+}
+
+pool_core::~pool_core() {
+    for (auto& list : idle_) {
+        for (auto& s : list) drop(std::move(s));
+    }
+}
+
+void pool_core::drop(std::shared_ptr<sandbox_state> sandbox) {
+    if (!sandbox) return;
+    try {
+        sandbox->close();
+    } catch (...) {
+        // Out of memory posting the destruction: the last reference destroys it.
+    }
 }
 
 void pool_core::start() {
     std::lock_guard lock(mutex_);
-    while (creating_ + idle_.size() < options_.min_size) create_one();
+    while (creating_ + idle_count_ < options_.min_size) create_one();
 }
 
 void pool_core::create_one() {
     ++creating_;
-    async_sandbox::async_create_from(ex_, clean_, bind_,
-                                     [self = shared_from_this()](std::error_code ec, async_sandbox sandbox) {
-                                         if (ec) return self->creation_failed(ec);
-                                         self->arrived(std::move(sandbox), &pool_core::creating_);
-                                     });
+    // On the worker with the fewest of this pool's sandboxes.
+    const auto least = std::min_element(placed_.begin(), placed_.end());
+    const std::size_t index = static_cast<std::size_t>(least - placed_.begin());
+    ++*least;
+    auto state = std::make_shared<sandbox_state>(workers_[index]);
+    initiate_task<void(std::error_code)>(
+        state, workers_[index]->executor(), "", [self = shared_from_this(), state](std::error_code ec) mutable {
+            self->created(std::move(state), ec);
+        },
+        [snap = clean_, bind = bind_](sandbox_state& s, std::string& message) {
+            const auto ec = guarded(s, 0, message, [&] {
+                auto sb = multi_use_sandbox::from_snapshot(snap);
+                if (bind) bind(sb);
+                s.set_sandbox(std::move(sb));
+            });
+            return std::pair(ec, std::tuple<>());
+        },
+        [] { return std::tuple<>(); });
 }
 
-void pool_core::creation_failed(std::error_code ec) {
+void pool_core::created(std::shared_ptr<sandbox_state> sandbox, std::error_code ec) {
     std::list<waiting> unserved;
+    std::unique_ptr<pool_waiter> next;
     {
         std::lock_guard lock(mutex_);
         --creating_;
-        ++counters_.failures;
-        // Waiters beyond what the sandboxes that exist or are on their way can serve would wait
-        // forever: they get the error.
-        const std::size_t coming = idle_.size() + in_use_ + creating_;
-        while (waiters_.size() > coming) {
-            unserved.splice(unserved.begin(), waiters_, std::prev(waiters_.end()));
+        if (ec) {
+            --placed_[sandbox->home().index()];
+            ++counters_.failures;
+            // Waiters beyond what the sandboxes that exist or are on their way can serve would
+            // wait forever: they get the error.
+            const std::size_t coming = idle_count_ + in_use_ + creating_;
+            while (waiters_.size() > coming) unserved.splice(unserved.begin(), waiters_, std::prev(waiters_.end()));
+            check_drained();
+        } else if (closed_) {
+            --placed_[sandbox->home().index()];
+            check_drained();
+        } else {
+            next = hand_over_locked(sandbox);
         }
-        check_drained();
     }
     for (auto& w : unserved) {
         if (w.timer) w.timer->cancel();
-        w.waiter->deliver(ec, std::nullopt);
+        w.waiter->deliver(ec, nullptr);
     }
+    if (next) return next->deliver({}, std::move(sandbox));
+    drop(std::move(sandbox));  // null once it went idle
+}
+
+std::unique_ptr<pool_waiter> pool_core::hand_over_locked(std::shared_ptr<sandbox_state>& sandbox) {
+    if (waiters_.empty()) {
+        idle_[sandbox->home().index()].push_back(std::move(sandbox));
+        ++idle_count_;
+        check_drained();
+        return nullptr;
+    }
+    auto next = std::move(waiters_.front().waiter);
+    if (waiters_.front().timer) waiters_.front().timer->cancel();
+    waiters_.pop_front();
+    ++in_use_;
+    ++counters_.acquired;
+    return next;
+}
+
+std::shared_ptr<sandbox_state> pool_core::take_idle_locked() {
+    if (idle_count_ == 0) return nullptr;
+    // The calling thread's worker first: the call then runs right here.
+    std::size_t index = idle_.size();
+    if (const auto* self = worker::current()) {
+        for (std::size_t i = 0; i < workers_.size(); ++i) {
+            if (workers_[i].get() == self && !idle_[i].empty()) index = i;
+        }
+    }
+    if (index == idle_.size()) {
+        index = static_cast<std::size_t>(
+            std::max_element(idle_.begin(), idle_.end(), [](const auto& a, const auto& b) { return a.size() < b.size(); }) -
+            idle_.begin());
+    }
+    auto sandbox = std::move(idle_[index].back());
+    idle_[index].pop_back();
+    --idle_count_;
+    return sandbox;
 }
 
 void pool_core::acquire(std::unique_ptr<pool_waiter> w, const std::shared_ptr<task_cancellation>& task) {
     std::unique_lock lock(mutex_);
     if (closed_) {
         lock.unlock();
-        w->deliver(make_error_code(errc::pool_closed), std::nullopt);
-        return;
+        return w->deliver(make_error_code(errc::pool_closed), nullptr);
     }
-    if (!idle_.empty() && waiters_.empty()) {
-        auto sandbox = std::move(idle_.back());
-        idle_.pop_back();
-        ++in_use_;
-        ++counters_.acquired;
-        lock.unlock();
-        w->deliver({}, std::move(sandbox));
-        return;
+    if (waiters_.empty()) {
+        if (auto sandbox = take_idle_locked()) {
+            ++in_use_;
+            ++counters_.acquired;
+            lock.unlock();
+            return w->deliver({}, std::move(sandbox));
+        }
     }
     if (waiters_.size() >= options_.max_waiters) {
         lock.unlock();
-        w->deliver(make_error_code(errc::pool_busy), std::nullopt);
-        return;
+        return w->deliver(make_error_code(errc::pool_busy), nullptr);
     }
     const std::uint64_t id = next_id_++;
     // Armed under mutex_, before the waiter is queued: no hand-over can come first.
@@ -76,8 +160,7 @@ void pool_core::acquire(std::unique_ptr<pool_waiter> w, const std::shared_ptr<ta
             if (auto self = weak.lock()) self->cancel(id, asio::error::operation_aborted);
         })) {
         lock.unlock();
-        w->deliver(asio::error::operation_aborted, std::nullopt);
-        return;
+        return w->deliver(asio::error::operation_aborted, nullptr);
     }
     std::unique_ptr<asio::steady_timer> timer;
     if (options_.acquire_timeout.count() > 0) {
@@ -87,8 +170,9 @@ void pool_core::acquire(std::unique_ptr<pool_waiter> w, const std::shared_ptr<ta
             if (auto self = weak.lock()) self->cancel(id, make_error_code(errc::timed_out));
         });
     }
+    w->immediate = false;
     waiters_.push_back({id, std::move(w), std::move(timer)});
-    if (creating_ + idle_.size() + in_use_ < options_.max_size) create_one();
+    if (creating_ + idle_count_ + in_use_ < options_.max_size) create_one();
 }
 
 void pool_core::cancel(std::uint64_t id, std::error_code reason) {
@@ -103,98 +187,70 @@ void pool_core::cancel(std::uint64_t id, std::error_code reason) {
             break;
         }
     }
-    if (gone) gone->deliver(reason, std::nullopt);
+    if (gone) gone->deliver(reason, nullptr);
 }
 
-void pool_core::arrived(async_sandbox sandbox, std::size_t pool_core::*was_counted_in) {
+void pool_core::release(std::shared_ptr<sandbox_state> sandbox) {
     std::unique_ptr<pool_waiter> next;
     {
         std::lock_guard lock(mutex_);
-        --(this->*was_counted_in);  // in the same critical section as the hand-off: never uncounted
-        if (closed_) {
-            check_drained();
-            return;  // the sandbox is dropped
-        }
-        if (waiters_.empty()) {
-            idle_.push_back(std::move(sandbox));
-            check_drained();
-            return;
-        }
-        next = std::move(waiters_.front().waiter);
-        if (waiters_.front().timer) waiters_.front().timer->cancel();
-        waiters_.pop_front();
-        ++in_use_;
-        ++counters_.acquired;
-    }
-    next->deliver({}, std::move(sandbox));
-}
-
-void pool_core::release(async_sandbox sandbox) {
-    const async_core* which = sandbox.core_.get();
-    {
-        std::lock_guard lock(mutex_);
-        std::erase_if(broken_, [](const std::weak_ptr<async_core>& b) { return b.expired(); });
-        const auto it = std::find_if(broken_.begin(), broken_.end(), [which](const auto& b) { return b.lock().get() == which; });
-        if (it != broken_.end()) {
-            broken_.erase(it);  // its restore failed: dropped here, on the holder's thread, and replaced
+        std::erase_if(broken_, [](const std::weak_ptr<sandbox_state>& b) { return b.expired(); });
+        const auto it = std::find_if(broken_.begin(), broken_.end(),
+                                     [&sandbox](const auto& b) { return b.lock() == sandbox; });
+        if (it != broken_.end() || closed_) {
+            if (it != broken_.end()) {
+                broken_.erase(it);  // its restore failed: dropped and replaced
+                ++counters_.replacements;
+            }
             --in_use_;
-            ++counters_.replacements;
+            --placed_[sandbox->home().index()];
             if (!closed_) create_one();
             check_drained();
-            return;
-        }
-        // Queued before the hand-off, so whatever the next holder does runs after it; and before
-        // the sandbox joins deferred_, so that wake_deferred() never finds its queue still empty.
-        ++recycling_;
-        sandbox.async_restore_deferred(
-            clean_, [self = shared_from_this(), weak = std::weak_ptr<async_core>(sandbox.core_)](std::error_code ec) {
-                self->restored(weak, ec);
-            });
-        deferred_.push_back(sandbox.core_);
-        if (!wake_armed_) {
-            // Restores that no next task wakes within this time are woken here, so they still run
-            // off every task's path when the pool is quiet, and drain() and run() can finish.
-            wake_armed_ = true;
-            wake_timer_.expires_after(std::chrono::microseconds(500));
-            wake_timer_.async_wait([weak = weak_from_this()](std::error_code) {
-                if (auto self = weak.lock()) self->wake_deferred();
-            });
+        } else {
+            // Before the hand-over: whatever the next holder does queues behind the restore, and
+            // nothing the previous holder started can run any more.
+            sandbox->new_epoch();
+            ++recycling_;
+            initiate_task<void(std::error_code)>(
+                sandbox, sandbox->home().executor(), "",
+                [self = shared_from_this(), sandbox](std::error_code ec) { self->restored(sandbox, ec); },
+                [snap = clean_](sandbox_state& s, std::string& message) {
+                    const auto ec = guarded(s, s.epoch(), message, [&] { s.sandbox().restore(snap); });
+                    return std::pair(ec, std::tuple<>());
+                },
+                [] { return std::tuple<>(); }, /*background=*/true);
+            --in_use_;
+            next = hand_over_locked(sandbox);
         }
     }
-    arrived(std::move(sandbox), &pool_core::in_use_);
+    if (next) return next->deliver({}, std::move(sandbox));
+    drop(std::move(sandbox));  // null once it went idle
 }
 
-void pool_core::wake_deferred() {
-    std::vector<std::weak_ptr<async_core>> due;
+void pool_core::restored(const std::shared_ptr<sandbox_state>& sandbox, std::error_code ec) {
+    std::shared_ptr<sandbox_state> doomed;
     {
         std::lock_guard lock(mutex_);
-        wake_armed_ = false;
-        due.swap(deferred_);
-    }
-    for (auto& weak : due) {
-        if (auto core = weak.lock()) core->wake();  // a no-op when the restore already ran
-    }
-}
-
-void pool_core::restored(const std::weak_ptr<async_core>& which, std::error_code ec) {
-    std::optional<async_sandbox> doomed;  // dropped outside the lock
-    std::lock_guard lock(mutex_);
-    --recycling_;
-    if (!ec) {
-        ++counters_.restores;
-    } else if (ec != asio::error::operation_aborted && !which.expired()) {  // aborted: dropped already
-        const auto it = std::find_if(idle_.begin(), idle_.end(),
-                                     [&which](const async_sandbox& s) { return s.core_ == which.lock(); });
-        if (it != idle_.end()) {
-            doomed = std::move(*it);
-            idle_.erase(it);
-            ++counters_.replacements;
-            if (!closed_) create_one();
-        } else {
-            broken_.push_back(which);  // in use: its holder gets errc::poisoned until it lets go
+        --recycling_;
+        if (!ec) {
+            ++counters_.restores;
+        } else if (ec != asio::error::operation_aborted) {
+            auto& list = idle_[sandbox->home().index()];
+            const auto it = std::find(list.begin(), list.end(), sandbox);
+            if (it != list.end()) {
+                doomed = std::move(*it);
+                list.erase(it);
+                --idle_count_;
+                --placed_[sandbox->home().index()];
+                ++counters_.replacements;
+                if (!closed_) create_one();
+            } else {
+                broken_.push_back(sandbox);  // in use: its holder gets errc::poisoned until it lets go
+            }
         }
+        check_drained();
     }
-    check_drained();
+    drop(std::move(doomed));
 }
 
 void pool_core::record_latency(std::chrono::nanoseconds elapsed) {
@@ -207,28 +263,34 @@ void pool_core::record_latency(std::chrono::nanoseconds elapsed) {
 pool_stats pool_core::stats() const {
     std::lock_guard lock(mutex_);
     pool_stats s = counters_;
-    s.idle = idle_.size();
+    s.idle = idle_count_;
     s.in_use = in_use_;
     s.recycling = recycling_;
     s.waiters = waiters_.size();
-    s.size = idle_.size() + in_use_ + creating_;
+    s.size = idle_count_ + in_use_ + creating_;
     return s;
 }
 
 void pool_core::close() {
     std::list<waiting> waiters;
-    std::vector<async_sandbox> idle;
+    std::vector<std::shared_ptr<sandbox_state>> idle;
     {
         std::lock_guard lock(mutex_);
         closed_ = true;
         waiters.swap(waiters_);
-        idle.swap(idle_);
+        for (std::size_t i = 0; i < idle_.size(); ++i) {
+            placed_[i] -= idle_[i].size();
+            for (auto& s : idle_[i]) idle.push_back(std::move(s));
+            idle_[i].clear();
+        }
+        idle_count_ = 0;
         check_drained();
     }
     for (auto& w : waiters) {
         if (w.timer) w.timer->cancel();
-        w.waiter->deliver(asio::error::operation_aborted, std::nullopt);
+        w.waiter->deliver(asio::error::operation_aborted, nullptr);
     }
+    for (auto& s : idle) drop(std::move(s));
 }
 
 void pool_core::when_drained(std::function<void()> done) {

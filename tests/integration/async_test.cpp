@@ -31,7 +31,7 @@
 #include "guest_paths.hpp"
 #include "hl/runtime/async_host_function.hpp"
 #include "hl/runtime/async_sandbox.hpp"
-#include "hl/runtime/detail/vcpu_worker.hpp"
+#include "hl/runtime/runtime.hpp"
 
 namespace {
 
@@ -545,22 +545,15 @@ TEST_F(Async, DroppingTheLastHandleInsideItsOwnHostFunctionLetsTheCallFinishFirs
     EXPECT_TRUE(*outcome == errc::cancelled || (!*outcome && result == 3)) << outcome->message();
 }
 
-TEST(VcpuWorker, RefusesToBeStoppedFromOneOfItsOwnJobs) {
-    struct job final : hl::detail::worker_job {
-        explicit job(std::function<void()> f) : f(std::move(f)) {}
-        void run() override { f(); }
-        void abort() override { f(); }
-        std::function<void()> f;
-    };
-    hl::detail::vcpu_worker worker;
-    std::promise<hl::errc> stopped_inside;
-    worker.push(std::make_unique<job>([&] { stopped_inside.set_value(error_of([&] { worker.stop(); })); }));
-    EXPECT_EQ(stopped_inside.get_future().get(), errc::usage_error);
-    // Nothing changed: the worker still runs jobs, and is stopped (joined) from outside.
-    std::promise<std::thread::id> ran_on;
-    worker.push(std::make_unique<job>([&] { ran_on.set_value(std::this_thread::get_id()); }));
-    EXPECT_EQ(ran_on.get_future().get(), worker.thread_id());
-    worker.stop();
+TEST(Runtime, WorkersAreNamedExecutorsAndRefuseAnIndexOutOfRange) {
+    hl::runtime rt({.workers = 2});
+    EXPECT_EQ(rt.size(), 2u);
+    EXPECT_EQ(error_of([&] { (void)rt.get_executor(2); }), errc::usage_error);
+    EXPECT_FALSE(rt.running_in_this_thread());
+    // A worker's executor runs handlers on that worker's thread, which knows it is one.
+    std::promise<bool> on_worker;
+    asio::post(rt.get_executor(1), [&] { on_worker.set_value(rt.running_in_this_thread()); });
+    EXPECT_TRUE(on_worker.get_future().get());
 }
 
 TEST_F(Async, ACancellationAtAnyMomentOfACallEndsIt) {

@@ -7,6 +7,7 @@
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
+#include <asio/post.hpp>
 #include <asio/random_access_file.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
@@ -79,6 +80,38 @@ auto blocking_host_function(asio::any_io_executor ex, F f, R (*)(A...)) {
     };
 }
 
+/// The asynchronous form of `f` (host_function::start_async): the coroutine is spawned on `ex`,
+/// the guest call waits without holding its worker, and a stop request becomes a terminal Asio
+/// cancellation of the coroutine (emitted on `ex`).
+template <class F, class R, class... A>
+auto async_host_starter(asio::any_io_executor ex, F f, R (*)(A...)) {
+    return [ex = std::move(ex), f = std::move(f)](std::span<const argument> args,
+                                                  std::function<void(host_function::outcome)> done)
+               -> std::function<void()> {
+        auto stop = std::make_shared<asio::cancellation_signal>();
+        auto finish = [done = std::move(done), stop](std::exception_ptr e, auto... value) {
+            host_function::outcome outcome;
+            if (e) {
+                try {
+                    std::rethrow_exception(e);
+                } catch (const std::exception& x) {
+                    outcome.failure = x.what();
+                } catch (...) {
+                    outcome.failure = "a non-standard exception";
+                }
+            } else if constexpr (sizeof...(value) > 0) {
+                outcome.value = to_return_value(std::move(value)...);
+            }
+            done(std::move(outcome));
+        };
+        auto call = [&]<std::size_t... I>(std::index_sequence<I...>) {
+            return f(from_argument<A>(args[I])...);
+        }(std::index_sequence_for<A...>{});
+        asio::co_spawn(ex, std::move(call), asio::bind_cancellation_slot(stop->slot(), std::move(finish)));
+        return [ex, stop] { asio::post(ex, [stop] { stop->emit(asio::cancellation_type::terminal); }); };
+    };
+}
+
 template <class F>
 struct awaitable_signature : awaitable_signature<decltype(&F::operator())> {};
 template <class C, class R, class... A>
@@ -93,15 +126,17 @@ struct awaitable_signature<R (C::*)(A...)> {
 }  // namespace detail
 
 /// Registers `f`, a callable returning asio::awaitable<R>, as the host function `name`. Each guest
-/// call co_spawns it on `ex` and blocks the vCPU thread (not the event loop) until it finishes; an
-/// exception it throws becomes an error the guest receives. If the guest call is killed or times
-/// out meanwhile, the coroutine gets a terminal Asio cancellation. `ex` must be served by a running
-/// io_context, and that io_context's thread must not destroy this sandbox while such a call runs
-/// (the destructor would wait for a coroutine that needs that very thread).
+/// call co_spawns it on `ex`; an exception it throws becomes an error the guest receives. If the
+/// guest call is killed or times out meanwhile, the coroutine gets a terminal Asio cancellation.
+/// On an async_sandbox (or a pool's), the guest call waits without holding its worker: the worker
+/// serves its other work, and the guest resumes when the coroutine completes. A synchronous
+/// call() instead blocks its thread until then, so `ex` must then be run by another thread.
 template <class Sandbox, class F>
 void register_async_host_function(Sandbox& sandbox, std::string name, asio::any_io_executor ex, F f) {
     using sig = typename detail::awaitable_signature<F>::type;
-    sandbox.register_host_function(std::move(name), detail::blocking_host_function(std::move(ex), std::move(f), sig{}));
+    host_function fn = detail::make_host_function(detail::blocking_host_function(ex, f, sig{}));
+    fn.start_async = detail::async_host_starter(std::move(ex), std::move(f), sig{});
+    sandbox.register_host_function(std::move(name), std::move(fn));
 }
 
 /// An async host function that sleeps `milliseconds` on an asio::steady_timer.

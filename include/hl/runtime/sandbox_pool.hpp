@@ -8,9 +8,9 @@
 namespace hl {
 
 /// Exclusive use of one pooled sandbox until destroyed (or release()d); then the pool restores it to
-/// the clean snapshot, off the holder's path, before anyone else gets it. The lease is the only way
-/// to the sandbox: it is move-only and lends no handle, reference or interrupt_handle that could
-/// outlive it. Once released or moved from, it is empty: async_call() completes with
+/// the clean snapshot, on its worker, before anyone else's operation runs there. The lease is the
+/// only way to the sandbox: it is move-only and lends no handle, reference or interrupt_handle that
+/// could outlive it. Once released or moved from, it is empty: async_call() completes with
 /// errc::usage_error (on the handler's executor, else the lease's) and never reaches the sandbox,
 /// last_error() is empty.
 class pool_lease {
@@ -20,12 +20,14 @@ public:
     pool_lease() = default;
     pool_lease(const pool_lease&) = delete;
     pool_lease& operator=(const pool_lease&) = delete;
-    pool_lease(pool_lease&&) noexcept = default;
+    pool_lease(pool_lease&& other) noexcept
+        : pool_(std::move(other.pool_)), state_(std::move(other.state_)), ex_(other.ex_), epoch_(other.epoch_) {}
     pool_lease& operator=(pool_lease&& other) noexcept {
         if (this != &other) {
             release();
             pool_ = std::move(other.pool_);
-            sandbox_ = std::move(other.sandbox_);
+            state_ = std::move(other.state_);
+            ex_ = other.ex_;
             epoch_ = other.epoch_;
         }
         return *this;
@@ -42,48 +44,134 @@ public:
     template <class R = void, class... ArgsAndToken>
         requires detail::return_type<R>
     auto async_call(std::string_view name, ArgsAndToken&&... args_and_token) {
-        return detail::with_token_last(
-            [&](auto&& token, const auto&... args) {
-                return sandbox_.template async_call_with<R>(name, detail::owned_arguments(args...), nullptr,
-                                                            std::forward<decltype(token)>(token), epoch_);
-            },
-            std::forward<ArgsAndToken>(args_and_token)...);
+        return call_with<R>(name, {}, std::forward<ArgsAndToken>(args_and_token)...);
+    }
+    /// As async_sandbox::async_call_for().
+    template <class R = void, class Rep, class Period, class... ArgsAndToken>
+        requires detail::return_type<R>
+    auto async_call_for(std::chrono::duration<Rep, Period> timeout, std::string_view name,
+                        ArgsAndToken&&... args_and_token) {
+        return call_with<R>(name, std::chrono::duration_cast<std::chrono::nanoseconds>(timeout),
+                            std::forward<ArgsAndToken>(args_and_token)...);
     }
 
     /// The message of the last call of this lease that failed; never another holder's.
-    std::string last_error() const { return sandbox_.last_error(); }
+    std::string last_error() const { return state_ && state_->epoch() == epoch_ ? state_->last_error() : std::string(); }
 
-    executor_type get_executor() const noexcept { return sandbox_.get_executor(); }
+    executor_type get_executor() const noexcept { return ex_; }
     /// False once released or moved from.
-    explicit operator bool() const noexcept { return static_cast<bool>(sandbox_); }
+    explicit operator bool() const noexcept { return state_ != nullptr; }
 
     /// Gives the sandbox back to the pool; a no-op on an empty lease. Nothing of this lease reaches
     /// the sandbox afterwards: a call of it that is running is killed (it completes with
     /// errc::cancelled), and one that has not started yet (still queued, or made with a lazy token
     /// such as use_awaitable and awaited only now) completes with errc::usage_error.
     void release() {
-        if (pool_ && sandbox_) pool_->release(std::move(sandbox_));
-        pool_.reset();
+        auto pool = std::move(pool_);
+        if (auto state = std::move(state_); pool && state) pool->release(std::move(state));
     }
 
+    /// For the library (sandbox_pool): a lease on `state` as its holder is now.
+    pool_lease(std::shared_ptr<detail::pool_core> pool, std::shared_ptr<detail::sandbox_state> state,
+               executor_type ex)
+        : pool_(std::move(pool)), state_(std::move(state)), ex_(std::move(ex)), epoch_(state_->epoch()) {}
+
 private:
-    friend class sandbox_pool;
-    pool_lease(std::shared_ptr<detail::pool_core> pool, async_sandbox sandbox)
-        : pool_(std::move(pool)), sandbox_(std::move(sandbox)), epoch_(sandbox_.holder_epoch()) {}
+    template <class R, class... ArgsAndToken>
+    auto call_with(std::string_view name, std::chrono::nanoseconds timeout, ArgsAndToken&&... args_and_token) {
+        return detail::with_token_last(
+            [&](auto&& token, const auto&... args) {
+                detail::call_context context;
+                context.timeout = timeout;
+                context.holder = epoch_;
+                context.empty_message = "the pool_lease is empty (released or moved from)";
+                return detail::initiate_call<R>(state_, ex_, name, std::move(context),
+                                                std::forward<decltype(token)>(token), args...);
+            },
+            std::forward<ArgsAndToken>(args_and_token)...);
+    }
 
     std::shared_ptr<detail::pool_core> pool_;
-    async_sandbox sandbox_;
+    std::shared_ptr<detail::sandbox_state> state_;
+    executor_type ex_;
     std::uint64_t epoch_ = 0;  // the holder this lease is: its calls run only while it holds the sandbox
 };
 
+namespace detail {
+
+/// A pool_lease for an async_acquire().
+template <class Handler>
+struct lease_waiter final : pool_waiter {
+    lease_waiter(Handler h, std::shared_ptr<pool_core> c, std::shared_ptr<task_cancellation> t, diagnostics* d)
+        : done(std::move(h), c->executor(), d), core(std::move(c)), task(std::move(t)) {}
+    void deliver(std::error_code ec, std::shared_ptr<sandbox_state> sb) override {
+        auto ex = asio::get_associated_executor(done.handler(), core->executor());
+        auto lease = sb ? pool_lease(core, std::move(sb), ex) : pool_lease();
+        // The hand-over: a cancellation that came after the pool chose this waiter gives the
+        // sandbox back, up to the moment the holder would get it.
+        done.complete_with([task = task, ec, lease = std::move(lease)]() mutable {
+            if (lease && task && task->cancelled()) {
+                lease.release();
+                ec = asio::error::operation_aborted;
+            }
+            return std::make_tuple(ec, pool_error_message(ec), std::move(lease));
+        });
+    }
+    completion<Handler> done;
+    std::shared_ptr<pool_core> core;
+    std::shared_ptr<task_cancellation> task;
+};
+
+/// A pool task's call, made when the task gets its sandbox.
+template <class Operation>
+struct call_waiter final : pool_waiter {
+    call_waiter(Operation* o, std::shared_ptr<pool_core> c, std::shared_ptr<task_cancellation> t,
+                asio::any_io_executor task_executor)
+        : op(o), core(std::move(c)), task(std::move(t)), ex(std::move(task_executor)),
+          start(std::chrono::steady_clock::now()) {}
+    ~call_waiter() override {
+        if (op != nullptr) op->abort(asio::error::operation_aborted);
+    }
+    void deliver(std::error_code ec, std::shared_ptr<sandbox_state> sb) override {
+        auto* o = std::exchange(op, nullptr);
+        if (ec) return o->abort(ec);
+        if (immediate) return call(o, std::move(sb), task, start);
+        // Handed a sandbox that another task gave back: the call is made on the task's own
+        // executor, so that a cancellation there still finds it before it could run.
+        asio::post(ex, [o, sb = std::move(sb), task = task, start = start]() mutable {
+            call(o, std::move(sb), task, start);
+        });
+    }
+    static void call(Operation* o, std::shared_ptr<sandbox_state> sb, const std::shared_ptr<task_cancellation>& task,
+                     std::chrono::steady_clock::time_point start) {
+        o->holder = sb->epoch();
+        o->set_epoch(*o->holder);
+        o->count_latency_from(start);
+        auto stop = [weak = std::weak_ptr<sandbox_state>(sb), id = o->id] {
+            if (auto s = weak.lock()) s->cancel(id);
+        };
+        o->leased(sb);
+        if (task && !task->arm(stop)) return o->abort(asio::error::operation_aborted);  // gives the sandbox back
+        sb->submit(o);
+    }
+    Operation* op;
+    std::shared_ptr<pool_core> core;
+    std::shared_ptr<task_cancellation> task;
+    asio::any_io_executor ex;
+    std::chrono::steady_clock::time_point start;
+};
+
+}  // namespace detail
+
 /// Sandboxes for one task each: built once from a template (guest, configuration, host functions),
 /// snapshotted clean, and created from that snapshot (sharing its pages copy-on-write) in the
-/// background, between min_size and max_size of them. Every task gets a sandbox exactly as clean
-/// as the snapshot: on release a restore is queued on the sandbox's vCPU thread, ahead of anything
-/// the next holder does there, without waking the thread (it runs with the next holder's first
-/// operation, in the same wake-up, or within half a millisecond if no one comes). A poisoned
-/// sandbox is simply restored; if a restore fails, the sandbox refuses calls (errc::poisoned)
-/// and is replaced once idle or released.
+/// background, between min_size and max_size of them, spread over the workers of a runtime
+/// (pool_options::runtime). Every task gets a sandbox exactly as clean as the snapshot: on release
+/// a restore is queued on the sandbox's worker, behind what that worker is doing (so the task's
+/// completion runs first) and ahead of anything the next holder does there. A poisoned sandbox is
+/// simply restored; if a restore fails, the sandbox refuses calls (errc::poisoned) and is replaced
+/// once idle or released. An acquire made on a worker prefers an idle sandbox of that worker: a
+/// task awaited there then runs its guest without a thread switch.
 ///
 /// Acquiring is asynchronous, FIFO-fair, bounded (pool_options::max_waiters, then errc::pool_busy),
 /// cancellable (asio::error::operation_aborted: a cancelled waiter leaves the queue, and a sandbox
@@ -117,61 +205,46 @@ public:
 
     /// Creates the template sandbox from `guest` (with `bind` applied after evolve), snapshots it
     /// clean, and starts the pool. `bind` registers host functions and handlers on every pooled
-    /// sandbox, on its vCPU thread. Completes with void(std::error_code, sandbox_pool).
+    /// sandbox, on its worker. Completes with void(std::error_code, sandbox_pool).
     template <class Token = asio::use_awaitable_t<>>
     static auto async_create(executor_type ex, std::filesystem::path guest, sandbox_config config,
                              std::function<void(multi_use_sandbox&)> bind, pool_options options, Token&& token = {}) {
-        return asio::async_initiate<Token, void(std::error_code, sandbox_pool)>(
-            [](auto handler, executor_type ex, std::filesystem::path guest, sandbox_config config,
-               std::function<void(multi_use_sandbox&)> bind, pool_options options) {
-                auto done = std::make_shared<detail::completion<decltype(handler)>>(std::move(handler), ex);
+        auto [diag, inner] = detail::split_diagnostics(std::forward<Token>(token));
+        return asio::async_initiate<decltype(inner), void(std::error_code, sandbox_pool)>(
+            [diag = diag](auto handler, executor_type ex, std::filesystem::path guest, sandbox_config config,
+                          std::function<void(multi_use_sandbox&)> bind, pool_options options) {
+                auto done = std::make_shared<detail::completion<decltype(handler)>>(std::move(handler), ex, diag);
+                auto place = options.runtime != nullptr ? options.runtime->get_executor() : executor_type(ex);
                 async_sandbox::async_create(
-                    ex, std::move(guest), config, {},
+                    place, std::move(guest), config, {},
                     [done, ex, bind, options](std::error_code ec, async_sandbox tmpl) mutable {
-                        if (ec) return done->complete(ec, sandbox_pool(ex));
+                        if (ec) return done->complete(ec, "the pool's template sandbox could not be created",
+                                                      sandbox_pool(ex));
                         auto holder = std::make_shared<async_sandbox>(std::move(tmpl));
                         holder->async_snapshot([done, ex, bind, options, holder](
                                                    std::error_code ec, std::shared_ptr<const snapshot> clean) mutable {
-                            if (ec) return done->complete(ec, sandbox_pool(ex));
+                            if (ec) return done->complete(ec, holder->last_error(), sandbox_pool(ex));
                             auto core = std::make_shared<detail::pool_core>(ex, std::move(clean), std::move(bind), options);
                             core->start();
-                            done->complete(ec, sandbox_pool(std::move(core)));
+                            done->complete(ec, {}, sandbox_pool(std::move(core)));
                         });
                     });
             },
-            token, std::move(ex), std::move(guest), std::move(config), std::move(bind), options);
+            inner, std::move(ex), std::move(guest), std::move(config), std::move(bind), options);
     }
 
     /// Waits for a sandbox. Completes with void(std::error_code, pool_lease).
     template <class Token = asio::use_awaitable_t<>>
     auto async_acquire(Token&& token = {}) {
-        return asio::async_initiate<Token, void(std::error_code, pool_lease)>(
-            [core = core_, ex = ex_](auto handler) {
-                if (!core) return detail::complete_usage_error(std::move(handler), ex, empty_message, pool_lease());
+        auto [diag, inner] = detail::split_diagnostics(std::forward<Token>(token));
+        return asio::async_initiate<decltype(inner), void(std::error_code, pool_lease)>(
+            [core = core_, ex = ex_, diag = diag](auto handler) {
+                if (!core) return detail::complete_usage_error(std::move(handler), ex, diag, empty_message, pool_lease());
                 using H = decltype(handler);
                 auto task = cancellation_of(handler);
-                struct waiter final : detail::pool_waiter {
-                    waiter(H h, std::shared_ptr<detail::pool_core> c, std::shared_ptr<detail::task_cancellation> t)
-                        : done(std::move(h), c->executor()), core(std::move(c)), task(std::move(t)) {}
-                    void deliver(std::error_code ec, std::optional<async_sandbox> sb) override {
-                        // The hand-over: a cancellation that came after the pool chose this waiter
-                        // gives the sandbox back, up to the moment the holder would get it.
-                        auto lease = sb ? pool_lease(core, std::move(*sb)) : pool_lease();
-                        done.complete_with([task = task, ec, lease = std::move(lease)]() mutable {
-                            if (lease && task && task->cancelled()) {
-                                lease.release();
-                                return std::make_tuple(std::error_code(asio::error::operation_aborted), pool_lease());
-                            }
-                            return std::make_tuple(ec, std::move(lease));
-                        });
-                    }
-                    detail::completion<H> done;
-                    std::shared_ptr<detail::pool_core> core;
-                    std::shared_ptr<detail::task_cancellation> task;
-                };
-                core->acquire(std::make_unique<waiter>(std::move(handler), core, task), task);
+                core->acquire(std::make_unique<detail::lease_waiter<H>>(std::move(handler), core, task, diag), task);
             },
-            token);
+            inner);
     }
 
     /// Acquires a sandbox, calls `name` in it and releases it: `async_call<R>(name, args..., token)`
@@ -182,11 +255,15 @@ public:
     template <class R = void, class... ArgsAndToken>
         requires detail::return_type<R>
     auto async_call(std::string_view name, ArgsAndToken&&... args_and_token) {
-        return detail::with_token_last(
-            [&](auto&& token, const auto&... args) {
-                return initiate_call<R>(name, std::forward<decltype(token)>(token), args...);
-            },
-            std::forward<ArgsAndToken>(args_and_token)...);
+        return call_with<R>(name, {}, std::forward<ArgsAndToken>(args_and_token)...);
+    }
+    /// As async_call(), with a deadline for the guest call (not the wait for a sandbox).
+    template <class R = void, class Rep, class Period, class... ArgsAndToken>
+        requires detail::return_type<R>
+    auto async_call_for(std::chrono::duration<Rep, Period> timeout, std::string_view name,
+                        ArgsAndToken&&... args_and_token) {
+        return call_with<R>(name, std::chrono::duration_cast<std::chrono::nanoseconds>(timeout),
+                            std::forward<ArgsAndToken>(args_and_token)...);
     }
 
     /// Completes with void(std::error_code) once no sandbox is in use, being recycled or being
@@ -195,9 +272,9 @@ public:
     auto async_drain(Token&& token = {}) {
         return asio::async_initiate<Token, void(std::error_code)>(
             [core = core_, ex = ex_](auto handler) {
-                if (!core) return detail::complete_usage_error(std::move(handler), ex, empty_message);
+                if (!core) return detail::complete_usage_error(std::move(handler), ex, nullptr, empty_message);
                 auto done = std::make_shared<detail::completion<decltype(handler)>>(std::move(handler), core->executor());
-                core->when_drained([done] { done->complete({}); });
+                core->when_drained([done] { done->complete({}, {}); });
             },
             token);
     }
@@ -236,67 +313,43 @@ private:
         return task;
     }
 
-    template <class R, class Token, class... Args>
-    auto initiate_call(std::string_view name, Token&& token, const Args&... args) {
-        return asio::async_initiate<Token, detail::call_signature<R>>(
-            [core = core_, ex = ex_](auto handler, std::string name, detail::owned_arguments args) mutable {
-                if (!core) {
-                    if constexpr (std::is_void_v<R>) return detail::complete_usage_error(std::move(handler), ex, empty_message);
-                    else return detail::complete_usage_error(std::move(handler), ex, empty_message, R{});
-                }
-                using H = decltype(handler);
-                struct call_state {
-                    call_state(H h, const asio::any_io_executor& ex) : done(std::move(h), ex) {}
-                    detail::completion<H> done;
-                    pool_lease lease;
-                };
-                auto state = std::make_shared<call_state>(std::move(handler), core->executor());
-                // One cancellation for the whole task: the acquire, the hand-over and the call each
-                // arm it in turn, so that it reaches whichever is under way when it comes.
-                auto task = cancellation_of(state->done.handler());
-                const auto start = std::chrono::steady_clock::now();
-                auto on_lease = [state, core, task, start, name = std::move(name), args = std::move(args)](
-                                    std::error_code ec, pool_lease lease) mutable {
-                    if (ec) {
-                        if constexpr (std::is_void_v<R>) return state->done.complete(ec);
-                        else return state->done.complete(ec, R{});
-                    }
-                    state->lease = std::move(lease);
-                    // A task cancelled by now completes with operation_aborted without the guest
-                    // running (async_call_with arms `task` before queueing the call).
-                    state->lease.sandbox_.template async_call_with<R>(
-                        name, std::move(args), task,
-                        [state, core, task, start](std::error_code ec, auto... value) mutable {
-                            if (task) task->disarm();
-                            state->lease.release();
-                            core->record_latency(std::chrono::steady_clock::now() - start);
-                            state->done.complete(ec, std::move(value)...);
-                        },
-                        state->lease.epoch_);
-                };
-                acquire_raw(core, std::move(on_lease), task);
+    template <class R, class... ArgsAndToken>
+    auto call_with(std::string_view name, std::chrono::nanoseconds timeout, ArgsAndToken&&... args_and_token) {
+        return detail::with_token_last(
+            [&](auto&& token, const auto&... args) {
+                return initiate_pool_call<R>(name, timeout, std::forward<decltype(token)>(token), args...);
             },
-            token, std::string(name), detail::owned_arguments(args...));
+            std::forward<ArgsAndToken>(args_and_token)...);
     }
 
-    // Acquire with a plain callable, run on the pool's executor.
-    template <class F>
-    static void acquire_raw(const std::shared_ptr<detail::pool_core>& pool, F f,
-                            const std::shared_ptr<detail::task_cancellation>& task) {
-        struct waiter final : detail::pool_waiter {
-            waiter(F fn, std::shared_ptr<detail::pool_core> c) : fn(std::move(fn)), core(std::move(c)) {}
-            void deliver(std::error_code ec, std::optional<async_sandbox> sb) override {
-                // A lease at once: if the io_context is destroyed before this runs, the sandbox
-                // still goes back to the pool.
-                asio::post(core->executor(), [fn = std::move(fn), ec,
-                                              lease = sb ? pool_lease(core, std::move(*sb)) : pool_lease()]() mutable {
-                    fn(ec, std::move(lease));
-                });
-            }
-            F fn;
-            std::shared_ptr<detail::pool_core> core;
-        };
-        pool->acquire(std::make_unique<waiter>(std::move(f), pool), task);
+    template <class R, class Token, class... Args>
+    auto initiate_pool_call(std::string_view name, std::chrono::nanoseconds timeout, Token&& token, const Args&... args) {
+        constexpr std::size_t N = sizeof...(Args);
+        auto [diag, inner] = detail::split_diagnostics(std::forward<Token>(token));
+        return asio::async_initiate<decltype(inner), detail::call_signature<R>>(
+            [core = core_, ex = ex_, diag = diag, timeout](auto handler, std::string name,
+                                                           detail::owned_arguments<N> args) mutable {
+                if (!core) {
+                    if constexpr (std::is_void_v<R>) {
+                        return detail::complete_usage_error(std::move(handler), ex, diag, empty_message);
+                    } else {
+                        return detail::complete_usage_error(std::move(handler), ex, diag, empty_message, R{});
+                    }
+                }
+                using H = decltype(handler);
+                // One cancellation for the whole task: the acquire, the hand-over and the call each
+                // arm it in turn, so that it reaches whichever is under way when it comes.
+                auto task = cancellation_of(handler);
+                auto task_executor = asio::get_associated_executor(handler, core->executor());
+                auto* op = new detail::call_operation<H, R, N>(detail::completion<H>(std::move(handler), core->executor(), diag),
+                                                               name, std::move(args), timeout, 0);
+                op->id = detail::sandbox_state::next_id();
+                op->release_to(core);
+                core->acquire(std::make_unique<detail::call_waiter<detail::call_operation<H, R, N>>>(op, core, task,
+                                                                                                    std::move(task_executor)),
+                              task);
+            },
+            inner, std::string(name), detail::owned_arguments<N>(args...));
     }
 
     std::shared_ptr<detail::pool_core> core_;

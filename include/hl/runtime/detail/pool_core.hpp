@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The non-template heart of sandbox_pool: idle sandboxes, FIFO waiters, recycling and statistics.
+// The non-template heart of sandbox_pool: idle sandboxes per worker, FIFO waiters, recycling and
+// statistics.
 #pragma once
 
 #include <asio/any_io_executor.hpp>
@@ -12,11 +13,11 @@
 #include <list>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <vector>
 
-#include "hl/runtime/async_sandbox.hpp"
+#include "hl/runtime/detail/sandbox_state.hpp"
 #include "hl/runtime/detail/task_cancellation.hpp"
+#include "hl/runtime/runtime.hpp"
 
 namespace hl {
 
@@ -26,6 +27,7 @@ struct pool_options {
     std::size_t max_size = 4;        ///< never more sandboxes than this, idle, in use or recycling
     std::size_t max_waiters = 1024;  ///< acquires beyond this fail at once with errc::pool_busy
     std::chrono::nanoseconds acquire_timeout{0};  ///< 0: wait as long as it takes; else errc::timed_out
+    hl::runtime* runtime = nullptr;  ///< whose workers the sandboxes are spread over; null: the default
 };
 
 /// A snapshot of a pool's state. size counts idle, in-use and coming sandboxes; recycling counts
@@ -39,32 +41,39 @@ struct pool_stats {
 
 namespace detail {
 
-/// A waiting acquire. deliver() is called exactly once, under no lock the caller relies on; it
-/// must not run user code inline (it posts).
+/// Words for the codes an operation completes with without running (an acquire that failed, a
+/// cancelled or stale operation).
+std::string abort_message(std::error_code ec);
+inline std::string pool_error_message(std::error_code ec) { return ec ? abort_message(ec) : std::string(); }
+
+/// A waiting acquire. deliver() is called exactly once, under no lock; it must not run user code
+/// inline (completions are deferred).
 struct pool_waiter {
     virtual ~pool_waiter() = default;
-    virtual void deliver(std::error_code ec, std::optional<async_sandbox> sandbox) = 0;
+    /// Whether deliver() comes from the acquire itself (an idle sandbox, or a refusal), on the
+    /// acquiring thread; false once the waiter has waited.
+    bool immediate = true;
+    virtual void deliver(std::error_code ec, std::shared_ptr<sandbox_state> sandbox) = 0;
 };
 
 class pool_core : public std::enable_shared_from_this<pool_core> {
 public:
     pool_core(asio::any_io_executor ex, std::shared_ptr<const snapshot> clean,
               std::function<void(multi_use_sandbox&)> bind, pool_options options);
+    ~pool_core();
 
-    /// Creates min_size sandboxes in the background.
+    /// Creates min_size sandboxes in the background, spread over the workers.
     void start();
 
-    /// Hands `w` a sandbox now or when one is free (FIFO). While `w` waits, cancelling `task` (if
-    /// given) withdraws it (asio::error::operation_aborted); once `w` has a sandbox, what the
-    /// cancellation means is up to the task's next stage.
+    /// Hands `w` a sandbox now or when one is free (FIFO): an idle one of the calling thread's
+    /// worker first, then any other. While `w` waits, cancelling `task` (if given) withdraws it
+    /// (asio::error::operation_aborted).
     void acquire(std::unique_ptr<pool_waiter> w, const std::shared_ptr<task_cancellation>& task = nullptr);
 
-    /// A lease ends: a restore to the clean snapshot is queued on the sandbox's vCPU thread without
-    /// waking it, and the sandbox is handed out again at once. The restore runs ahead of anything
-    /// the next holder does, in the same wake-up, so a task costs one thread switch instead of
-    /// two; a timer wakes restores that nothing else did. If a restore fails, the sandbox refuses
-    /// calls (poisoned) and is replaced as soon as it is idle or released.
-    void release(async_sandbox sandbox);
+    /// A lease ends: the sandbox gets a new holder epoch (nothing of the old holder reaches it), a
+    /// restore to the clean snapshot is queued on its worker behind what is under way there, and
+    /// it is handed out again at once (the next holder's operations queue behind the restore).
+    void release(std::shared_ptr<sandbox_state> sandbox);
 
     void record_latency(std::chrono::nanoseconds elapsed);
     pool_stats stats() const;
@@ -72,7 +81,7 @@ public:
     /// No more acquires (errc::pool_closed); waiters get asio::error::operation_aborted; idle
     /// sandboxes are dropped, the others when their lease ends.
     void close();
-    /// Calls `done` (posted) once no sandbox is in use, being recycled or being created.
+    /// Calls `done` (posted to the pool's executor) once nothing is in use, recycling or coming.
     void when_drained(std::function<void()> done);
 
     const asio::any_io_executor& executor() const noexcept { return ex_; }
@@ -84,31 +93,32 @@ private:
         std::unique_ptr<asio::steady_timer> timer;
     };
 
-    /// A waiter that is still waiting leaves the queue and gets `reason`.
     void cancel(std::uint64_t id, std::error_code reason);
-    void create_one();  // with mutex_ held: counts it, starts it
-    void creation_failed(std::error_code ec);
-    /// A new or recycled sandbox, until now counted in `*was_counted_in`: to a waiter or idle.
-    void arrived(async_sandbox sandbox, std::size_t pool_core::*was_counted_in);
-    void check_drained();                     // with mutex_ held
-    void restored(const std::weak_ptr<async_core>& which, std::error_code ec);
-    void wake_deferred();
+    void create_one();  // with mutex_ held
+    void created(std::shared_ptr<sandbox_state> sandbox, std::error_code ec);
+    void restored(const std::shared_ptr<sandbox_state>& sandbox, std::error_code ec);
+    /// A sandbox free for the next holder (new or recycled), with mutex_ held: to the first
+    /// waiter (returned, to deliver outside the lock) or idle.
+    std::unique_ptr<pool_waiter> hand_over_locked(std::shared_ptr<sandbox_state>& sandbox);
+    std::shared_ptr<sandbox_state> take_idle_locked();
+    void check_drained();  // with mutex_ held
+    static void drop(std::shared_ptr<sandbox_state> sandbox);
 
     asio::any_io_executor ex_;
     std::shared_ptr<const snapshot> clean_;
     std::function<void(multi_use_sandbox&)> bind_;
     pool_options options_;
+    std::vector<std::shared_ptr<worker>> workers_;
 
     mutable std::mutex mutex_;
-    std::vector<async_sandbox> idle_;
+    std::vector<std::vector<std::shared_ptr<sandbox_state>>> idle_;  // per worker index
+    std::vector<std::size_t> placed_;                                // sandboxes per worker index
+    std::size_t idle_count_ = 0;
     std::list<waiting> waiters_;
     std::uint64_t next_id_ = 1;
     std::size_t in_use_ = 0, recycling_ = 0, creating_ = 0;
     bool closed_ = false;
-    std::vector<std::weak_ptr<async_core>> deferred_;  // sandboxes with a restore queued, not yet woken
-    asio::steady_timer wake_timer_;                     // wakes them if nothing else does
-    bool wake_armed_ = false;
-    std::vector<std::weak_ptr<async_core>> broken_;  // a restore failed while in use: replace on release
+    std::vector<std::weak_ptr<sandbox_state>> broken_;  // a restore failed: replace, not reuse
     pool_stats counters_;
     std::vector<std::function<void()>> drained_;
 };

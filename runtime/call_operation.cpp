@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "hl/runtime/detail/call_operation.hpp"
+
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+
+#include "hl/runtime/detail/pool_core.hpp"
+
+namespace hl::detail {
+
+// An async host function under way. Shared with its completion and the call's interrupt
+// listener, which may outlive the wait; `call` is null once the wait is over.
+struct call_base::host_wait {
+    explicit host_wait(asio::io_context& io) : deadline(io), work(io.get_executor()) {}
+    call_base* call = nullptr;
+    std::function<void()> stop;  // asks the host function to end early
+    bool stop_sent = false;
+    asio::steady_timer deadline;
+    asio::executor_work_guard<asio::io_context::executor_type> work;  // the worker waits for the answer
+
+    void request_stop() {
+        if (call == nullptr || stop_sent) return;
+        stop_sent = true;
+        if (stop) stop();
+    }
+};
+
+void call_base::abort(std::error_code ec) noexcept {
+    std::string message;
+    try {
+        message = abort_message(ec);
+    } catch (...) {
+    }
+    auto pool = std::move(pool_);
+    auto leased = std::move(leased_);
+    deliver(ec, std::move(message), {});  // frees this
+    if (pool && leased) pool->release(std::move(leased));
+}
+
+void call_base::start(sandbox_state& state) {
+    state_ = state.shared_from_this();
+    leased_.reset();
+    try {
+        call_ = state.sandbox().start_call(name_, type_, arguments(), timeout_);
+    } catch (...) {
+        return fail(std::current_exception());
+    }
+    step();
+}
+
+void call_base::step() {
+    const auto slice = state_->home().slice();
+    guest_call::status status;
+    try {
+        status = call_.run(slice);
+    } catch (...) {
+        return fail(std::current_exception());
+    }
+    switch (status) {
+    case guest_call::status::finished: {
+        return_value result;
+        try {
+            result = call_.take_result();
+        } catch (...) {
+            return fail(std::current_exception());
+        }
+        return finish({}, {}, std::move(result));
+    }
+    case guest_call::status::sliced:
+        // The worker serves everything queued meanwhile, then the guest goes on.
+        asio::post(state_->home().executor(), [this] { step(); });
+        return;
+    case guest_call::status::host_call: return wait_for_host();
+    }
+}
+
+void call_base::wait_for_host() {
+    auto& home = state_->home();
+    wait_ = std::make_shared<host_wait>(home.context());
+    wait_->call = this;
+    const auto request = call_.pending_host_call();
+    std::weak_ptr<host_wait> weak = wait_;
+    // A kill or deadline stops the host function; the call then ends when it has.
+    call_.set_interrupt_listener([weak, ex = home.executor()] {
+        asio::post(ex, [weak] {
+            if (auto w = weak.lock()) w->request_stop();
+        });
+    });
+    if (const auto deadline = call_.deadline()) {
+        wait_->deadline.expires_at(*deadline);
+        wait_->deadline.async_wait([weak](std::error_code ec) {
+            if (ec) return;
+            if (auto w = weak.lock()) w->request_stop();
+        });
+    }
+    try {
+        wait_->stop = request.function->start_async(
+            request.arguments, [wait = wait_, ex = home.executor()](host_function::outcome outcome) {
+                asio::post(ex, [wait, outcome = std::move(outcome)]() mutable {
+                    if (wait->call != nullptr) wait->call->answer(std::move(outcome));
+                });
+            });
+    } catch (const std::exception& e) {
+        return answer({{}, std::string("the host function could not start: ") + e.what()});
+    }
+    if (call_.interrupted()) wait_->request_stop();
+}
+
+void call_base::answer(host_function::outcome outcome) {
+    auto wait = std::move(wait_);
+    wait->call = nullptr;
+    wait->deadline.cancel();
+    call_.set_interrupt_listener({});
+    try {
+        if (outcome.failure) {
+            call_.fail_host_call(std::move(*outcome.failure));
+        } else {
+            call_.complete_host_call(std::move(outcome.value));
+        }
+    } catch (...) {
+        return fail(std::current_exception());
+    }
+    step();
+}
+
+void call_base::fail(const std::exception_ptr& e) {
+    std::error_code ec;
+    std::string message;
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::system_error& x) {  // hl::error too
+        ec = x.code();
+        message = x.what();
+    } catch (const std::exception& x) {
+        ec = make_error_code(errc::vm_error);
+        message = x.what();
+    } catch (...) {
+        ec = make_error_code(errc::vm_error);
+        message = "a non-standard exception";
+    }
+    finish(ec, std::move(message), {});
+}
+
+void call_base::finish(std::error_code ec, std::string message, return_value result) {
+    call_ = guest_call();
+    auto state = std::move(state_);
+    if (ec) state->set_last_error(epoch_, message);
+    auto pool = std::move(pool_);
+    state->finished(*this);
+    const auto since = since_;
+    deliver(ec, std::move(message), std::move(result));  // frees this
+    if (pool) {
+        if (since != std::chrono::steady_clock::time_point{}) pool->record_latency(std::chrono::steady_clock::now() - since);
+        pool->release(std::move(state));
+    }
+}
+
+}  // namespace hl::detail
