@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -15,7 +16,7 @@
 namespace hl {
 
 namespace detail {
-class sandbox_core;
+struct call_state;
 }
 
 /// A call into a multi_use_sandbox that runs in slices (made by multi_use_sandbox::start_call()).
@@ -88,12 +89,14 @@ public:
 
     /// True from the end of the call (finished or failed) on, and for an empty call.
     bool done() const noexcept;
-    explicit operator bool() const noexcept { return core_ != nullptr; }
+    explicit operator bool() const noexcept { return state_ != nullptr; }
 
 private:
     friend class multi_use_sandbox;
-    explicit guest_call(detail::sandbox_core* core) noexcept : core_(core) {}
-    detail::sandbox_core* core_ = nullptr;
+    explicit guest_call(std::unique_ptr<detail::call_state> state) noexcept;
+    void reset() noexcept;
+    detail::call_state& usable(const char* what) const;
+    std::unique_ptr<detail::call_state> state_;
 };
 
 }  // namespace hl
