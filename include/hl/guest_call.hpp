@@ -46,7 +46,7 @@ public:
         host_call,  ///< the guest waits for an asynchronous host function: see pending_host_call()
     };
 
-    guest_call() noexcept = default;
+    guest_call() noexcept;
     guest_call(guest_call&& other) noexcept;
     guest_call& operator=(guest_call&& other) noexcept;
     ~guest_call();

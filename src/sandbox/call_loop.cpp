@@ -103,10 +103,9 @@ void sandbox_core::begin(call_state& c, std::uint64_t op, std::string_view name,
 }
 
 guest_call::status sandbox_core::run(call_state& c, std::chrono::nanoseconds slice) {
-    const std::int64_t slice_end = slice.count() > 0 ? monotonic_ns() + slice.count() : 0;
     std::optional<run_frame> frame;
     try {
-        frame.emplace(*interrupt_, c.deadline, slice_end);
+        frame.emplace(*interrupt_, c.deadline, slice.count() > 0 ? slice.count() : 0);
     } catch (...) {
         // A guest_call stays as it was, to be run again; a call run in one go is over.
         if (c.how == call_state::mode::to_the_end) end(c, call_state::phase::failed);

@@ -48,6 +48,7 @@ private:
 
 guest_call::guest_call(std::unique_ptr<detail::call_state> state) noexcept : state_(std::move(state)) {}
 
+guest_call::guest_call() noexcept = default;
 guest_call::guest_call(guest_call&& other) noexcept = default;
 
 guest_call& guest_call::operator=(guest_call&& other) noexcept {

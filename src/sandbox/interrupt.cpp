@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <system_error>
 #include <thread>
@@ -98,6 +99,17 @@ int install_interrupt_signal(int offset) {
     return signal;
 }
 
+namespace {
+
+// Zero is "none".
+std::int64_t earlier(std::int64_t a, std::int64_t b) noexcept {
+    if (a == 0) return b;
+    if (b == 0) return a;
+    return a < b ? a : b;
+}
+
+}  // namespace
+
 std::int64_t monotonic_ns() noexcept {
     timespec ts{};
     ::clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -181,18 +193,14 @@ void interrupt_state::set_listener(std::function<void()> f) {
     if (running.load()) std::swap(listener, fresh);
 }
 
-run_frame::run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t slice_end)
-    : state_(state), depth_(current.depth), deadline_(deadline), slice_end_(slice_end) {
+run_frame::run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t slice)
+    : state_(state), depth_(current.depth), deadline_(deadline), slice_(slice > 0 ? std::max(slice, min_slice_ns) : 0) {
     if (depth_ >= max_nesting) {
         throw error(errc::usage_error,
                     util::strfmt("guest calls nest more than %d deep through host functions on one thread", max_nesting));
     }
-    std::int64_t expiry = deadline_;
-    if (slice_end_ != 0 && (expiry == 0 || slice_end_ < expiry)) expiry = slice_end_;
-    if (expiry != 0) {
-        thread_timer::arm(state_.signal, expiry);  // before anything else changes: it may throw
-        armed_ = true;
-    }
+    if (slice_ != 0) slice_end_ = monotonic_ns() + slice_;
+    const std::int64_t expiry = earlier(deadline_, slice_end_);
     // A thread that blocks the signal (sigwait or signalfd designs) would never be kicked out.
     sigset_t mask;
     ::pthread_sigmask(SIG_BLOCK, nullptr, &mask);
@@ -212,9 +220,21 @@ run_frame::run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t
     frame.signal = state_.signal;
     std::atomic_signal_fence(std::memory_order_seq_cst);
     current.depth = depth_ + 1;
+    // Only now: a timer that fires before its frame is visible would be lost.
+    if (expiry != 0) {
+        try {
+            thread_timer::arm(state_.signal, expiry);
+        } catch (...) {
+            pop();
+            throw;
+        }
+        armed_ = true;
+    }
 }
 
-run_frame::~run_frame() {
+run_frame::~run_frame() { pop(); }
+
+void run_frame::pop() noexcept {
     const bool fired = current.frames[depth_].timer_hit != 0;
     current.depth = depth_;
     std::atomic_signal_fence(std::memory_order_seq_cst);
@@ -242,6 +262,7 @@ run_frame::~run_frame() {
 }
 
 void run_frame::entering_guest() noexcept {
+    entered_ = true;
     current.frames[depth_].in_guest = 1;
     state_.in_guest.store(true);
 }
@@ -263,8 +284,15 @@ run_frame::reason run_frame::stop_reason() noexcept {
     armed_ = false;
     const std::int64_t now = monotonic_ns();
     if (deadline_ != 0 && now >= deadline_) return reason::timed_out;
-    if (slice_end_ != 0 && now >= slice_end_) return reason::slice_over;
-    // A nested frame's timer, re-armed for this one after it had fired: wait for the real time.
+    if (slice_end_ != 0 && now >= slice_end_) {
+        if (entered_) return reason::slice_over;
+        // The slice was over before the guest ran at all (this thread was slow to get here): it
+        // starts again, or a busy thread would end slice after slice with no progress.
+        slice_end_ = now + slice_;
+        frame.expiry = earlier(deadline_, slice_end_);
+    }
+    // Not due yet: a nested frame's timer re-armed for this one after it had fired, or the slice
+    // that starts again.
     try {
         thread_timer::arm(state_.signal, frame.expiry);
         armed_ = true;

@@ -67,14 +67,20 @@ std::int64_t monotonic_ns() noexcept;
 
 /// One stretch of a running call on the vCPU thread, between the start of a run() and its return.
 /// Frames nest (a host function calling another sandbox on the same thread); the innermost one has
-/// the thread's timer, armed at the earlier of `deadline` and `slice_end` (monotonic_ns(), 0 for
-/// none); popping a frame re-arms it for the one outside. The interrupt signal is unblocked for the
+/// the thread's timer, armed at the earlier of `deadline` (monotonic_ns(), 0 for none) and the end
+/// of a `slice` of nanoseconds from now (0 for none); popping a frame re-arms it for the one
+/// outside. A slice is at least min_slice_ns, and starts again if it is over before the guest was
+/// entered: below the cost of one VM entry, the guest would make no progress at all. The interrupt signal is unblocked for the
 /// frame if the thread blocks it. Note that, as the signal has no SA_RESTART, a deadline or slice end
 /// that fires while a host function blocks in a system call makes that call fail with EINTR.
+/// Tens of microseconds go into entering and leaving the guest under PVM (PLATFORM.md); a slice
+/// must leave the guest some time beyond that.
+inline constexpr std::int64_t min_slice_ns = 50'000;
+
 class run_frame {
 public:
     /// Throws errc::usage_error when calls nest too deep, std::system_error when the timer fails.
-    run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t slice_end);
+    run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t slice);
     ~run_frame();
     run_frame(const run_frame&) = delete;
     run_frame& operator=(const run_frame&) = delete;
@@ -88,10 +94,14 @@ public:
     reason stop_reason() noexcept;
 
 private:
+    void pop() noexcept;
+
     interrupt_state& state_;
     int depth_;  // this frame's index in the thread's stack
     std::int64_t deadline_;
-    std::int64_t slice_end_;
+    std::int64_t slice_;
+    std::int64_t slice_end_ = 0;
+    bool entered_ = false;   // the guest was entered in this frame
     bool armed_ = false;     // the thread's timer is set for this frame and has not fired
     bool unblocked_ = false;  // the signal was blocked on this thread; block it again at the end
 };
