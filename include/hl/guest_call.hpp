@@ -98,7 +98,8 @@ public:
     /// killed while it is not inside the guest (between slices or waiting for a host call; also
     /// inside run() but outside KVM_RUN, in a synchronous host function, where run() ends the call
     /// itself), so that a scheduler can act at once. It must not block, throw or touch the sandbox.
-    /// Set it from the call's thread; it goes with the call's end; on a finished call, a no-op.
+    /// Set it from the call's thread; it goes with the call's end (a kill racing with that end may
+    /// still run it just after), and on a finished call this is a no-op.
     void set_interrupt_listener(std::function<void()> f);
 
     /// True from the end of the call (finished or failed) on, and for an empty call.
