@@ -111,17 +111,23 @@ guest_call::status sandbox_core::run(call_state& c, std::chrono::nanoseconds sli
         if (c.how == call_state::mode::to_the_end) end(c, call_state::phase::failed);
         throw;
     }
-    try {
-        const guest_call::status s = drive(c, *frame);
-        if (s == guest_call::status::finished) {
-            if (c.op == HL_OP_DISPATCH) c.result = read_result(c.name, c.return_type);
-            end(c, call_state::phase::finished);
+    // Any way out by an exception ends the call: a cleanup on the way, not a catch and a rethrow,
+    // which would unwind a second time on the kill path.
+    struct end_on_failure {
+        sandbox_core& core;
+        call_state& c;
+        bool armed = true;
+        ~end_on_failure() {
+            if (armed) core.end(c, call_state::phase::failed);
         }
-        return s;
-    } catch (...) {
-        end(c, call_state::phase::failed);
-        throw;
+    } failure{*this, c};
+    const guest_call::status s = drive(c, *frame);
+    if (s == guest_call::status::finished) {
+        if (c.op == HL_OP_DISPATCH) c.result = read_result(c.name, c.return_type);
+        end(c, call_state::phase::finished);
     }
+    failure.armed = false;
+    return s;
 }
 
 void sandbox_core::abandon(call_state& c) noexcept {
