@@ -192,6 +192,46 @@ TEST_F(GuestCall, MisuseFailsWithUsageErrorAndChangesNothing) {
     EXPECT_FALSE(sb.poisoned());
 }
 
+TEST_F(GuestCall, KillCurrentOrNextCancelsACallStartedAfterIt) {
+    auto sb = make(host);
+    auto snap = sb.snapshot();
+    const auto handle = sb.interrupt_handle();
+    handle.kill_current_or_next();
+    auto call = sb.start_call("Spin", value_type::void_type, {});
+    EXPECT_TRUE(call.interrupted());
+    EXPECT_EQ(error_of([&] { call.run(100us); }), errc::cancelled);
+    handle.kill_current_or_next();
+    handle.disarm();  // withdrawn: the next call is not hit
+    sb.restore(snap);
+    auto next = sb.start_call("AddLocal", value_type::int32, std::vector<hl::argument>{std::int32_t{1}, std::int32_t{2}});
+    EXPECT_FALSE(next.interrupted());
+    ASSERT_EQ(next.run(100us), status::finished);
+    EXPECT_EQ(std::get<std::int32_t>(next.take_result()), 3);
+}
+
+TEST_F(GuestCall, ASliceEndIsNotAnInterruptForAHostFunction) {
+    auto u = hl::uninitialized_sandbox::from_file(hl::test::simpleguest());
+    bool interrupted = false;
+    hl::guest_call* self = nullptr;
+    errc own_run{};
+    u.register_host_function("HostAdd", [&](std::int32_t a, std::int32_t b) {
+        for (int i = 0; i < 5; ++i) {
+            std::this_thread::sleep_for(1ms);  // several slice ends pass
+            interrupted = interrupted || hl::current_call_interrupted();
+        }
+        own_run = error_of([&] { self->run(); });
+        return a + b;
+    });
+    auto sb = std::move(u).evolve();
+    auto call = sb.start_call("CallHostManyTimes", value_type::int64, std::vector<hl::argument>{std::int32_t{3}});
+    self = &call;
+    for (int i = 0; i < 100'000 && call.run(100us) != status::finished; ++i) {
+    }
+    EXPECT_FALSE(interrupted);
+    EXPECT_EQ(own_run, errc::usage_error) << "a call cannot run itself from its own host function";
+    EXPECT_EQ(std::get<std::int64_t>(call.take_result()), 6);
+}
+
 TEST_F(GuestCall, AStartedCallHoldsTheSandboxUntilItEnds) {
     auto sb = make(host);
     auto snap = sb.snapshot();
