@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -15,7 +16,7 @@
 namespace hl {
 
 namespace detail {
-class sandbox_core;
+struct call_state;
 }
 
 /// A call into a multi_use_sandbox that runs in slices (made by multi_use_sandbox::start_call()).
@@ -35,8 +36,12 @@ class sandbox_core;
 /// a kill are honoured at every slice boundary, between slices and while a host call waits: the
 /// next run() ends the call with errc::timed_out or errc::cancelled.
 ///
-/// Move-only. Destroying a call that has not finished abandons it: the sandbox is poisoned
-/// (errc::cancelled, until restored) and free again.
+/// Move-only; it must not be moved or destroyed while its run() runs. Destroying a call that has
+/// not finished abandons it: the sandbox is poisoned (errc::cancelled, "abandoned", until
+/// restored) and free again. The sandbox may be moved meanwhile (the call follows it). If the
+/// sandbox is destroyed first, its memory and VM live on until the guest_call is gone: an
+/// unfinished call is killed and ends with errc::usage_error (inside run(), or at its next run()),
+/// and a finished call's result can still be taken.
 class guest_call {
 public:
     enum class status {
@@ -45,23 +50,28 @@ public:
         host_call,  ///< the guest waits for an asynchronous host function: see pending_host_call()
     };
 
-    guest_call() noexcept = default;
+    guest_call() noexcept;
     guest_call(guest_call&& other) noexcept;
     guest_call& operator=(guest_call&& other) noexcept;
     ~guest_call();
 
     /// Runs the guest until one of the ends above; a `slice` of zero or less means no slice limit.
+    /// A slice is at least 50 us, and starts again if it was over before the guest was entered: one
+    /// VM entry costs tens of microseconds under PVM, and shorter slices would make no progress.
+    /// Each slice end costs about one kick of the vCPU (a signal and a VM exit).
     /// Throws hl::error exactly as multi_use_sandbox::call() does (and poisons for the same codes);
     /// the call is then over. Throws errc::usage_error, changing nothing, on an empty or finished
-    /// call, from another thread, or while a host call is still unanswered.
+    /// call, from another thread, from inside one of the sandbox's own callbacks, or while a host
+    /// call is still unanswered.
     status run(std::chrono::nanoseconds slice = {});
 
-    /// After run() returned status::finished: the result, once.
+    /// After run() returned status::finished: the result, once (errc::usage_error otherwise).
     return_value take_result();
 
-    /// After run() returned status::host_call, until it is answered: the function the guest called
+    /// After run() returned status::host_call, until the next run(): the function the guest called
     /// (its start_async is set), its name, and the arguments, which view guest memory and stay
-    /// valid until the call is answered.
+    /// valid until then (the guest is stopped; the answer is written by the next run()). Throws
+    /// errc::usage_error when no host call waits.
     struct host_request {
         const host_function* function = nullptr;
         std::string_view name;
@@ -71,29 +81,37 @@ public:
 
     /// Answers the waiting host call: the next run() resumes the guest with `result` (which must
     /// be of the function's result type; otherwise the guest gets a host-function error), or with
-    /// the failure `message` (as a synchronous host function that threw). From any thread, once.
+    /// the failure `message` (as a synchronous host function that threw: "host function 'X'
+    /// failed: message", cut to fit). From any thread, once: a second answer, or one when no host
+    /// call waits, fails with errc::usage_error. Nothing is written before that next run().
     void complete_host_call(return_value result);
     void fail_host_call(std::string message);
 
     /// True once the call was killed or has passed its deadline: a scheduler waiting for an async
-    /// host function stops it early, answers, and the next run() ends the call.
+    /// host function stops it early, answers, and the next run() ends the call. After the end:
+    /// whether it was so when the call ended. From any thread.
     bool interrupted() const noexcept;
     /// When the call must end by, if it has a deadline.
     std::optional<std::chrono::steady_clock::time_point> deadline() const noexcept;
 
     /// `f` runs on the killer's thread, with no lock of the sandbox held, each time the call is
-    /// killed while it is not inside the guest (between slices or waiting for a host call), so that
-    /// a scheduler can act at once. It must not block and must not touch the sandbox.
+    /// killed while it is not inside the guest (between slices or waiting for a host call; also
+    /// inside run() but outside KVM_RUN, in a synchronous host function, where run() ends the call
+    /// itself), so that a scheduler can act at once. It must not block, throw or touch the sandbox.
+    /// Set it from the call's thread; it goes with the call's end (a kill racing with that end may
+    /// still run it just after), and on a finished call this is a no-op.
     void set_interrupt_listener(std::function<void()> f);
 
     /// True from the end of the call (finished or failed) on, and for an empty call.
     bool done() const noexcept;
-    explicit operator bool() const noexcept { return core_ != nullptr; }
+    explicit operator bool() const noexcept { return state_ != nullptr; }
 
 private:
     friend class multi_use_sandbox;
-    explicit guest_call(detail::sandbox_core* core) noexcept : core_(core) {}
-    detail::sandbox_core* core_ = nullptr;
+    explicit guest_call(std::unique_ptr<detail::call_state> state) noexcept;
+    void reset() noexcept;
+    detail::call_state& usable(const char* what) const;
+    std::unique_ptr<detail::call_state> state_;
 };
 
 }  // namespace hl

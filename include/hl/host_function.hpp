@@ -30,7 +30,8 @@ struct host_function {
     /// (hl::guest_call hands it to the scheduler instead of calling `invoke`). It starts the work
     /// and returns at once; `done` is called exactly once, from any thread, with the outcome. The
     /// arguments stay valid until then. The function it returns, if not empty, asks the work to
-    /// stop early (`done` is still called). A synchronous call() always uses `invoke`.
+    /// stop early (`done` is still called). A synchronous call() always uses `invoke`, which
+    /// registration requires even when this is set.
     std::function<std::function<void()>(std::span<const argument>, std::function<void(outcome)> done)> start_async;
 };
 

@@ -41,7 +41,8 @@ private:
 /// For host functions: true once the guest call that invoked the running host function has been
 /// killed or has passed its deadline on this thread (it will end with errc::cancelled or
 /// errc::timed_out as soon as the host function returns). Long host functions can poll it to stop
-/// early. False outside a guest call.
+/// early. False outside a guest call. While the host function runs another sandbox's call on this
+/// thread, the outer call's deadline is seen once that call has returned.
 bool current_call_interrupted() noexcept;
 
 /// How many of the library's interrupt signals, process-wide, arrived at a thread that was not

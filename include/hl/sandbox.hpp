@@ -103,6 +103,8 @@ public:
     /// is in runs to its end first). Inside one of the sandbox's own host functions or handlers
     /// (destroyed, or assigned over), the sandbox lives on until its call has unwound: that call ends
     /// with errc::usage_error as soon as the callback returns, and touches the destroyed object no more.
+    /// While a guest_call of this sandbox exists, memory and VM live on until it is destroyed (see
+    /// hl::guest_call); an unfinished one is killed and ends with errc::usage_error.
     ~multi_use_sandbox();
 
     /// Calls the guest function `name` with `args` and returns its result as R. R and the argument
@@ -143,8 +145,8 @@ public:
     }
 
     /// As call(), with a deadline: past `timeout` the guest is interrupted and the call fails with
-    /// errc::timed_out (the sandbox is then poisoned until restored). Uses a POSIX timer aimed at the
-    /// calling thread; no thread is created per call.
+    /// errc::timed_out (the sandbox is then poisoned until restored). Uses the calling thread's one
+    /// POSIX timer (shared by all sandboxes the thread drives); no thread is created per call.
     template <class R = void, class Rep, class Period, class... Args>
         requires(detail::return_type<R> && sizeof...(Args) <= max_parameters)
     R call_for(std::chrono::duration<Rep, Period> timeout, std::string_view name, const Args&... args) {
@@ -162,9 +164,12 @@ public:
                               std::span<const argument> args) noexcept;
 
     /// Starts a call that the caller runs in slices (see hl::guest_call; the async runtime's way in).
-    /// Nothing runs until its first run(). Throws as call() does for what is known before the guest
-    /// runs: errc::poisoned, argument_too_large, usage_error (another thread or an unfinished call
-    /// uses the sandbox, or from inside its own host function). A positive `timeout` is the call's
+    /// Nothing runs until its first run(), but the call counts as running from now on
+    /// (interrupt_handle::running(), kill()). Until it has finished, every other member that drives
+    /// the sandbox (call, snapshot, restore, registration, handlers, start_call) fails with
+    /// errc::usage_error. Throws as call() does for what is known before the guest runs:
+    /// errc::poisoned, argument_too_large, usage_error (another thread or an unfinished call uses
+    /// the sandbox, or from inside its own host function). A positive `timeout` is the call's
     /// deadline, counted from now.
     guest_call start_call(std::string_view name, value_type return_type, std::span<const argument> args,
                           std::chrono::nanoseconds timeout = {});

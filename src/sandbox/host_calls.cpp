@@ -95,7 +95,22 @@ void sandbox_core::reply(std::span<const std::byte> message) {
     memory_.write_bytes(layout_.output() + HL_BUFFER_HEADER_SIZE, message);
 }
 
-void sandbox_core::serve_host_call() {
+// An error text too long for the output buffer (a host function's exception message) is cut to
+// fit: the guest must still learn what failed, not that a result was too large.
+void sandbox_core::reply_error(protocol::guest_error_kind kind, std::string message) {
+    const std::uint64_t capacity = layout_.output_size() - HL_BUFFER_HEADER_SIZE;
+    auto encoded = protocol::encode_error(builder_, {kind, 0, message});
+    if (encoded.size() > capacity) {
+        // Room for "...", FlatBuffer padding, and the guest's passing it on in its own result.
+        const std::uint64_t cut = encoded.size() - capacity + 64;
+        message.resize(message.size() > cut ? message.size() - cut : 0);
+        message += "...";
+        encoded = protocol::encode_error(builder_, {kind, 0, message});
+    }
+    reply(encoded);
+}
+
+bool sandbox_core::serve_host_call(call_state& c) {
     protocol::call_view call;
     try {
         call = protocol::decode_call(output_message("host call"));
@@ -103,19 +118,9 @@ void sandbox_core::serve_host_call() {
         if (poisoned()) throw;
         poison_and_throw(errc::protocol_error, std::string("bad host call from the guest: ") + e.what());
     }
-    // An error text too long for the output buffer (a host function's exception message) is cut to
-    // fit: the guest must still learn what failed, not that a result was too large.
     auto fail = [this](protocol::guest_error_kind kind, std::string message) {
-        const std::uint64_t capacity = layout_.output_size() - HL_BUFFER_HEADER_SIZE;
-        auto encoded = protocol::encode_error(builder_, {kind, 0, message});
-        if (encoded.size() > capacity) {
-            // Room for "...", FlatBuffer padding, and the guest's passing it on in its own result.
-            const std::uint64_t cut = encoded.size() - capacity + 64;
-            message.resize(message.size() > cut ? message.size() - cut : 0);
-            message += "...";
-            encoded = protocol::encode_error(builder_, {kind, 0, message});
-        }
-        reply(encoded);
+        reply_error(kind, std::move(message));
+        return false;
     };
     const auto it = host_functions_.find(std::string(call.function_name));
     const std::string name = util::name_for_message(call.function_name);
@@ -139,6 +144,14 @@ void sandbox_core::serve_host_call() {
                                  type_name(fn.result), type_name(call.expected_return)));
     }
 
+    if (c.how == call_state::mode::sliced && fn.start_async) {
+        // The scheduler runs it: the request waits in `c`, its views into the output buffer intact.
+        c.pending = {keep, std::string(call.function_name), std::move(call)};
+        c.answered.store(call_state::answer_state::none);
+        c.at.store(call_state::phase::host_call);
+        return true;
+    }
+
     return_value result;
     in_callback_ = true;
     try {
@@ -154,6 +167,27 @@ void sandbox_core::serve_host_call() {
     }
     in_callback_ = false;
     reply(protocol::encode_result(builder_, result));
+    return false;
+}
+
+void sandbox_core::answer_host_call(call_state& c) {
+    const call_state::host_request request = std::move(c.pending);
+    host_function::outcome answer = std::move(c.answer);
+    c.pending = {};
+    c.answer = {};
+    c.answered.store(call_state::answer_state::none);
+    c.at.store(call_state::phase::ready);
+    const std::string name = util::name_for_message(request.name);
+    if (answer.failure) {
+        return reply_error(protocol::guest_error_kind::host_function_error,
+                           util::strfmt("host function '%s' failed: %s", name.c_str(), answer.failure->c_str()));
+    }
+    if (type_of(answer.value) != request.function->result) {
+        return reply_error(protocol::guest_error_kind::host_function_error,
+                           util::strfmt("host function '%s' answered with %s; it returns %s", name.c_str(),
+                                        type_name(type_of(answer.value)), type_name(request.function->result)));
+    }
+    reply(protocol::encode_result(builder_, answer.value));
 }
 
 void sandbox_core::deliver_output(std::uint32_t kind) {

@@ -2,10 +2,10 @@
 #include "sandbox/interrupt.hpp"
 
 #include <signal.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+#include <time.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <system_error>
 #include <thread>
@@ -13,6 +13,7 @@
 
 #include "hl/error.hpp"
 #include "hl/interrupt.hpp"
+#include "sandbox/thread_timer.hpp"
 #include "util/strfmt.hpp"
 
 namespace hl::detail {
@@ -27,8 +28,10 @@ std::atomic<std::uint64_t> stale_signals{0};
 struct active_call {
     std::uint8_t* immediate_exit = nullptr;
     const std::atomic<bool>* cancel = nullptr;
-    std::atomic<bool>* deadline_hit = nullptr;
-    std::uintptr_t deadline_token = 0;
+    std::int64_t expiry = 0;    // when the thread's timer is due for this frame (monotonic_ns), 0: never
+    std::int64_t deadline = 0;  // the call's deadline, 0: none
+    int signal = 0;
+    volatile sig_atomic_t timer_hit = 0;
     volatile sig_atomic_t in_guest = 0;
 };
 constexpr int max_nesting = 8;
@@ -45,34 +48,27 @@ void set_immediate_exit(std::uint8_t* flag, std::uint8_t value) noexcept {
 void on_signal(int, siginfo_t* info, void*) {
     const int depth = current.depth;
     if (info->si_code == SI_TIMER) {
-        const auto token = reinterpret_cast<std::uintptr_t>(info->si_value.sival_ptr);
+        // The thread's one timer: every frame whose time has come stops when its guest runs again.
+        // The clock, not the signal, decides: a signal from an earlier arming finds nothing due.
+        const std::int64_t now = monotonic_ns();  // clock_gettime is async-signal-safe
+        bool due = false;
         for (int i = 0; i < depth; ++i) {
             active_call& frame = current.frames[i];
-            if (frame.deadline_hit != nullptr && frame.deadline_token == token) {
-                frame.deadline_hit->store(true);
-                set_immediate_exit(frame.immediate_exit, 1);  // stops that call when its guest runs again
-                return;
+            if (frame.expiry != 0 && now >= frame.expiry) {
+                frame.timer_hit = 1;
+                set_immediate_exit(frame.immediate_exit, 1);
+                due = true;
             }
         }
-        stale_signals.fetch_add(1, std::memory_order_relaxed);
+        if (!due) stale_signals.fetch_add(1, std::memory_order_relaxed);
         return;
     }
     // A kill: the killer already set immediate_exit; the signal only has to end KVM_RUN.
     if (depth == 0 || !current.frames[depth - 1].in_guest) stale_signals.fetch_add(1, std::memory_order_relaxed);
 }
 
-// Per-thread identity for deadline timers: thread ids are reused, this is not.
-std::atomic<std::uint64_t> next_thread_serial{1};
-[[gnu::tls_model("initial-exec")]] thread_local std::uint64_t thread_serial = 0;
-std::uint64_t this_thread_serial() noexcept {
-    if (thread_serial == 0) thread_serial = next_thread_serial.fetch_add(1);
-    return thread_serial;
-}
-
 std::mutex install_mutex;
 std::uint64_t installed_mask = 0;  // bit n: SIGRTMIN + n
-
-std::atomic<std::uintptr_t> next_token{1};
 
 }  // namespace
 
@@ -103,18 +99,51 @@ int install_interrupt_signal(int offset) {
     return signal;
 }
 
+namespace {
+
+// Zero is "none".
+std::int64_t earlier(std::int64_t a, std::int64_t b) noexcept {
+    if (a == 0) return b;
+    if (b == 0) return a;
+    return a < b ? a : b;
+}
+
+}  // namespace
+
+std::int64_t monotonic_ns() noexcept {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
 bool interrupt_state::kill() {
     using clock = std::chrono::steady_clock;
     // Re-sent while the guest keeps running: a signal can land between the vCPU thread's checks.
     // Between kicks, yield rather than sleep: on a busy machine the vCPU thread may share this core.
     for (int kicks = 0; kicks < 100; ++kicks) {
+        std::shared_ptr<const std::function<void()>> notify;
+        bool outside = false;
         {
             std::lock_guard lock(mutex);
             if (immediate_exit == nullptr || !running.load()) return kicks > 0;
             cancel.store(true);
             set_immediate_exit(immediate_exit, 1);  // seq_cst, like the load below: no fence needed
-            if (!in_guest.load()) return true;  // it will see immediate_exit before entering again
-            ::pthread_kill(thread, signal);
+            if (in_guest.load()) {
+                ::pthread_kill(thread, signal);
+            } else {
+                // It will see immediate_exit before entering again. A scheduler that holds the call
+                // between slices, or waits for a host call, hears of it now.
+                notify = listener;
+                outside = true;
+            }
+        }
+        if (outside) {
+            try {
+                if (notify) (*notify)();
+            } catch (...) {
+                // Its contract says it does not throw; a kill must not fail because it did.
+            }
+            return true;
         }
         const auto give_up = clock::now() + std::chrono::microseconds(kicks < 10 ? 200 : 2000);
         while (clock::now() < give_up) {
@@ -123,45 +152,6 @@ bool interrupt_state::kill() {
         }
     }
     return true;
-}
-
-deadline_timer::~deadline_timer() {
-    if (created_) ::timer_delete(id_);
-}
-
-std::uintptr_t deadline_timer::prepare(int signal) {
-    const std::uint64_t self = this_thread_serial();
-    if (!created_ || thread_ != self) {
-        if (created_) ::timer_delete(id_);
-        created_ = false;
-        token_ = next_token.fetch_add(1);
-        sigevent event{};
-        event.sigev_notify = SIGEV_THREAD_ID;
-        event.sigev_signo = signal;
-        event.sigev_value.sival_ptr = reinterpret_cast<void*>(token_);
-        event._sigev_un._tid = static_cast<pid_t>(::syscall(SYS_gettid));  // sigev_notify_thread_id
-        if (::timer_create(CLOCK_MONOTONIC, &event, &id_) != 0) {
-            throw std::system_error(errno, std::system_category(), "timer_create for a call deadline");
-        }
-        created_ = true;
-        thread_ = self;
-    }
-    return token_;
-}
-
-void deadline_timer::start(std::chrono::nanoseconds timeout) {
-    const auto ns = timeout.count() > 0 ? timeout.count() : 1;  // 0 would disarm
-    itimerspec spec{};
-    spec.it_value.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
-    spec.it_value.tv_nsec = static_cast<long>(ns % 1'000'000'000);
-    if (::timer_settime(id_, 0, &spec, nullptr) != 0) {
-        throw std::system_error(errno, std::system_category(), "timer_settime for a call deadline");
-    }
-}
-
-void deadline_timer::disarm() noexcept {
-    const itimerspec off{};
-    if (created_) ::timer_settime(id_, 0, &off, nullptr);
 }
 
 void interrupt_state::kill_current_or_next() {
@@ -181,13 +171,36 @@ void interrupt_state::disarm() {
     pending_cancel = false;
 }
 
-call_guard::call_guard(interrupt_state& state, deadline_timer* timer, std::chrono::nanoseconds timeout)
-    : state_(state), timer_(timer) {
-    const int depth = current.depth;
-    if (depth >= max_nesting) {
+void interrupt_state::begin_call() noexcept {
+    std::lock_guard lock(mutex);
+    const bool cancelled = std::exchange(pending_cancel, false);
+    cancel.store(cancelled);
+    set_immediate_exit(immediate_exit, cancelled ? 1 : 0);
+    thread = ::pthread_self();
+    running.store(true);
+}
+
+void interrupt_state::end_call() noexcept {
+    std::shared_ptr<const std::function<void()>> dropped;  // destroyed outside the spinlock
+    std::lock_guard lock(mutex);
+    running.store(false);
+    dropped = std::move(listener);
+}
+
+void interrupt_state::set_listener(std::function<void()> f) {
+    auto fresh = f ? std::make_shared<const std::function<void()>>(std::move(f)) : nullptr;
+    std::lock_guard lock(mutex);
+    if (running.load()) std::swap(listener, fresh);
+}
+
+run_frame::run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t slice)
+    : state_(state), depth_(current.depth), deadline_(deadline), slice_(slice > 0 ? std::max(slice, min_slice_ns) : 0) {
+    if (depth_ >= max_nesting) {
         throw error(errc::usage_error,
                     util::strfmt("guest calls nest more than %d deep through host functions on one thread", max_nesting));
     }
+    if (slice_ != 0) slice_end_ = monotonic_ns() + slice_;
+    const std::int64_t expiry = earlier(deadline_, slice_end_);
     // A thread that blocks the signal (sigwait or signalfd designs) would never be kicked out.
     sigset_t mask;
     ::pthread_sigmask(SIG_BLOCK, nullptr, &mask);
@@ -198,44 +211,47 @@ call_guard::call_guard(interrupt_state& state, deadline_timer* timer, std::chron
         ::pthread_sigmask(SIG_UNBLOCK, &ours, nullptr);
         unblocked_ = true;
     }
-    {
-        std::lock_guard lock(state_.mutex);
-        const bool cancelled = std::exchange(state_.pending_cancel, false);
-        state_.cancel.store(cancelled);
-        set_immediate_exit(state_.immediate_exit, cancelled ? 1 : 0);
-        state_.thread = ::pthread_self();
-        state_.running.store(true);
-    }
-    active_call& frame = current.frames[depth];
+    active_call& frame = current.frames[depth_];
     frame = active_call{};
     frame.immediate_exit = state_.immediate_exit;
     frame.cancel = &state_.cancel;
-    try {
-        if (timer_ != nullptr) {
-            frame.deadline_token = timer_->prepare(state_.signal);
-            frame.deadline_hit = &hit_;
+    frame.expiry = expiry;
+    frame.deadline = deadline_;
+    frame.signal = state_.signal;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    current.depth = depth_ + 1;
+    // Only now: a timer that fires before its frame is visible would be lost.
+    if (expiry != 0) {
+        try {
+            thread_timer::arm(state_.signal, expiry);
+        } catch (...) {
+            pop();
+            throw;
         }
-        std::atomic_signal_fence(std::memory_order_seq_cst);
-        current.depth = depth + 1;
-        if (timer_ != nullptr) timer_->start(timeout);
-    } catch (...) {
-        end();
-        throw;
+        armed_ = true;
     }
 }
 
-call_guard::~call_guard() { end(); }
+run_frame::~run_frame() { pop(); }
 
-void call_guard::end() noexcept {
-    if (timer_ != nullptr) timer_->disarm();
-    if (current.depth > 0 && current.frames[current.depth - 1].immediate_exit == state_.immediate_exit) {
-        current.depth = current.depth - 1;
-        std::atomic_signal_fence(std::memory_order_seq_cst);
-        current.frames[current.depth] = active_call{};
-    }
-    {
-        std::lock_guard lock(state_.mutex);
-        state_.running.store(false);
+void run_frame::pop() noexcept {
+    const bool fired = current.frames[depth_].timer_hit != 0;
+    current.depth = depth_;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    current.frames[depth_] = active_call{};
+    // The frame outside gets the timer back: its deadline may have passed meanwhile (then it fires
+    // at once and that call stops when its guest runs again).
+    int outer = depth_ - 1;
+    while (outer >= 0 && current.frames[outer].expiry == 0) --outer;
+    try {
+        if (outer >= 0) {
+            thread_timer::arm(current.frames[outer].signal, current.frames[outer].expiry);
+        } else if (armed_ && !fired) {
+            thread_timer::disarm();
+        }
+    } catch (const std::exception&) {
+        // The timer existed a moment ago, so re-arming cannot run out of timers. Should it fail all
+        // the same, the outer call loses its deadline but not its kill.
     }
     if (unblocked_) {
         sigset_t ours;
@@ -245,22 +261,44 @@ void call_guard::end() noexcept {
     }
 }
 
-void call_guard::entering_guest() noexcept {
-    current.frames[current.depth - 1].in_guest = 1;
+void run_frame::entering_guest() noexcept {
+    entered_ = true;
+    current.frames[depth_].in_guest = 1;
     state_.in_guest.store(true);
 }
 
-void call_guard::left_guest() noexcept {
+void run_frame::left_guest() noexcept {
     state_.in_guest.store(false);
-    current.frames[current.depth - 1].in_guest = 0;
+    current.frames[depth_].in_guest = 0;
 }
 
-call_guard::reason call_guard::stop_reason() noexcept {
+run_frame::reason run_frame::stop_reason() noexcept {
     // Clear first, then look: a killer that sets `cancel` after this look sets immediate_exit after
-    // this clear, so the next KVM_RUN still stops.
+    // this clear, so the next KVM_RUN still stops. The timer's handler runs on this thread: it sets
+    // timer_hit before immediate_exit, so a hit it marks after this look stops the next KVM_RUN too.
     set_immediate_exit(state_.immediate_exit, 0);  // seq_cst store, then seq_cst loads
     if (state_.cancel.load()) return reason::cancelled;
-    if (hit_.load()) return reason::timed_out;
+    active_call& frame = current.frames[depth_];
+    if (frame.timer_hit == 0) return reason::none;
+    frame.timer_hit = 0;
+    armed_ = false;
+    const std::int64_t now = monotonic_ns();
+    if (deadline_ != 0 && now >= deadline_) return reason::timed_out;
+    if (slice_end_ != 0 && now >= slice_end_) {
+        if (entered_) return reason::slice_over;
+        // The slice was over before the guest ran at all (this thread was slow to get here): it
+        // starts again, or a busy thread would end slice after slice with no progress.
+        slice_end_ = now + slice_;
+        frame.expiry = earlier(deadline_, slice_end_);
+    }
+    // Not due yet: a nested frame's timer re-armed for this one after it had fired, or the slice
+    // that starts again.
+    try {
+        thread_timer::arm(state_.signal, frame.expiry);
+        armed_ = true;
+    } catch (const std::exception&) {
+        // As in pop(): the timer exists, so this does not fail in practice; a kill still works.
+    }
     return reason::none;
 }
 
@@ -275,7 +313,7 @@ bool current_call_interrupted() noexcept {
     if (depth == 0) return false;
     const auto& frame = detail::current.frames[depth - 1];
     return (frame.cancel != nullptr && frame.cancel->load()) ||
-           (frame.deadline_hit != nullptr && frame.deadline_hit->load());
+           (frame.deadline != 0 && detail::monotonic_ns() >= frame.deadline);
 }
 
 bool interrupt_handle::running() const noexcept { return state_ && state_->running.load(); }

@@ -1,20 +1,24 @@
 // SPDX-License-Identifier: Apache-2.0
-// Stopping a running guest from another thread (interrupt_handle::kill) or at a deadline.
+// Stopping a running guest from another thread (interrupt_handle::kill), at a deadline, or at the
+// end of a time slice.
 //
-// The vCPU thread brackets each call with begin_call()/end_call() and each KVM_RUN with
-// entering_guest()/left_guest(). A killer sets `cancel`, then kvm_run's immediate_exit, then signals
-// the thread if it is in the guest. Either the thread sees immediate_exit when it enters KVM_RUN, or
-// the killer sees it in the guest and the signal kicks it out: no kill is lost in between.
+// A call is running from its start to its end (interrupt_state::begin_call/end_call), between the
+// slices of a guest_call too. Each stretch of it that the vCPU thread drives (a run() of a
+// guest_call, or a whole synchronous call) is a run_frame, and each KVM_RUN inside one is bracketed
+// by entering_guest()/left_guest(). A killer sets `cancel`, then kvm_run's immediate_exit, then
+// signals the thread if it is in the guest. Either the thread sees immediate_exit when it enters
+// KVM_RUN, or the killer sees it in the guest and the signal kicks it out: no kill is lost in between.
+// Deadlines and slice ends use one POSIX timer per thread (thread_timer.hpp), armed for the frame
+// that runs.
 #pragma once
 
 #include <pthread.h>
-#include <sys/types.h>
-#include <time.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <mutex>
+#include <functional>
+#include <memory>
 
 #include "util/spinlock.hpp"
 
@@ -25,14 +29,15 @@ struct interrupt_state {
     // reaches the end of a cancelled call while the killer is still inside pthread_kill(), and a
     // futex wake-up there would double the interrupt latency.
     util::spinlock mutex;
-    std::atomic<bool> running{false};
+    std::atomic<bool> running{false};  // a call has started and not ended
     std::atomic<bool> cancel{false};
-    std::atomic<bool> in_guest{false};
+    std::atomic<bool> in_guest{false};  // inside KVM_RUN
     std::uint8_t* immediate_exit = nullptr;  // kvm_run's; null once the sandbox is gone
     pthread_t thread{};
     int signal = 0;
 
-    /// Returns whether a call was running.
+    /// Returns whether a call was running. When it finds the call outside KVM_RUN, calls the
+    /// call's listener (outside the lock).
     bool kill();
 
     /// For a caller that knows a call is about to start on this sandbox (the async runtime): the
@@ -41,61 +46,64 @@ struct interrupt_state {
     void kill_current_or_next();
     void disarm();
 
+    /// A call starts on the calling thread (consuming a pending kill_current_or_next()), or ends
+    /// (dropping its listener).
+    void begin_call() noexcept;
+    void end_call() noexcept;
+
+    /// What kill() calls while the running call is outside the guest.
+    void set_listener(std::function<void()> f);
+
     bool pending_cancel = false;  // under `mutex`
+    std::shared_ptr<const std::function<void()>> listener;  // under `mutex`
 };
 
 /// Installs the no-op handler for SIGRTMIN + offset once per process. Throws hl::error
 /// (errc::invalid_config) for an offset out of range or a signal the application already handles.
 int install_interrupt_signal(int offset);
 
-/// A POSIX timer that delivers the interrupt signal to one thread: a call's deadline without a
-/// thread per call. Created on first use, again when calls move to another thread.
-class deadline_timer {
+/// CLOCK_MONOTONIC (steady_clock's clock) in nanoseconds: the time base of deadlines and slices.
+std::int64_t monotonic_ns() noexcept;
+
+/// One stretch of a running call on the vCPU thread, between the start of a run() and its return.
+/// Frames nest (a host function calling another sandbox on the same thread); the innermost one has
+/// the thread's timer, armed at the earlier of `deadline` (monotonic_ns(), 0 for none) and the end
+/// of a `slice` of nanoseconds from now (0 for none); popping a frame re-arms it for the one
+/// outside. A slice is at least min_slice_ns, and starts again if it is over before the guest was
+/// entered: below the cost of one VM entry, the guest would make no progress at all. The interrupt signal is unblocked for the
+/// frame if the thread blocks it. Note that, as the signal has no SA_RESTART, a deadline or slice end
+/// that fires while a host function blocks in a system call makes that call fail with EINTR.
+/// Tens of microseconds go into entering and leaving the guest under PVM (PLATFORM.md); a slice
+/// must leave the guest some time beyond that.
+inline constexpr std::int64_t min_slice_ns = 50'000;
+
+class run_frame {
 public:
-    deadline_timer() = default;
-    ~deadline_timer();
-    deadline_timer(const deadline_timer&) = delete;
-    deadline_timer& operator=(const deadline_timer&) = delete;
-
-    /// Makes sure the timer targets the calling thread; returns the token its signals carry.
-    std::uintptr_t prepare(int signal);
-    /// Arms it to fire once after `timeout`.
-    void start(std::chrono::nanoseconds timeout);
-    void disarm() noexcept;
-
-private:
-    timer_t id_{};
-    bool created_ = false;
-    std::uint64_t thread_ = 0;  // serial of the thread it targets
-    std::uintptr_t token_ = 0;
-};
-
-/// Per-call bookkeeping on the vCPU thread, with an optional deadline. Calls may nest (a host
-/// function calling another sandbox on the same thread). The interrupt signal is unblocked for the
-/// call if the thread blocks it. Note that, as the signal has no SA_RESTART, a deadline that fires
-/// while a host function blocks in a system call makes that call fail with EINTR.
-class call_guard {
-public:
-    call_guard(interrupt_state& state, deadline_timer* timer, std::chrono::nanoseconds timeout);
-    ~call_guard();
-    call_guard(const call_guard&) = delete;
-    call_guard& operator=(const call_guard&) = delete;
+    /// Throws errc::usage_error when calls nest too deep, std::system_error when the timer fails.
+    run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t slice);
+    ~run_frame();
+    run_frame(const run_frame&) = delete;
+    run_frame& operator=(const run_frame&) = delete;
 
     void entering_guest() noexcept;
     void left_guest() noexcept;
 
-    enum class reason { none, cancelled, timed_out };
-    /// After KVM_RUN returned EINTR (or before entering it): why the call must stop, if it must.
+    enum class reason { none, cancelled, timed_out, slice_over };
+    /// After KVM_RUN returned EINTR (or before entering it): why the stretch must stop, if it must.
     /// Re-arms immediate_exit when it need not, so a stray signal costs one more KVM_RUN.
     reason stop_reason() noexcept;
 
 private:
-    void end() noexcept;
+    void pop() noexcept;
 
     interrupt_state& state_;
-    deadline_timer* timer_;
-    std::atomic<bool> hit_{false};  // set by the signal handler when the deadline fires
-    bool unblocked_ = false;       // the signal was blocked on this thread; block it again at the end
+    int depth_;  // this frame's index in the thread's stack
+    std::int64_t deadline_;
+    std::int64_t slice_;
+    std::int64_t slice_end_ = 0;
+    bool entered_ = false;   // the guest was entered in this frame
+    bool armed_ = false;     // the thread's timer is set for this frame and has not fired
+    bool unblocked_ = false;  // the signal was blocked on this thread; block it again at the end
 };
 
 }  // namespace hl::detail

@@ -59,7 +59,17 @@ public:
             from_callback callbacks = from_callback::refused)
         : core_(live(core, what)) {
         switch (core_.driver().try_take()) {
-        case detail::driving_thread::claim::taken: owns_ = true; return;
+        case detail::driving_thread::claim::taken:
+            if (const auto* open = core_.open_call()) {
+                const std::string message =
+                    util::strfmt("cannot %s: its call to '%s' started with start_call() has not finished; run it to "
+                                 "its end or destroy its hl::guest_call first",
+                                 what, open->name.c_str());
+                core_.driver().release();
+                throw error(errc::usage_error, message);
+            }
+            owns_ = true;
+            return;
         case detail::driving_thread::claim::held_by_this_thread:
             if (callbacks == from_callback::allowed) return;
             throw error(errc::usage_error,
@@ -92,15 +102,9 @@ private:
     bool owns_ = false;
 };
 
-// Frees a sandbox's core, unless this thread is inside one of its callbacks: then the running
-// operation frees it once it has unwound.
-void drop(std::unique_ptr<detail::sandbox_core>& core) noexcept {
-    if (core && core->driver().held_by_this_thread()) {
-        detail::sandbox_core::abandon(std::move(core));
-    } else {
-        core.reset();
-    }
-}
+// Frees a sandbox's core, unless this thread is inside one of its callbacks (the running operation
+// frees it once it has unwound) or a guest_call still refers to it (the last one frees it).
+void drop(std::unique_ptr<detail::sandbox_core>& core) noexcept { detail::sandbox_core::let_go(std::move(core)); }
 
 // Rejects what would crash the host only when the guest calls it.
 host_function checked(const std::string& name, host_function fn) {
@@ -161,6 +165,15 @@ multi_use_sandbox::multi_use_sandbox(std::unique_ptr<detail::sandbox_core> core)
 
 multi_use_sandbox multi_use_sandbox::from_snapshot(std::shared_ptr<const hl::snapshot> snap) {
     return multi_use_sandbox(detail::sandbox_core::create_from(std::move(snap)));
+}
+
+guest_call multi_use_sandbox::start_call(std::string_view name, value_type return_type,
+                                         std::span<const argument> args, std::chrono::nanoseconds timeout) {
+    const driving d(core_, "start a call");
+    auto state = std::make_unique<detail::call_state>();
+    d->start(*state, name, return_type, args, timeout, detail::call_state::mode::sliced);
+    d->attach_call();
+    return guest_call(std::move(state));
 }
 
 std::shared_ptr<const hl::snapshot> multi_use_sandbox::snapshot() {

@@ -8,7 +8,6 @@
 
 #include "hl/abi/hl_abi.h"
 #include "loader/elf_image.hpp"
-#include "protocol/codec.hpp"
 #include "sandbox/fault.hpp"
 #include "util/strfmt.hpp"
 #include "vmm/x86_64_tables.hpp"
@@ -16,9 +15,7 @@
 namespace hl::detail {
 namespace {
 
-constexpr std::uint64_t rflags_reserved = 0x2;  // bit 1 is always set; IOPL 0, interrupts off
 constexpr std::size_t max_abort_message = 4096;
-constexpr std::size_t builder_keep_limit = 1 << 20;
 
 mem::perms region_perms(loader::access a) {
     mem::perms p = mem::perms::user;
@@ -45,21 +42,6 @@ std::uint64_t hash_bytes(std::span<const std::byte> bytes) {
     }
     for (; i < bytes.size(); ++i) h = (h ^ static_cast<std::uint64_t>(bytes[i])) * 0x100000001b3ull;
     return h;
-}
-
-errc errc_for(protocol::guest_error_kind kind) {
-    switch (kind) {
-    case protocol::guest_error_kind::user: return errc::guest_error;
-    case protocol::guest_error_kind::function_not_found: return errc::unknown_function;
-    case protocol::guest_error_kind::parameter_mismatch: return errc::parameter_mismatch;
-    case protocol::guest_error_kind::return_type_mismatch: return errc::return_type_mismatch;
-    case protocol::guest_error_kind::malformed_call: return errc::protocol_error;  // poisons, see read_result
-    case protocol::guest_error_kind::out_of_memory: return errc::out_of_memory;
-    case protocol::guest_error_kind::result_too_large: return errc::result_too_large;
-    case protocol::guest_error_kind::host_function_error: return errc::host_function_error;
-    case protocol::guest_error_kind::argument_too_large: return errc::argument_too_large;
-    }
-    return errc::protocol_error;
 }
 
 }  // namespace
@@ -136,135 +118,44 @@ void sandbox_core::create_vm() {
     interrupt_->signal = image_->interrupt_signal;
 }
 
-void sandbox_core::initialize() {
-    create_vm();
-    enter(HL_OP_INIT);
+void sandbox_core::let_go(std::unique_ptr<sandbox_core> core) noexcept {
+    sandbox_core* self = core.get();
+    if (self == nullptr) return;
+    std::unique_lock lock(self->lifetime_);
+    if (self->guest_calls_ > 0) {
+        self->self_ = std::move(core);
+        self->sandbox_gone_.store(true);
+        // The last guest_call may free the core as soon as the lock is gone: kill through our own
+        // reference to the interrupt state, which outlives it.
+        const std::shared_ptr<interrupt_state> interrupt = self->interrupt_;
+        lock.unlock();
+        interrupt->kill();
+        return;
+    }
+    if (self->driver_.held_by_this_thread()) {
+        self->self_ = std::move(core);
+        self->sandbox_gone_.store(true);
+        return;
+    }
+    lock.unlock();
+    core.reset();
 }
 
-return_value sandbox_core::call(std::string_view name, value_type return_type, std::span<const argument> args,
-                                std::chrono::nanoseconds timeout) {
-    check_not_in_callback("call its guest");
-    if (poisoned()) {
-        throw error(errc::poisoned, util::strfmt("cannot call '%s': the sandbox is poisoned (%s); restore it first",
-                                                 util::name_for_message(name).c_str(), poison_reason_.c_str()));
-    }
-    const auto message = protocol::encode_call(builder_, name, return_type, args);
-    const std::uint64_t capacity = layout_.input_size() - HL_BUFFER_HEADER_SIZE;
-    if (message.size() > capacity) {
-        throw error(errc::argument_too_large,
-                    util::strfmt("the call to '%s' is %zu bytes serialized; the input buffer holds %llu "
-                                 "(raise sandbox_config::input_buffer_size)",
-                                 util::name_for_message(name).c_str(), message.size(),
-                                 static_cast<unsigned long long>(capacity)));
-    }
-    memory_.write(layout_.input(), hl_buffer_header{message.size()});
-    memory_.write_bytes(layout_.input() + HL_BUFFER_HEADER_SIZE, message);
-    if (builder_.GetSize() > builder_keep_limit) builder_.Reset();
-
-    enter(HL_OP_DISPATCH, timeout);
-    return read_result(name, return_type);
+std::unique_ptr<sandbox_core> sandbox_core::take_abandoned() noexcept {
+    std::lock_guard lock(lifetime_);
+    if (guest_calls_ > 0) return nullptr;  // the last guest_call frees it
+    return std::move(self_);
 }
 
-return_value sandbox_core::read_result(std::string_view name, value_type return_type) {
-    const auto size = memory_.read<hl_buffer_header>(layout_.output()).size;
-    if (size > layout_.output_size() - HL_BUFFER_HEADER_SIZE) {
-        poison_and_throw(errc::protocol_error,
-                         util::strfmt("the guest reported a %llu-byte result in a %llu-byte output buffer",
-                                      static_cast<unsigned long long>(size),
-                                      static_cast<unsigned long long>(layout_.output_size())));
-    }
-    protocol::call_result result;
-    try {
-        result = protocol::decode_result(memory_.span(layout_.output() + HL_BUFFER_HEADER_SIZE, size));
-    } catch (const error& e) {
-        poison_and_throw(errc::protocol_error, e.what());
-    }
-    if (result.error) {
-        const auto& e = *result.error;
-        const errc code = errc_for(e.kind);
-        if (code == errc::protocol_error) poison_and_throw(code, "the guest could not read the call: " + e.message);
-        if (code == errc::guest_error) {
-            throw error(code, util::strfmt("guest function '%s' failed with code %d: %s",
-                                           util::name_for_message(name).c_str(), e.code, e.message.c_str()));
-        }
-        throw error(code, e.message);
-    }
-    if (type_of(result.value) != return_type) {
-        poison_and_throw(errc::protocol_error,
-                         util::strfmt("'%s' returned %s where %s was asked for", util::name_for_message(name).c_str(),
-                                      type_name(type_of(result.value)), type_name(return_type)));
-    }
-    return std::move(result.value);
+void sandbox_core::attach_call() noexcept {
+    std::lock_guard lock(lifetime_);
+    ++guest_calls_;
 }
 
-void sandbox_core::enter(std::uint64_t op, std::chrono::nanoseconds timeout) {
-    vmm::registers r;
-    r.rip = image_->entry.value;
-    r.rsp = layout_.stack_top().value - 8;  // as if called: the ABI wants rsp + 8 16-byte aligned
-    r.rdi = layout_.peb().value;
-    r.rsi = op;
-    r.rflags = rflags_reserved;
-    vm_->set_registers(r);
-
-    call_guard guard(*interrupt_, timeout.count() > 0 ? &deadline_ : nullptr, timeout);
-    for (;;) {
-        if (abandoned()) {
-            poison_and_throw(errc::usage_error, "the sandbox was destroyed inside one of its own host functions or "
-                                                "handlers; its call ends here");
-        }
-        switch (guard.stop_reason()) {
-        case call_guard::reason::none: break;
-        case call_guard::reason::cancelled: poison_and_throw(errc::cancelled, "the guest call was cancelled by the host");
-        case call_guard::reason::timed_out:
-            poison_and_throw(errc::timed_out,
-                             util::strfmt("the guest call exceeded its deadline of %.3f ms", timeout.count() / 1e6));
-        }
-        guard.entering_guest();
-        vmm::vm_exit exit;
-        try {
-            exit = vm_->run();
-        } catch (const std::system_error& e) {
-            guard.left_guest();
-            poison_and_throw(errc::vm_error, std::string("KVM_RUN failed: ") + e.what());
-        }
-        guard.left_guest();
-        switch (exit.what) {
-        case vmm::vm_exit::kind::io_out:
-            if (exit.port == HL_PORT_DONE) {
-                if (exit.value != HL_STATUS_OK) {
-                    poison_and_throw(errc::guest_aborted,
-                                     util::strfmt("the guest reported failure status %u", exit.value));
-                }
-                return;
-            }
-            if (exit.port == HL_PORT_HOST_CALL) {
-                serve_host_call();
-                continue;
-            }
-            if (exit.port == HL_PORT_OUTPUT) {
-                deliver_output(exit.value);
-                continue;
-            }
-            if (exit.port == HL_PORT_ABORT) throw_abort(exit.value);
-            poison_and_throw(errc::protocol_error,
-                             util::strfmt("the guest wrote 0x%x to I/O port 0x%x, which the library does not serve",
-                                          exit.value, exit.port));
-        case vmm::vm_exit::kind::shutdown: throw_fault();
-        case vmm::vm_exit::kind::interrupted: continue;  // stop_reason() tells why, or it was a stray signal
-        case vmm::vm_exit::kind::io_in:
-            settle_vcpu();
-            poison_and_throw(errc::protocol_error, util::strfmt("the guest read from I/O port 0x%x", exit.port));
-        case vmm::vm_exit::kind::mmio:
-            settle_vcpu();
-            poison_and_throw(errc::guest_fault, util::strfmt("the guest accessed unbacked physical address 0x%llx",
-                                                             static_cast<unsigned long long>(exit.address)));
-        case vmm::vm_exit::kind::internal_error:
-            poison_and_throw(errc::vm_error, util::strfmt("KVM internal error (suberror %u) at rip 0x%llx", exit.detail,
-                                                          static_cast<unsigned long long>(vm_->regs().rip)));
-        case vmm::vm_exit::kind::other:
-            poison_and_throw(errc::vm_error, util::strfmt("unexpected KVM exit reason %u", exit.detail));
-        }
-    }
+void sandbox_core::detach_call(sandbox_core* core) noexcept {
+    std::unique_ptr<sandbox_core> doomed;  // freed after the lock inside it is released
+    std::lock_guard lock(core->lifetime_);
+    if (--core->guest_calls_ == 0) doomed = std::move(core->self_);
 }
 
 void sandbox_core::settle_vcpu() {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -10,12 +11,14 @@
 #include <string_view>
 #include <vector>
 
+#include <mutex>
 #include <unordered_map>
 
 #include <flatbuffers/flatbuffers.h>
 
 #include "hl/config.hpp"
 #include "hl/error.hpp"
+#include "hl/guest_call.hpp"
 #include "hl/host_function.hpp"
 #include "hl/log.hpp"
 #include "hl/snapshot.hpp"
@@ -23,6 +26,7 @@
 #include "mem/guest_memory.hpp"
 #include "mem/layout.hpp"
 #include "mem/page_bitmap.hpp"
+#include "sandbox/call_state.hpp"
 #include "sandbox/driving_thread.hpp"
 #include "sandbox/interrupt.hpp"
 #include "sandbox/sandbox_image.hpp"
@@ -51,27 +55,53 @@ public:
     /// call) before freeing anything.
     ~sandbox_core();
 
-    /// Runs a guest function. A positive `timeout` is the call's deadline (errc::timed_out).
+    /// Runs a guest function to its end: start() and run() on a call_state of its own. A positive
+    /// `timeout` is the call's deadline (errc::timed_out).
     return_value call(std::string_view name, value_type return_type, std::span<const argument> args,
                       std::chrono::nanoseconds timeout = {});
+
+    /// Starts `c`: writes the call into the input buffer, stages the entry registers and marks the
+    /// call running; nothing runs yet. A positive `timeout` is its deadline, counted from now. A
+    /// `sliced` call holds the sandbox until it ends (open_call()). Throws, changing nothing:
+    /// poisoned, argument_too_large, usage_error (inside a callback, or another call is open).
+    void start(call_state& c, std::string_view name, value_type return_type, std::span<const argument> args,
+               std::chrono::nanoseconds timeout, call_state::mode how);
+
+    /// Runs `c` on the calling thread until it finishes (c.result holds the value), its `slice` (if
+    /// positive) is over, or it waits for an asynchronous host function. The answer to a host call
+    /// the call waited for must be in `c`. Throws (and poisons) as call() does; the call is then over.
+    guest_call::status run(call_state& c, std::chrono::nanoseconds slice);
+
+    /// Ends an unfinished call that will not run again (its guest_call is gone): poisons the sandbox
+    /// with errc::cancelled. Under the claim.
+    void abandon(call_state& c) noexcept;
+
+    /// The unfinished sliced call that holds the sandbox, if any. Read under the claim.
+    const call_state* open_call() const noexcept { return open_call_; }
 
     const std::shared_ptr<interrupt_state>& interrupt() const noexcept { return interrupt_; }
 
     bool poisoned() const noexcept { return !poison_reason_.empty(); }
 
-    /// Claimed by the public API around every call, snapshot, restore and registration.
+    /// Claimed by the public API around every call, snapshot, restore and registration, and by
+    /// guest_call around every run().
     driving_thread& driver() noexcept { return driver_; }
 
-    /// For a sandbox destroyed or assigned over inside one of its own host functions or handlers:
-    /// the core keeps itself alive (freeing it would pull memory and VM from under the running call),
-    /// the call ends with errc::usage_error once the callback returns, and whoever holds the claim
-    /// frees it with take_abandoned() after the call has unwound.
-    static void abandon(std::unique_ptr<sandbox_core> core) noexcept {
-        sandbox_core* self = core.get();
-        self->abandoned_ = std::move(core);
-    }
-    bool abandoned() const noexcept { return abandoned_ != nullptr; }
-    std::unique_ptr<sandbox_core> take_abandoned() noexcept { return std::move(abandoned_); }
+    /// The public sandbox lets go of its core (destroyed or assigned over). Frees it at once, except
+    /// when something still runs on it or refers to it:
+    /// - a guest_call refers to it: the core lives until the last one is destroyed; an unfinished
+    ///   call is killed and ends with errc::usage_error at once (inside run()) or at its next run();
+    /// - this thread is inside one of its host functions or handlers: freeing it would pull memory
+    ///   and VM from under the running call; the call ends with errc::usage_error once the callback
+    ///   returns, and whoever holds the claim frees it with take_abandoned() after it has unwound.
+    static void let_go(std::unique_ptr<sandbox_core> core) noexcept;
+    bool abandoned() const noexcept { return sandbox_gone_.load(); }
+    std::unique_ptr<sandbox_core> take_abandoned() noexcept;
+
+    /// A guest_call refers to this core from now on, or no longer (the last one frees an abandoned
+    /// core).
+    void attach_call() noexcept;
+    static void detach_call(sandbox_core* core) noexcept;
 
     void register_host_function(std::string name, host_function fn);
     void set_print_handler(print_handler handler);
@@ -90,9 +120,16 @@ private:
     /// into dirty_, and records them as populated.
     void collect_dirty_pages();
 
-    /// Enters the guest for `op` and runs it until it reports done. Throws (and poisons) on any other
-    /// way out: abort, fault, a protocol violation.
-    void enter(std::uint64_t op, std::chrono::nanoseconds timeout = {});
+    /// Stages the entry registers for `op` and marks `c` running.
+    void begin(call_state& c, std::uint64_t op, std::string_view name, value_type return_type,
+               std::chrono::nanoseconds timeout, call_state::mode how);
+    /// The exit loop: runs until the guest reports done, the slice is over, or an asynchronous host
+    /// function must answer. Throws (and poisons) on any other way out: abort, fault, a protocol
+    /// violation, a kill, the deadline.
+    guest_call::status drive(call_state& c, run_frame& frame);
+    /// Marks `c` over.
+    void end(call_state& c, call_state::phase how) noexcept;
+    [[noreturn]] void throw_timed_out(const call_state& c);
 
     /// Finishes whatever instruction the last exit left half done in KVM (vm::complete_pending), so
     /// that nothing of this task runs after the next restore. Poisons with errc::vm_error, for
@@ -105,7 +142,12 @@ private:
     return_value read_result(std::string_view name, value_type return_type);
 
     /// Serves the guest's host call in the output buffer and writes the reply there (host_calls.cpp).
-    void serve_host_call();
+    /// Returns true, with nothing written, when the function is to run asynchronously: `c` then
+    /// holds the request until answer_host_call() writes its answer.
+    bool serve_host_call(call_state& c);
+    void answer_host_call(call_state& c);
+    /// Replies with an error; a text too long for the output buffer is cut to fit.
+    void reply_error(protocol::guest_error_kind kind, std::string message);
     /// Delivers the guest's text or log record in the output buffer (host_calls.cpp).
     void deliver_output(std::uint32_t kind);
     /// The guest's message in the output buffer, bounds-checked. Poisons on a bad size.
@@ -145,8 +187,11 @@ private:
     bool in_callback_ = false;  // a host function or handler runs: no calls, snapshots or restores
     std::shared_ptr<interrupt_state> interrupt_ = std::make_shared<interrupt_state>();
     driving_thread driver_;
-    std::unique_ptr<sandbox_core> abandoned_;  // itself, see abandon()
-    deadline_timer deadline_;
+    call_state* open_call_ = nullptr;  // under the claim
+    std::atomic<bool> sandbox_gone_{false};  // see let_go()
+    std::mutex lifetime_;  // orders let_go() against detach_call()
+    int guest_calls_ = 0;  // under lifetime_
+    std::unique_ptr<sandbox_core> self_;  // under lifetime_: the core of a sandbox that is gone
 };
 
 }  // namespace hl::detail

@@ -1,0 +1,261 @@
+// SPDX-License-Identifier: Apache-2.0
+// The call protocol and the exit loop. A call is started once (input buffer, entry registers, the
+// interrupt bracket) and run until it ends: in one go (call(), initialisation) or in slices (a
+// guest_call), on the same loop. Between two run()s nothing of the call is on the thread: its state
+// is the call_state and the stopped vCPU.
+#include <new>
+#include <optional>
+#include <thread>
+
+#include "hl/abi/hl_abi.h"
+#include "protocol/codec.hpp"
+#include "sandbox/sandbox_core.hpp"
+#include "util/strfmt.hpp"
+
+namespace hl::detail {
+namespace {
+
+constexpr std::uint64_t rflags_reserved = 0x2;  // bit 1 is always set; IOPL 0, interrupts off
+constexpr std::size_t builder_keep_limit = 1 << 20;
+
+errc errc_for(protocol::guest_error_kind kind) {
+    switch (kind) {
+    case protocol::guest_error_kind::user: return errc::guest_error;
+    case protocol::guest_error_kind::function_not_found: return errc::unknown_function;
+    case protocol::guest_error_kind::parameter_mismatch: return errc::parameter_mismatch;
+    case protocol::guest_error_kind::return_type_mismatch: return errc::return_type_mismatch;
+    case protocol::guest_error_kind::malformed_call: return errc::protocol_error;  // poisons, see read_result
+    case protocol::guest_error_kind::out_of_memory: return errc::out_of_memory;
+    case protocol::guest_error_kind::result_too_large: return errc::result_too_large;
+    case protocol::guest_error_kind::host_function_error: return errc::host_function_error;
+    case protocol::guest_error_kind::argument_too_large: return errc::argument_too_large;
+    }
+    return errc::protocol_error;
+}
+
+
+}  // namespace
+
+void sandbox_core::initialize() {
+    create_vm();
+    call_state c;
+    begin(c, HL_OP_INIT, "initialisation", value_type::void_type, {}, call_state::mode::to_the_end);
+    run(c, {});
+}
+
+return_value sandbox_core::call(std::string_view name, value_type return_type, std::span<const argument> args,
+                                std::chrono::nanoseconds timeout) {
+    call_state c;
+    start(c, name, return_type, args, timeout, call_state::mode::to_the_end);
+    run(c, {});
+    return std::move(*c.result);
+}
+
+void sandbox_core::start(call_state& c, std::string_view name, value_type return_type, std::span<const argument> args,
+                         std::chrono::nanoseconds timeout, call_state::mode how) {
+    check_not_in_callback("call its guest");
+    if (open_call_ != nullptr) {
+        throw error(errc::usage_error,
+                    util::strfmt("cannot call '%s': the call to '%s' started with start_call() has not finished; "
+                                 "run it to its end or destroy its hl::guest_call first",
+                                 util::name_for_message(name).c_str(), open_call_->name.c_str()));
+    }
+    if (poisoned()) {
+        throw error(errc::poisoned, util::strfmt("cannot call '%s': the sandbox is poisoned (%s); restore it first",
+                                                 util::name_for_message(name).c_str(), poison_reason_.c_str()));
+    }
+    const auto message = protocol::encode_call(builder_, name, return_type, args);
+    const std::uint64_t capacity = layout_.input_size() - HL_BUFFER_HEADER_SIZE;
+    if (message.size() > capacity) {
+        throw error(errc::argument_too_large,
+                    util::strfmt("the call to '%s' is %zu bytes serialized; the input buffer holds %llu "
+                                 "(raise sandbox_config::input_buffer_size)",
+                                 util::name_for_message(name).c_str(), message.size(),
+                                 static_cast<unsigned long long>(capacity)));
+    }
+    memory_.write(layout_.input(), hl_buffer_header{message.size()});
+    memory_.write_bytes(layout_.input() + HL_BUFFER_HEADER_SIZE, message);
+    if (builder_.GetSize() > builder_keep_limit) builder_.Reset();
+    begin(c, HL_OP_DISPATCH, name, return_type, timeout, how);
+}
+
+void sandbox_core::begin(call_state& c, std::uint64_t op, std::string_view name, value_type return_type,
+                         std::chrono::nanoseconds timeout, call_state::mode how) {
+    c.op = op;
+    c.name = util::name_for_message(name);
+    c.return_type = return_type;
+    c.timeout = timeout;
+    c.deadline = timeout.count() > 0 ? monotonic_ns() + timeout.count() : 0;
+    c.how = how;
+    c.thread = std::this_thread::get_id();
+    c.core = this;
+
+    vmm::registers r;
+    r.rip = image_->entry.value;
+    r.rsp = layout_.stack_top().value - 8;  // as if called: the ABI wants rsp + 8 16-byte aligned
+    r.rdi = layout_.peb().value;
+    r.rsi = op;
+    r.rflags = rflags_reserved;
+    vm_->set_registers(r);
+
+    interrupt_->begin_call();
+    if (how == call_state::mode::sliced) open_call_ = &c;
+}
+
+guest_call::status sandbox_core::run(call_state& c, std::chrono::nanoseconds slice) {
+    std::optional<run_frame> frame;
+    try {
+        frame.emplace(*interrupt_, c.deadline, slice.count() > 0 ? slice.count() : 0);
+    } catch (...) {
+        // A guest_call stays as it was, to be run again; a call run in one go is over.
+        if (c.how == call_state::mode::to_the_end) end(c, call_state::phase::failed);
+        throw;
+    }
+    // Any way out by an exception ends the call: a cleanup on the way, not a catch and a rethrow,
+    // which would unwind a second time on the kill path.
+    struct end_on_failure {
+        sandbox_core& core;
+        call_state& c;
+        bool armed = true;
+        ~end_on_failure() {
+            if (armed) core.end(c, call_state::phase::failed);
+        }
+    } failure{*this, c};
+    const guest_call::status s = drive(c, *frame);
+    if (s == guest_call::status::finished) {
+        if (c.op == HL_OP_DISPATCH) c.result = read_result(c.name, c.return_type);
+        end(c, call_state::phase::finished);
+    }
+    failure.armed = false;
+    return s;
+}
+
+void sandbox_core::abandon(call_state& c) noexcept {
+    try {
+        poison_reason_ = util::strfmt("the call to '%s' was abandoned before it finished (its hl::guest_call was "
+                                      "destroyed)",
+                                      c.name.c_str());
+    } catch (const std::bad_alloc&) {
+        poison_reason_ = "abandoned";  // short enough not to allocate
+    }
+    end(c, call_state::phase::failed);
+}
+
+void sandbox_core::end(call_state& c, call_state::phase how) noexcept {
+    c.interrupted_at_end = interrupt_->cancel.load() || (c.deadline != 0 && monotonic_ns() >= c.deadline);
+    c.pending = {};
+    if (open_call_ == &c) open_call_ = nullptr;
+    interrupt_->end_call();
+    c.at.store(how);
+}
+
+void sandbox_core::throw_timed_out(const call_state& c) {
+    poison_and_throw(errc::timed_out,
+                     util::strfmt("the guest call exceeded its deadline of %.3f ms", c.timeout.count() / 1e6));
+}
+
+guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
+    if (c.at.load() == call_state::phase::host_call) answer_host_call(c);
+    // Between slices, or while a host call waited, the deadline may have passed.
+    if (c.deadline != 0 && monotonic_ns() >= c.deadline) throw_timed_out(c);
+    for (;;) {
+        if (abandoned()) {
+            poison_and_throw(errc::usage_error, "the sandbox was destroyed during the call (inside one of its own host "
+                                                "functions or handlers, or while its hl::guest_call was unfinished); "
+                                                "its call ends here");
+        }
+        switch (frame.stop_reason()) {
+        case run_frame::reason::none: break;
+        case run_frame::reason::cancelled: poison_and_throw(errc::cancelled, "the guest call was cancelled by the host");
+        case run_frame::reason::timed_out: throw_timed_out(c);
+        case run_frame::reason::slice_over: return guest_call::status::sliced;
+        }
+        frame.entering_guest();
+        vmm::vm_exit exit;
+        try {
+            exit = vm_->run();
+        } catch (const std::system_error& e) {
+            frame.left_guest();
+            poison_and_throw(errc::vm_error, std::string("KVM_RUN failed: ") + e.what());
+        }
+        frame.left_guest();
+        switch (exit.what) {
+        case vmm::vm_exit::kind::io_out:
+            if (exit.port == HL_PORT_DONE) {
+                if (exit.value != HL_STATUS_OK) {
+                    poison_and_throw(errc::guest_aborted,
+                                     util::strfmt("the guest reported failure status %u", exit.value));
+                }
+                return guest_call::status::finished;
+            }
+            if (exit.port == HL_PORT_HOST_CALL) {
+                if (!serve_host_call(c)) continue;
+                // A kill that came while the guest ran is honoured now; one that comes later calls
+                // the listener, as the call is outside the guest.
+                switch (frame.stop_reason()) {
+                case run_frame::reason::cancelled:
+                    poison_and_throw(errc::cancelled, "the guest call was cancelled by the host");
+                case run_frame::reason::timed_out: throw_timed_out(c);
+                case run_frame::reason::none:
+                case run_frame::reason::slice_over: return guest_call::status::host_call;
+                }
+            }
+            if (exit.port == HL_PORT_OUTPUT) {
+                deliver_output(exit.value);
+                continue;
+            }
+            if (exit.port == HL_PORT_ABORT) throw_abort(exit.value);
+            poison_and_throw(errc::protocol_error,
+                             util::strfmt("the guest wrote 0x%x to I/O port 0x%x, which the library does not serve",
+                                          exit.value, exit.port));
+        case vmm::vm_exit::kind::shutdown: throw_fault();
+        case vmm::vm_exit::kind::interrupted: continue;  // stop_reason() tells why, or it was a stray signal
+        case vmm::vm_exit::kind::io_in:
+            settle_vcpu();
+            poison_and_throw(errc::protocol_error, util::strfmt("the guest read from I/O port 0x%x", exit.port));
+        case vmm::vm_exit::kind::mmio:
+            settle_vcpu();
+            poison_and_throw(errc::guest_fault, util::strfmt("the guest accessed unbacked physical address 0x%llx",
+                                                             static_cast<unsigned long long>(exit.address)));
+        case vmm::vm_exit::kind::internal_error:
+            poison_and_throw(errc::vm_error, util::strfmt("KVM internal error (suberror %u) at rip 0x%llx", exit.detail,
+                                                          static_cast<unsigned long long>(vm_->regs().rip)));
+        case vmm::vm_exit::kind::other:
+            poison_and_throw(errc::vm_error, util::strfmt("unexpected KVM exit reason %u", exit.detail));
+        }
+    }
+}
+
+return_value sandbox_core::read_result(std::string_view name, value_type return_type) {
+    const auto size = memory_.read<hl_buffer_header>(layout_.output()).size;
+    if (size > layout_.output_size() - HL_BUFFER_HEADER_SIZE) {
+        poison_and_throw(errc::protocol_error,
+                         util::strfmt("the guest reported a %llu-byte result in a %llu-byte output buffer",
+                                      static_cast<unsigned long long>(size),
+                                      static_cast<unsigned long long>(layout_.output_size())));
+    }
+    protocol::call_result result;
+    try {
+        result = protocol::decode_result(memory_.span(layout_.output() + HL_BUFFER_HEADER_SIZE, size));
+    } catch (const error& e) {
+        poison_and_throw(errc::protocol_error, e.what());
+    }
+    if (result.error) {
+        const auto& e = *result.error;
+        const errc code = errc_for(e.kind);
+        if (code == errc::protocol_error) poison_and_throw(code, "the guest could not read the call: " + e.message);
+        if (code == errc::guest_error) {
+            throw error(code, util::strfmt("guest function '%s' failed with code %d: %s",
+                                           util::name_for_message(name).c_str(), e.code, e.message.c_str()));
+        }
+        throw error(code, e.message);
+    }
+    if (type_of(result.value) != return_type) {
+        poison_and_throw(errc::protocol_error,
+                         util::strfmt("'%s' returned %s where %s was asked for", util::name_for_message(name).c_str(),
+                                      type_name(type_of(result.value)), type_name(return_type)));
+    }
+    return std::move(result.value);
+}
+
+}  // namespace hl::detail

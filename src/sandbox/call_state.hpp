@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: Apache-2.0
+// One guest call from its start to its end: what must survive between two run()s of a guest_call.
+// A synchronous call keeps one on its stack and runs it to its end in one go.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "hl/host_function.hpp"
+#include "hl/value.hpp"
+#include "protocol/codec.hpp"
+
+namespace hl::detail {
+
+class sandbox_core;
+
+struct call_state {
+    /// to_the_end: call() and initialisation; every host function runs through `invoke`.
+    /// sliced: a guest_call; a host function with `start_async` pauses the call instead.
+    enum class mode { to_the_end, sliced };
+    enum class phase { ready, host_call, finished, failed };
+
+    std::uint64_t op = 0;
+    std::string name;  // for messages: the caller's view may be gone by the next run()
+    value_type return_type = value_type::void_type;
+    std::chrono::nanoseconds timeout{};
+    std::int64_t deadline = 0;  // monotonic_ns(); 0: none
+    mode how = mode::to_the_end;
+    std::atomic<phase> at{phase::ready};
+    std::thread::id thread;  // the one that started it, and runs it
+    bool interrupted_at_end = false;
+    bool result_taken = false;
+    std::optional<return_value> result;
+
+    /// The host call the guest waits for (phase::host_call). `call` views the guest's output
+    /// buffer, which nothing writes until the answer is written into it by the next run().
+    struct host_request {
+        std::shared_ptr<const host_function> function;
+        std::string name;
+        protocol::call_view call;
+    };
+    host_request pending;
+    /// The answer may come from any thread: it claims `answer` (none -> writing), fills it, and
+    /// publishes it (ready, release); run() reads it after an acquire load.
+    enum class answer_state { none, writing, ready };
+    std::atomic<answer_state> answered{answer_state::none};
+    host_function::outcome answer;
+
+    sandbox_core* core = nullptr;
+};
+
+}  // namespace hl::detail
