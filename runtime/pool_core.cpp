@@ -192,6 +192,8 @@ void pool_core::cancel(std::uint64_t id, std::error_code reason) {
 
 void pool_core::release(std::shared_ptr<sandbox_state> sandbox) {
     std::unique_ptr<pool_waiter> next;
+    // First: nothing the previous holder started, or still starts, runs on the sandbox any more.
+    sandbox->new_epoch();
     {
         std::lock_guard lock(mutex_);
         std::erase_if(broken_, [](const std::weak_ptr<sandbox_state>& b) { return b.expired(); });
@@ -207,9 +209,7 @@ void pool_core::release(std::shared_ptr<sandbox_state> sandbox) {
             if (!closed_) create_one();
             check_drained();
         } else {
-            // Before the hand-over: whatever the next holder does queues behind the restore, and
-            // nothing the previous holder started can run any more.
-            sandbox->new_epoch();
+            // Before the hand-over: whatever the next holder does queues behind the restore.
             ++recycling_;
             initiate_task<void(std::error_code)>(
                 sandbox, sandbox->home().executor(), "",

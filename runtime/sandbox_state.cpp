@@ -177,20 +177,25 @@ void sandbox_state::kill_current_locked() {
 }
 
 void sandbox_state::close() {
-    std::deque<sandbox_op*> aborted;
+    std::vector<std::pair<sandbox_op*, std::error_code>> aborted;
     bool post = false;
     {
         std::lock_guard lock(mutex_);
         if (closed_) return;
         closed_ = true;
-        aborted.swap(queue_);
+        // A released lease's operation says so, however the sandbox went.
+        for (auto* op : queue_) {
+            aborted.emplace_back(op, op->holder && *op->holder != epoch_ ? make_error_code(errc::usage_error)
+                                                                         : std::error_code(asio::error::operation_aborted));
+        }
+        queue_.clear();
         if (current_ != nullptr && current_cancellable_) kill_current_locked();
         if (current_ == nullptr && !pumping_ && !pump_posted_) {
             pump_posted_ = true;
             post = true;
         }
     }
-    for (auto* op : aborted) op->abort(asio::error::operation_aborted);
+    for (auto& [op, ec] : aborted) op->abort(ec);
     if (!post) return;
     if (home_->stopped()) {
         sandbox_.reset();  // no thread runs it any more
