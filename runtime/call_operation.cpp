@@ -68,7 +68,7 @@ void call_base::step() {
     }
     case guest_call::status::sliced:
         // The worker serves everything queued meanwhile, then the guest goes on.
-        asio::post(state_->home().executor(), [this] { step(); });
+        state_->home().post([this] { step(); });
         return;
     case guest_call::status::host_call: return wait_for_host();
     }

@@ -61,7 +61,7 @@ void sandbox_state::submit(sandbox_op* op, bool may_start_inline) {
     if (cancelled) return op->abort(asio::error::operation_aborted);
     if (start_now) return pump();
     if (post) {
-        asio::post(home_->executor(), [self = shared_from_this()] {
+        home_->post([self = shared_from_this()] {
             {
                 std::lock_guard lock(self->mutex_);
                 self->pump_posted_ = false;
@@ -112,7 +112,7 @@ void sandbox_state::pump() {
             return;
         }
         if (repost) {
-            asio::post(home_->executor(), [self = shared_from_this()] {
+            home_->post([self = shared_from_this()] {
                 {
                     std::lock_guard lock(self->mutex_);
                     self->pump_posted_ = false;
@@ -146,7 +146,7 @@ void sandbox_state::finished(const sandbox_op& op) {
     }
     if (!resume) return;
     // Later than start(): from a resumption on the worker. Go on with what is queued.
-    asio::post(home_->executor(), [self = shared_from_this()] { self->pump(); });
+    home_->post([self = shared_from_this()] { self->pump(); });
 }
 
 void sandbox_state::cancel(std::uint64_t id) {
@@ -201,7 +201,7 @@ void sandbox_state::close() {
         sandbox_.reset();  // no thread runs it any more
         return;
     }
-    asio::post(home_->executor(), [self = shared_from_this()] {
+    home_->post([self = shared_from_this()] {
         {
             std::lock_guard lock(self->mutex_);
             self->pump_posted_ = false;

@@ -5,12 +5,16 @@
 
 #include <asio/execution/context.hpp>
 #include <asio/query.hpp>
+#include <algorithm>
 #include <string>
 
 namespace hl::detail {
 namespace {
 
 thread_local worker* this_worker = nullptr;
+
+std::atomic<int> spinners{0};  // workers spinning right now, across all runtimes
+const int max_spinners = std::max(1, static_cast<int>(std::thread::hardware_concurrency() / 2));
 
 // Marks a worker's io_context, so that of() finds the worker from any executor of it.
 class owner_service : public asio::execution_context::service {
@@ -50,8 +54,18 @@ void worker::loop(std::size_t index) {
     this_worker = this;
     for (;;) {
         try {
-            io_.run();
-            break;
+            // Work that comes while the worker spins idle (a call made from another thread, a
+            // pool hand-over) is taken without the futex wake-up a sleeping thread needs, which
+            // costs 30-40 us on virtualized hosts.
+            if (io_.poll() > 0) continue;
+            if (io_.stopped()) break;
+            const auto seen = inbound_.load(std::memory_order_acquire);
+            const auto idle_since = std::chrono::steady_clock::now();
+            if (spin(seen, idle_since)) continue;
+            io_.run_one();
+            // Woken by a post: had the spin lasted that long, it would have caught it.
+            if (inbound_.load(std::memory_order_acquire) != seen) adapt_spin(std::chrono::steady_clock::now() - idle_since);
+            if (io_.stopped()) break;
         } catch (...) {
             // A handler of the application's threw on the worker: Asio's rule is that the exception
             // leaves run(); the worker carries on with the next handler rather than die.
@@ -59,6 +73,42 @@ void worker::loop(std::size_t index) {
     }
     this_worker = nullptr;
     stopped_.store(true, std::memory_order_release);
+}
+
+bool worker::spin(std::uint64_t seen, std::chrono::steady_clock::time_point idle_since) {
+    if (spin_budget_.count() == 0) return false;
+    // Half the cores at most: a spinning worker holds a core the application's threads may need.
+    if (spinners.fetch_add(1, std::memory_order_relaxed) >= max_spinners) {
+        spinners.fetch_sub(1, std::memory_order_relaxed);
+        return false;
+    }
+    const auto until = idle_since + spin_budget_;
+    bool caught = false;
+    for (unsigned i = 1;; ++i) {
+        if (inbound_.load(std::memory_order_acquire) != seen) {
+            caught = true;
+            break;
+        }
+        __builtin_ia32_pause();
+        if (i % 16 == 0 && std::chrono::steady_clock::now() >= until) break;  // the clock costs more than a pause
+    }
+    spinners.fetch_sub(1, std::memory_order_relaxed);
+    if (caught) adapt_spin(std::chrono::steady_clock::now() - idle_since);
+    return caught;
+}
+
+void worker::adapt_spin(std::chrono::nanoseconds gap) {
+    // Work that came within the longest spin would have been caught by one: spin longer next time
+    // (from 4 us when spinning had stopped). Work that came later made any spin a waste of a core:
+    // spin half as long, down to not at all.
+    using std::chrono::microseconds;
+    constexpr std::chrono::nanoseconds max_spin = microseconds(50);
+    if (gap <= max_spin) {
+        spin_budget_ = std::min(max_spin, std::max<std::chrono::nanoseconds>(spin_budget_ * 2, microseconds(4)));
+    } else {
+        spin_budget_ /= 2;
+        if (spin_budget_ < microseconds(1)) spin_budget_ = {};
+    }
 }
 
 void worker::shutdown() {

@@ -5,11 +5,13 @@
 #include <asio/any_io_executor.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
+#include <asio/post.hpp>
 
 #include <atomic>
 #include <memory>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <thread>
 
@@ -40,17 +42,31 @@ public:
     /// True once the thread has ended or is ending: work submitted now would never run.
     bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
 
+    /// Posts `f` to the worker, and lets a worker that spins idle see it without a wake-up.
+    template <class F>
+    void post(F&& f) {
+        asio::post(io_, std::forward<F>(f));
+        inbound_.fetch_add(1, std::memory_order_release);
+    }
+
     /// Sandboxes living here, for placement.
     std::atomic<std::size_t> sandboxes{0};
 
 private:
     void loop(std::size_t index);
+    /// Idle since `idle_since`: waits up to the spin budget for a post() after the `seen`-th; true
+    /// if one came.
+    bool spin(std::uint64_t seen, std::chrono::steady_clock::time_point idle_since);
+    void adapt_spin(std::chrono::nanoseconds gap);
 
     std::size_t index_;
     std::chrono::nanoseconds slice_;
     asio::io_context io_{1};
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard_;
     std::atomic<bool> stopped_{false};
+    std::atomic<std::uint64_t> inbound_{0};  // post()s so far
+    // The worker thread's own: how long an idle worker spins before it sleeps (adapt_spin()).
+    std::chrono::nanoseconds spin_budget_{std::chrono::microseconds(50)};
     std::thread thread_;
 };
 
