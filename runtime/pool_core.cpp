@@ -69,7 +69,8 @@ void pool_core::create_one() {
             });
             return std::pair(ec, std::tuple<>());
         },
-        [] { return std::tuple<>(); });
+        // Never inline: the creation runs user code (bind), and the caller holds mutex_.
+        [] { return std::tuple<>(); }, /*background=*/true);
 }
 
 void pool_core::created(std::shared_ptr<sandbox_state> sandbox, std::error_code ec) {

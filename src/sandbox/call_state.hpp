@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "hl/host_function.hpp"
+#include "hl/detail/recycled.hpp"
 #include "hl/value.hpp"
 #include "protocol/codec.hpp"
 
@@ -19,7 +20,8 @@ namespace hl::detail {
 
 class sandbox_core;
 
-struct call_state {
+/// Recycled: made and freed at call rate, on the thread that runs the call.
+struct call_state : recycled {
     /// to_the_end: call() and initialisation; every host function runs through `invoke`.
     /// sliced: a guest_call; a host function with `start_async` pauses the call instead.
     enum class mode { to_the_end, sliced };

@@ -14,6 +14,7 @@
 #include <system_error>
 #include <vector>
 
+#include "hl/detail/recycled.hpp"
 #include "hl/runtime/detail/worker.hpp"
 #include "hl/sandbox.hpp"
 
@@ -21,8 +22,9 @@ namespace hl::detail {
 
 class sandbox_state;
 
-/// One operation on a sandbox. Exactly one of start() and abort() is called, once.
-class sandbox_op {
+/// One operation on a sandbox. Exactly one of start() and abort() is called, once. Recycled: a
+/// call made and completed on one worker allocates nothing after the first.
+class sandbox_op : public recycled {
 public:
     virtual ~sandbox_op() = default;
     /// On the worker thread, with the sandbox to itself. Ends, now or later (a call that yields
