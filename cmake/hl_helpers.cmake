@@ -13,20 +13,8 @@ function(hl_host_target target)
   endif()
 endfunction()
 
-# hl_add_guest(<name> SOURCES <files...> [UNCHECKED]): a static-PIE guest linked against the guest
-# SDK. Its path is available to host code as $<TARGET_FILE:name>. The build fails for a guest that
-# uses thread-local storage (hl_check_guest.cmake); UNCHECKED skips that, for tests of the loader.
-function(hl_add_guest name)
-  cmake_parse_arguments(ARG "UNCHECKED" "" "SOURCES" ${ARGN})
-  add_executable(${name} ${ARG_SOURCES})
-  target_link_libraries(${name} PRIVATE hl_guest_sdk)
-  set_target_properties(${name} PROPERTIES SUFFIX ".elf" RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/guests)
-  if(NOT ARG_UNCHECKED)
-    add_custom_command(TARGET ${name} POST_BUILD
-      COMMAND ${CMAKE_COMMAND} -DGUEST=$<TARGET_FILE:${name}> -DREMOVE=ON -P ${HL_CHECK_GUEST_SCRIPT}
-      VERBATIM)
-  endif()
-endfunction()
+# hl_add_guest(): the guest build, shared with projects that use the installed package.
+include(${CMAKE_CURRENT_LIST_DIR}/hl_guest.cmake)
 set(HL_CHECK_GUEST_SCRIPT ${CMAKE_CURRENT_LIST_DIR}/hl_check_guest.cmake)
 
 # hl_add_test(<name> SOURCES <files...> [LIBS <libs...>] [LABELS <labels...>])

@@ -4,6 +4,8 @@
 #   demo  run the main demo (06_server under a bounded load)
 #   test  run the whole test suite
 #   bench run the benchmark report (medians and ratios to their baselines)
+# HL_BUILD_DIR overrides the build directory; HL_CMAKE_ARGS adds configure options (CI passes
+# -DCMAKE_COMPILE_WARNING_AS_ERROR=ON).
 set -euo pipefail
 
 mode=${1:-demo}
@@ -28,7 +30,8 @@ if ((${#missing[@]})); then
 fi
 
 echo "== configuring and building in $build"
-cmake -S "$top" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+# shellcheck disable=SC2086 # HL_CMAKE_ARGS is a list of options
+cmake -S "$top" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo ${HL_CMAKE_ARGS:-} >/dev/null
 cmake --build "$build" --parallel "$(nproc)"
 
 case "$mode" in

@@ -134,7 +134,7 @@ public:
     R call(std::error_code& ec, std::string_view name, const Args&... args) {
         if ((detail::is_null_string(args) || ...)) {
             null_argument(ec);
-            return R{};
+            return R();  // also for void, where R{} is not portable (clang 14 rejects void{})
         }
         const argument arguments[sizeof...(Args) + 1] = {detail::to_argument(args)..., argument{}};
         return_value r = call_dynamic(ec, name, detail::value_traits<R>::type, std::span(arguments, sizeof...(Args)));

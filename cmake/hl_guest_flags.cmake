@@ -1,0 +1,19 @@
+# SPDX-License-Identifier: Apache-2.0
+# The guest SDK's compiler and linker flags: one list for the SDK itself, hl_add_guest and the
+# hyperlight-guest pkg-config file. Guests are freestanding static-PIE binaries: no OS, no stack
+# protector (there is no TLS canary), no unwind tables, no exceptions, no RTTI.
+set(HL_GUEST_COMMON_FLAGS
+  -O2 -ffreestanding -fno-stack-protector -fpie -fno-plt -fstack-clash-protection -fcf-protection=none
+  -fno-asynchronous-unwind-tables -fno-common)
+set(HL_GUEST_CXX_FLAGS -fno-exceptions -fno-rtti -fno-threadsafe-statics)
+# The entry point comes from the SDK (-u pulls it out of the archive); libgcc supplies compiler
+# helpers (128-bit division and such) and is linked after the SDK.
+set(HL_GUEST_LINK_FLAGS
+  -nostdlib -static-pie -Wl,-u,hl_entry -Wl,-e,hl_entry -Wl,-z,noexecstack -Wl,-z,separate-code -Wl,--gc-sections)
+# glibc's headers give optimized builds extern-inline (gnu_inline) bodies of some stdio and ctype
+# functions; clang refuses, in C++, the SDK's own definitions after them (vprintf, putchar), and in a
+# guest those bodies would call into glibc's internals anyway. The SDK defines every one of them.
+set(HL_GUEST_CLANG_CXX_FLAGS -D__NO_INLINE__)
+# The compile options for a target, by language and compiler.
+set(HL_GUEST_SDK_OPTIONS ${HL_GUEST_COMMON_FLAGS} "$<$<COMPILE_LANGUAGE:CXX>:${HL_GUEST_CXX_FLAGS}>"
+  "$<$<COMPILE_LANG_AND_ID:CXX,Clang>:${HL_GUEST_CLANG_CXX_FLAGS}>")

@@ -1,0 +1,30 @@
+# SPDX-License-Identifier: Apache-2.0
+# Included at the top of a directory that builds guest code (the SDK, each hl_add_guest guest): it
+# drops, for this directory only, everything of the host build that would reach a guest: the
+# CMAKE_<LANG>_FLAGS[_<CONFIG>] (e.g. a Release build's -O3 -DNDEBUG), directory-wide options and
+# definitions, linker flags, language standards, LTO and visibility settings.
+set(_hl_configs DEBUG RELEASE RELWITHDEBINFO MINSIZEREL ${CMAKE_BUILD_TYPE} ${CMAKE_CONFIGURATION_TYPES})
+foreach(_hl_lang C CXX ASM)
+  set(CMAKE_${_hl_lang}_FLAGS "")
+  foreach(_hl_config IN LISTS _hl_configs)
+    string(TOUPPER "${_hl_config}" _hl_config)
+    set(CMAKE_${_hl_lang}_FLAGS_${_hl_config} "")
+  endforeach()
+  unset(CMAKE_${_hl_lang}_STANDARD)
+  unset(CMAKE_${_hl_lang}_EXTENSIONS)
+  unset(CMAKE_${_hl_lang}_VISIBILITY_PRESET)
+endforeach()
+set(CMAKE_EXE_LINKER_FLAGS "")
+set(CMAKE_STATIC_LINKER_FLAGS "")
+foreach(_hl_config IN LISTS _hl_configs)
+  string(TOUPPER "${_hl_config}" _hl_config)
+  set(CMAKE_EXE_LINKER_FLAGS_${_hl_config} "")
+  set(CMAKE_STATIC_LINKER_FLAGS_${_hl_config} "")
+endforeach()
+unset(CMAKE_INTERPROCEDURAL_OPTIMIZATION)
+unset(CMAKE_POSITION_INDEPENDENT_CODE)
+unset(CMAKE_VISIBILITY_INLINES_HIDDEN)
+foreach(_hl_property COMPILE_OPTIONS COMPILE_DEFINITIONS INCLUDE_DIRECTORIES LINK_OPTIONS LINK_DIRECTORIES)
+  set_property(DIRECTORY PROPERTY ${_hl_property} "")
+endforeach()
+unset(_hl_configs)

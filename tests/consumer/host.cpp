@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: Apache-2.0
+// The consumer's host: one synchronous call and one async call of its guest (argv[1], or the guest
+// its build made). Exits 0 on the expected answers, 77 without a usable /dev/kvm, 1 otherwise.
+#include <asio/co_spawn.hpp>
+#include <asio/io_context.hpp>
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include <hl/hl.hpp>
+#include <hl/runtime/async_sandbox.hpp>
+
+#ifndef CONSUMER_HOST_OPTION
+#error "the consuming project's add_compile_options() did not reach its host code"
+#endif
+
+namespace {
+
+asio::awaitable<int> async_add(asio::any_io_executor ex, std::string guest) {
+    auto sb = co_await hl::async_sandbox::async_create(ex, guest, hl::sandbox_config{}, [](hl::uninitialized_sandbox&) {},
+                                                       asio::use_awaitable);
+    co_return co_await sb.async_call<int>("Add", 40, 2);
+}
+
+int run(const std::string& guest) {
+    auto sb = hl::uninitialized_sandbox::from_file(guest).evolve();
+    const std::string greeting = sb.call<std::string>("Greet", std::string("consumer"));
+    std::printf("sync:  Greet -> \"%s\"\n", greeting.c_str());
+
+    asio::io_context io;
+    int sum = 0;
+    std::exception_ptr failure;
+    asio::co_spawn(io, async_add(io.get_executor(), guest), [&](std::exception_ptr e, int r) {
+        failure = e;
+        sum = r;
+    });
+    io.run();
+    if (failure) std::rethrow_exception(failure);
+    std::printf("async: Add(40, 2) -> %d\n", sum);
+    return greeting == "hello, consumer" && sum == 42 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const std::string guest = argc > 1 ? argv[1] : CONSUMER_GUEST;
+    try {
+        return run(guest);
+    } catch (const std::system_error& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return e.code() == hl::errc::kvm_unavailable ? 77 : 1;
+    }
+}
