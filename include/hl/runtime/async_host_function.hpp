@@ -83,6 +83,12 @@ auto blocking_host_function(asio::any_io_executor ex, F f, R (*)(A...)) {
 /// The asynchronous form of `f` (host_function::start_async): the coroutine is spawned on `ex`,
 /// the guest call waits without holding its worker, and a stop request becomes a terminal Asio
 /// cancellation of the coroutine (emitted on `ex`).
+inline void set_value(host_function::outcome&) {}
+template <class V>
+void set_value(host_function::outcome& outcome, V value) {
+    outcome.value = to_return_value(std::move(value));
+}
+
 template <class F, class R, class... A>
 auto async_host_starter(asio::any_io_executor ex, F f, R (*)(A...)) {
     return [ex = std::move(ex), f = std::move(f)](std::span<const argument> args,
@@ -99,8 +105,8 @@ auto async_host_starter(asio::any_io_executor ex, F f, R (*)(A...)) {
                 } catch (...) {
                     outcome.failure = "a non-standard exception";
                 }
-            } else if constexpr (sizeof...(value) > 0) {
-                outcome.value = to_return_value(std::move(value)...);
+            } else {
+                set_value(outcome, std::move(value)...);
             }
             done(std::move(outcome));
         };
