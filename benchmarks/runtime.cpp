@@ -1,108 +1,116 @@
 // SPDX-License-Identifier: Apache-2.0
-// The async runtime: co_await'ed calls and many coroutines sharing sandboxes.
+// The async runtime's calls: co_await'ed on the sandbox's own worker and from elsewhere, many
+// coroutines on the workers sharing sandboxes, and tasks through a pool spread over the workers.
 #include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
 #include <asio/io_context.hpp>
-#include <asio/use_future.hpp>
 
-#include "bench_common.hpp"
-#include "hl/runtime/async_sandbox.hpp"
+#include <atomic>
+
+#include "hl/runtime/runtime.hpp"
 #include "hl/runtime/sandbox_pool.hpp"
+#include "runtime_common.hpp"
 
 namespace {
 
 using asio::awaitable;
+using hl::bench::make_on;
+using hl::bench::run_on;
 
-std::vector<hl::async_sandbox> make_async(asio::io_context& io, int count) {
-    std::vector<hl::async_sandbox> boxes;
-    for (int i = 0; i < count; ++i) {
-        boxes.push_back(hl::async_sandbox::async_create(io.get_executor(), HL_SIMPLEGUEST, {}, {}, asio::use_future).get());
+const std::string hello = "hello\n";
+constexpr int calls_per_coroutine = 16;
+
+// Runs `coroutine(c)` for c in [0, count) on the runtime's workers in turn, and waits for all.
+template <class F>
+void run_spread(hl::runtime& rt, int count, F coroutine) {
+    std::atomic<int> running{count};
+    std::promise<void> all_done;
+    for (int c = 0; c < count; ++c) {
+        asio::co_spawn(rt.get_executor(static_cast<std::size_t>(c) % rt.size()), coroutine(c), [&](std::exception_ptr) {
+            if (running.fetch_sub(1) == 1) all_done.set_value();
+        });
     }
-    return boxes;
+    all_done.get_future().get();
 }
 
-// One coroutine, one sandbox: a co_await'ed Echo per iteration (compare with guest_calls/call/default).
+// One coroutine on worker 0 co_await'ing Echo on a sandbox of worker 0: the guest runs inline
+// (compare with guest_calls/call/default).
+void async_call_inline(benchmark::State& state) {
+    hl::runtime rt;
+    auto sb = make_on(rt.get_executor(0));
+    run_on(rt.get_executor(0), [&]() -> awaitable<void> {
+        for (auto _ : state) benchmark::DoNotOptimize(co_await sb.async_call<std::string>("Echo", hello));
+    }());
+}
+
+// One coroutine on an io_context of the benchmark's own thread co_await'ing Echo on a sandbox of
+// worker 0: one hop to the worker, one back.
 void async_call(benchmark::State& state) {
+    hl::runtime rt;
+    auto sb = make_on(rt.get_executor(0));
     asio::io_context io;
-    auto work = asio::make_work_guard(io);
-    std::thread loop([&] { io.run(); });
-    auto boxes = make_async(io, 1);
-    work.reset();
-    loop.join();
-    io.restart();
-    const std::string hello = "hello\n";
     asio::co_spawn(io, [&]() -> awaitable<void> {
-        for (auto _ : state) benchmark::DoNotOptimize(co_await boxes[0].async_call<std::string>("Echo", hello));
-    }, asio::detached);
+        for (auto _ : state) benchmark::DoNotOptimize(co_await sb.async_call<std::string>("Echo", hello));
+    }, [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+    });
     io.run();
 }
 
-// `coroutines` coroutines calling Echo in a loop, spread over 4 sandboxes; reports calls per second.
+// `coroutines` coroutines spread over the workers, each calling Echo in a loop on one of two
+// sandboxes of its own worker; reports calls per second.
 void concurrent_calls(benchmark::State& state, int coroutines) {
-    asio::io_context io;
-    std::vector<hl::async_sandbox> boxes;
-    {
-        auto work = asio::make_work_guard(io);
-        std::thread loop([&] { io.run(); });
-        boxes = make_async(io, 4);
-        work.reset();
-        loop.join();
-    }
-    const std::string hello = "hello\n";
-    constexpr int calls_per_coroutine = 16;
+    hl::runtime rt;
+    std::vector<hl::async_sandbox> boxes;  // box b lives on worker b % size()
+    for (std::size_t b = 0; b < 2 * rt.size(); ++b) boxes.push_back(make_on(rt.get_executor(b % rt.size())));
     for (auto _ : state) {
-        io.restart();
-        for (int c = 0; c < coroutines; ++c) {
-            asio::co_spawn(io, [&, c]() -> awaitable<void> {
-                auto& sb = boxes[static_cast<std::size_t>(c) % boxes.size()];
-                for (int i = 0; i < calls_per_coroutine; ++i) co_await sb.async_call<std::string>("Echo", hello);
-            }, asio::detached);
-        }
-        io.run();
+        run_spread(rt, coroutines, [&](int c) -> awaitable<void> {
+            auto& sb = boxes[static_cast<std::size_t>(c) % boxes.size()];
+            for (int i = 0; i < calls_per_coroutine; ++i) co_await sb.async_call<std::string>("Echo", hello);
+        });
     }
     state.SetItemsProcessed(state.iterations() * coroutines * calls_per_coroutine);
 }
 
-hl::sandbox_pool make_pool(asio::io_context& io, std::size_t size) {
-    auto work = asio::make_work_guard(io);
-    std::thread loop([&] { io.run(); });
-    auto pool = hl::sandbox_pool::async_create(io.get_executor(), HL_SIMPLEGUEST, {}, {},
-                                               {.min_size = size, .max_size = size}, asio::use_future)
-                    .get();
-    auto drained = pool.async_drain(asio::use_future);  // prewarmed
-    drained.get();
-    work.reset();
-    loop.join();
-    io.restart();
-    return pool;
+// A prewarmed pool of `size` sandboxes spread over rt's workers.
+hl::sandbox_pool make_pool(hl::runtime& rt, std::size_t size) {
+    const hl::pool_options options{.min_size = size, .max_size = size, .max_waiters = 4096, .runtime = &rt};
+    auto [pool] = hl::bench::wait<hl::sandbox_pool>([&](auto handler) {
+        hl::sandbox_pool::async_create(rt.get_executor(0), HL_SIMPLEGUEST, {}, {}, options, std::move(handler));
+    });
+    hl::bench::wait<>([&](auto handler) { pool.async_drain(std::move(handler)); });
+    return std::move(pool);
 }
 
-// `coroutines` coroutines each running Echo tasks through a pool of 4 (acquire, call, restore).
+// Echo tasks (acquire, call, release and restore) through a pool of two sandboxes per worker.
+// With one coroutine, tasks back to back on worker 0; with more, `coroutines` coroutines spread
+// over the workers, 16 tasks each. Reports tasks per second.
 void pool_call(benchmark::State& state, int coroutines) {
-    asio::io_context io;
-    auto pool = make_pool(io, 4);
-    const std::string hello = "hello\n";
-    constexpr int calls_per_coroutine = 16;
+    hl::runtime rt;
+    auto pool = make_pool(rt, 2 * rt.size());
+    if (coroutines == 1) {
+        run_on(rt.get_executor(0), [&]() -> awaitable<void> {
+            for (auto _ : state) benchmark::DoNotOptimize(co_await pool.async_call<std::string>("Echo", hello));
+        }());
+        state.SetItemsProcessed(state.iterations());
+        return;
+    }
     for (auto _ : state) {
-        io.restart();
-        for (int c = 0; c < coroutines; ++c) {
-            asio::co_spawn(io, [&]() -> awaitable<void> {
-                for (int i = 0; i < calls_per_coroutine; ++i) co_await pool.async_call<std::string>("Echo", hello);
-            }, asio::detached);
-        }
-        io.run();
+        run_spread(rt, coroutines, [&](int) -> awaitable<void> {
+            for (int i = 0; i < calls_per_coroutine; ++i) co_await pool.async_call<std::string>("Echo", hello);
+        });
     }
     state.SetItemsProcessed(state.iterations() * coroutines * calls_per_coroutine);
 }
 
-// Acquiring a sandbox that is idle, and giving it back (the restore happens off this path).
+// Acquiring a sandbox that is idle on the acquiring worker, and giving it back (the restore
+// happens off this path).
 void pool_acquire_idle(benchmark::State& state) {
-    asio::io_context io;
-    auto pool = make_pool(io, 2);
-    asio::co_spawn(io, [&]() -> awaitable<void> {
+    hl::runtime rt;
+    auto pool = make_pool(rt, 2 * rt.size());
+    run_on(rt.get_executor(0), [&]() -> awaitable<void> {
         for (auto _ : state) {
             state.PauseTiming();
-            co_await pool.async_drain();  // both sandboxes idle again
+            co_await pool.async_drain();  // every sandbox idle again
             state.ResumeTiming();
             auto lease = co_await pool.async_acquire();
             benchmark::DoNotOptimize(lease);
@@ -110,11 +118,11 @@ void pool_acquire_idle(benchmark::State& state) {
             lease.release();
             state.ResumeTiming();
         }
-    }, asio::detached);
-    io.run();
+    }());
 }
 
 const int registered = [] {
+    hl::bench::add("runtime/async_call_inline", async_call_inline);
     hl::bench::add("runtime/async_call", async_call);
     for (int n : {1, 16, 256, 1024}) hl::bench::add("runtime/concurrent_calls/" + std::to_string(n), concurrent_calls, n);
     for (int n : {1, 16, 256, 1024}) hl::bench::add("runtime/pool_call/" + std::to_string(n), pool_call, n);
