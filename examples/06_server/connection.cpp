@@ -223,12 +223,13 @@ private:
     }
 
     // Runs `function` in a pooled sandbox, racing the deadline and the client's departure: whichever
-    // finishes first cancels the others, and a cancelled call interrupts its guest.
+    // finishes first cancels the others, and a cancelled call interrupts its guest. The timer's wait
+    // completes as a tuple: cancelled, as it is on nearly every request, it would throw otherwise.
     awaitable<std::optional<response>> call_guest(std::string function, std::string body) {
         using namespace asio::experimental::awaitable_operators;
         asio::steady_timer deadline(socket_.get_executor(), state_->options.deadline);
         in_guest_ = false;
-        auto outcome = co_await (invoke(function, std::move(body)) || deadline.async_wait(use_awaitable) || client_gone());
+        auto outcome = co_await (invoke(function, std::move(body)) || deadline.async_wait(as_tuple) || client_gone());
         switch (outcome.index()) {
         case 0: co_return std::move(std::get<0>(outcome));
         case 1:
