@@ -28,6 +28,7 @@ struct settings {
     std::uint64_t requests = 20000;
     std::size_t connections = 16;
     std::size_t pool_size = 4;
+    std::size_t workers = 0;
     std::uint64_t deadline_ms = 100;
 };
 
@@ -75,15 +76,16 @@ asio::awaitable<web::load_report> generate(web::load_options options) {
     co_return report;
 }
 
-asio::awaitable<int> run(settings cfg) {
+// The server accepts on this coroutine's executor; its connections and sandboxes run on `rt`.
+asio::awaitable<int> run(settings cfg, hl::runtime& rt) {
     auto ex = co_await asio::this_coro::executor;
     web::server_options options;
     options.endpoint.port(cfg.serve ? cfg.port : 0);
     options.deadline = std::chrono::milliseconds(cfg.deadline_ms);
-    auto server = co_await web::http_server::create(HL_WEBGUEST, options, {.min_size = cfg.pool_size, .max_size = cfg.pool_size, .max_waiters = 256});
+    auto server = co_await web::http_server::create(HL_WEBGUEST, options, {.min_size = cfg.pool_size, .max_size = cfg.pool_size, .max_waiters = 256, .runtime = &rt});
     server.start();
-    std::printf("== listening on http://127.0.0.1:%u (pool of %zu sandboxes, deadline %llu ms)\n", server.port(), cfg.pool_size,
-                static_cast<unsigned long long>(cfg.deadline_ms));
+    std::printf("== listening on http://127.0.0.1:%u (%zu workers, pool of %zu sandboxes, deadline %llu ms)\n", server.port(),
+                server.workers(), cfg.pool_size, static_cast<unsigned long long>(cfg.deadline_ms));
     std::fflush(stdout);
     if (cfg.serve) {
         asio::signal_set signals(ex, SIGINT, SIGTERM);
@@ -104,7 +106,7 @@ asio::awaitable<int> run(settings cfg) {
         http_only.http_only = true;
         http_only.requests = std::clamp<std::uint64_t>(cfg.requests / 2, 500, 10000);
         http_only.on_progress = nullptr;
-        std::printf("== first, %llu requests to GET / (HTTP only, no guest), the floor to compare with\n",
+        std::printf("== first, %llu requests to GET / (HTTP only, no guest, on the same workers), the floor to compare with\n",
                     static_cast<unsigned long long>(http_only.requests));
         const web::load_report floor = co_await generate(http_only);
         std::printf("== sending %llu requests over %zu connections\n", static_cast<unsigned long long>(cfg.requests), cfg.connections);
@@ -127,12 +129,17 @@ int main(int argc, char** argv) {
     app.add_option("--requests", cfg.requests, "demo: requests to send")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_option("--connections", cfg.connections, "demo: client connections")->capture_default_str()->check(CLI::Range(1, 1000));
     app.add_option("--pool-size", cfg.pool_size, "sandboxes in the pool")->capture_default_str()->check(CLI::Range(1, 64));
+    app.add_option("--workers", cfg.workers, "worker threads for connections and sandboxes; 0: one per core")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 64));
     app.add_option("--deadline-ms", cfg.deadline_ms, "per-call deadline")->capture_default_str()->check(CLI::Range(1, 600000));
     CLI11_PARSE(app, argc, argv);
 
+    // The runtime outlives the io_context: the server's last references may go on its workers.
+    hl::runtime rt({.workers = cfg.workers});
     asio::io_context io(1);
     int status = 0;
-    asio::co_spawn(io, run(cfg), [&](std::exception_ptr e, int s) {
+    asio::co_spawn(io, run(cfg, rt), [&](std::exception_ptr e, int s) {
         status = s;
         if (!e) return;
         try {

@@ -2,13 +2,16 @@
 // An HTTP/1.1 server whose requests run guest functions in pooled sandboxes:
 //
 //   POST /call/<Function>   calls the guest's <Function> with the body; 200 with its result
-//   GET  /stats             server and pool counters, as JSON
+//   GET  /stats             server and pool counters, and the worker serving this connection, as JSON
 //   GET  /                  what the server offers
 //
 // Each call has a deadline (waiting for a sandbox plus running the guest). A call that runs past it
 // is interrupted and answered 504; a client that disconnects mid-call interrupts its guest too.
 // The pool's full wait queue answers 503; unknown functions, malformed requests and oversized
 // bodies get 4xx answers. Nothing a client or a guest does stops the server.
+//
+// Each connection runs on one worker of an hl::runtime, in turn, and so does the pool's sandboxes: a
+// request's guest call prefers a sandbox of its connection's worker and then runs right there.
 #pragma once
 
 #include <asio/awaitable.hpp>
@@ -46,12 +49,14 @@ struct server_stats {
 struct server_state;
 
 /// The server: a handle on state that its connections share, so it may be destroyed before they
-/// finish. All of its work runs on the executor it was created with, which must not run handlers
-/// concurrently (an io_context run by one thread, or a strand).
+/// finish. It accepts on the executor it was created with, which must not run handlers
+/// concurrently (an io_context run by one thread, or a strand); each accepted connection goes to
+/// the next worker of the pool's runtime (pool_options::runtime, else hl::runtime::default_runtime())
+/// and runs there. Keep that runtime alive until shutdown() has completed.
 class http_server {
 public:
-    /// Creates the pool (guest `guest`, with the host function LookupUser) and binds the listening
-    /// socket. Throws std::system_error if either fails.
+    /// Creates the pool (guest `guest`, with the host function LookupUser) on the runtime and binds
+    /// the listening socket. Throws std::system_error if either fails.
     static asio::awaitable<http_server> create(std::filesystem::path guest, server_options options,
                                                hl::pool_options pool_options, hl::sandbox_config config = {});
     http_server() = default;  ///< empty; only assign to it
@@ -63,17 +68,21 @@ public:
     void start();
     /// Stops accepting, closes every connection (interrupting their calls), waits until the
     /// connections are gone and the pool's last restores have run, then closes the pool. Call it
-    /// on the server's executor.
+    /// on the executor the server was created with.
     asio::awaitable<void> shutdown();
 
     std::uint16_t port() const;
+    /// The workers the connections are spread over.
+    std::size_t workers() const;
     server_stats stats() const;
     hl::pool_stats pool_stats() const;
     const server_options& options() const;
 
 private:
-    explicit http_server(std::shared_ptr<server_state> state) : state_(std::move(state)) {}
+    http_server(std::shared_ptr<server_state> state, std::shared_ptr<asio::ip::tcp::acceptor> acceptor)
+        : state_(std::move(state)), acceptor_(std::move(acceptor)) {}
     std::shared_ptr<server_state> state_;
+    std::shared_ptr<asio::ip::tcp::acceptor> acceptor_;  // on the creating executor, with the accept loop
 };
 
 }  // namespace web

@@ -12,8 +12,10 @@
 #include <sys/socket.h>
 
 #include <future>
+#include <memory>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "guest_paths.hpp"
 #include "load.hpp"
@@ -58,6 +60,7 @@ protected:
     asio::io_context io_{1};
     asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io_);
     std::thread thread_;
+    std::optional<hl::runtime> runtime_;  // for a test that gives the server its own; before server_, after io_
     std::optional<web::http_server> server_;
     asio::ip::tcp::endpoint endpoint_;
 };
@@ -459,6 +462,41 @@ TEST_F(ServerTest, KeepsServingUnderLoadMixedWithHostileClients) {
     client c(endpoint_);
     EXPECT_EQ(c.call("/call/Sha256", "abc").status, 200);
     ASSERT_TRUE(eventually([&] { return stats().open_connections == 1; }));
+}
+
+// The connections go to the runtime's workers in turn, and each is served on its worker: /stats
+// says which worker answered, as the handler sees its own thread.
+TEST_F(ServerTest, ConnectionsRunOnTheRuntimesWorkersInTurn) {
+    HL_REQUIRE_KVM();
+    runtime_.emplace(hl::runtime_options{.workers = 3});
+    start({}, {.min_size = 3, .max_size = 3, .max_waiters = 8, .runtime = &*runtime_});
+    EXPECT_EQ(server_->workers(), 3u);
+    std::vector<std::unique_ptr<client>> clients;
+    for (int i = 0; i < 4; ++i) {
+        clients.push_back(std::make_unique<client>(endpoint_));
+        auto r = clients.back()->call("/stats", "", "GET");
+        EXPECT_NE(r.body.find("\"worker\":" + std::to_string(i % 3) + ","), std::string::npos) << i << ": " << r.body;
+    }
+    for (auto& c : clients) {  // a guest call, and one through the async host function, from every worker
+        EXPECT_EQ(c->call("/call/Sha256", "abc").body, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        EXPECT_EQ(c->call("/call/Profile", "ada").body.substr(0, 12), "<h1>ada</h1>");
+    }
+}
+
+// Shutdown closes each connection on its own worker, and interrupts the calls there.
+TEST_F(ServerTest, ShutdownInterruptsCallsInFlightOnEveryWorker) {
+    HL_REQUIRE_KVM();
+    runtime_.emplace(hl::runtime_options{.workers = 2});
+    web::server_options options;
+    options.deadline = 60s;
+    start(options, {.min_size = 2, .max_size = 2, .runtime = &*runtime_});
+    client a(endpoint_), b(endpoint_);
+    a.send(web::format_request("POST", "/call/Runaway", "x"));
+    b.send(web::format_request("POST", "/call/Runaway", "x"));
+    ASSERT_TRUE(eventually([&] { return pool_stats().in_use == 2; }));
+    stop();
+    EXPECT_TRUE(a.closed_by_server());
+    EXPECT_TRUE(b.closed_by_server());
 }
 
 }  // namespace
