@@ -89,12 +89,14 @@ void sandbox_state::pump() {
             if (queue_.empty()) {
                 pumping_ = false;
                 destroy = closed_;
-            } else if (!first && queue_.front()->background && !pump_posted_) {
-                // Behind the operation that just ended: what it completed runs first (the pool's
-                // restore stays off the request's path).
+            } else if (!first) {
+                // One operation per turn: what the worker was given meanwhile (what the operation
+                // just completed, other sandboxes, timers) runs before this sandbox's next one, so a
+                // queue refilled as fast as it drains cannot hold the worker, and the pool's
+                // restore stays off the request's path. A pump already queued will go on.
                 pumping_ = false;
+                repost = !pump_posted_;
                 pump_posted_ = true;
-                repost = true;
             } else {
                 op = queue_.front();
                 queue_.pop_front();
