@@ -16,12 +16,10 @@ thread_local int operation_depth = 0;
 
 std::atomic<std::uint64_t> last_id{0};
 
-struct depth_guard {
-    depth_guard() noexcept { ++operation_depth; }
-    ~depth_guard() { --operation_depth; }
-};
-
 }  // namespace
+
+operation_scope::operation_scope() noexcept { ++operation_depth; }
+operation_scope::~operation_scope() { --operation_depth; }
 
 std::uint64_t sandbox_state::next_id() noexcept { return last_id.fetch_add(1, std::memory_order_relaxed) + 1; }
 
@@ -73,7 +71,7 @@ void sandbox_state::submit(sandbox_op* op, bool may_start_inline) {
 }
 
 void sandbox_state::pump() {
-    const depth_guard depth;
+    const operation_scope inside;
     bool first = true;
     for (;;) {
         sandbox_op* op = nullptr;
