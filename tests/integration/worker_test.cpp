@@ -242,7 +242,6 @@ TEST_F(Workers, TheThreadCountStaysAtTheWorkersWithTwoHundredSandboxes) {
         }
         EXPECT_EQ(hl::test::thread_count(), before);
     });
-    EXPECT_EQ(hl::test::thread_count(), before);
 }
 
 }  // namespace
