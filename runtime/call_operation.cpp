@@ -49,6 +49,8 @@ void call_base::start(sandbox_state& state) {
 }
 
 void call_base::step() {
+    // Resumed from the worker's queue too: the guest's host functions run inside this operation.
+    const operation_scope inside;
     const auto slice = state_->home().slice();
     guest_call::status status;
     try {

@@ -16,12 +16,10 @@ thread_local int operation_depth = 0;
 
 std::atomic<std::uint64_t> last_id{0};
 
-struct depth_guard {
-    depth_guard() noexcept { ++operation_depth; }
-    ~depth_guard() { --operation_depth; }
-};
-
 }  // namespace
+
+operation_scope::operation_scope() noexcept { ++operation_depth; }
+operation_scope::~operation_scope() { --operation_depth; }
 
 std::uint64_t sandbox_state::next_id() noexcept { return last_id.fetch_add(1, std::memory_order_relaxed) + 1; }
 
@@ -73,7 +71,7 @@ void sandbox_state::submit(sandbox_op* op, bool may_start_inline) {
 }
 
 void sandbox_state::pump() {
-    const depth_guard depth;
+    const operation_scope inside;
     bool first = true;
     for (;;) {
         sandbox_op* op = nullptr;
@@ -89,12 +87,14 @@ void sandbox_state::pump() {
             if (queue_.empty()) {
                 pumping_ = false;
                 destroy = closed_;
-            } else if (!first && queue_.front()->background && !pump_posted_) {
-                // Behind the operation that just ended: what it completed runs first (the pool's
-                // restore stays off the request's path).
+            } else if (!first) {
+                // One operation per turn: what the worker was given meanwhile (what the operation
+                // just completed, other sandboxes, timers) runs before this sandbox's next one, so a
+                // queue refilled as fast as it drains cannot hold the worker, and the pool's
+                // restore stays off the request's path. A pump already queued will go on.
                 pumping_ = false;
+                repost = !pump_posted_;
                 pump_posted_ = true;
-                repost = true;
             } else {
                 op = queue_.front();
                 queue_.pop_front();

@@ -40,6 +40,18 @@ public:
     bool background = false;              // the pool's restore: never started inline behind another op
 };
 
+/// While one is on the worker's stack, the thread is inside an operation: an operation submitted
+/// meanwhile (by a host function) is queued, never started on top of it. The scheduler holds one
+/// while it starts operations; a call holds one whenever it runs its guest, including the slices
+/// and host answers that resume it from the worker's queue.
+class operation_scope {
+public:
+    operation_scope() noexcept;
+    ~operation_scope();
+    operation_scope(const operation_scope&) = delete;
+    operation_scope& operator=(const operation_scope&) = delete;
+};
+
 class sandbox_state : public std::enable_shared_from_this<sandbox_state> {
 public:
     explicit sandbox_state(std::shared_ptr<worker> home);
