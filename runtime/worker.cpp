@@ -8,8 +8,6 @@
 #include <algorithm>
 #include <string>
 
-#include "hl/guest_call.hpp"
-
 namespace hl::detail {
 namespace {
 
@@ -54,8 +52,6 @@ void worker::loop(std::size_t index) {
     const std::string name = "hl-worker-" + std::to_string(index);
     pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());  // for top -H, perf and debuggers
     this_worker = this;
-    // Calls come back to back here: the slice timer need not be disarmed and re-armed for each.
-    guest_call::keep_timer_armed_on_this_thread(true);
     for (;;) {
         try {
             // Work that comes while the worker spins idle (a call made from another thread, a

@@ -102,12 +102,6 @@ public:
     /// still run it just after), and on a finished call this is a no-op.
     void set_interrupt_listener(std::function<void()> f);
 
-    /// For a scheduler's own threads (the runtime's workers): the thread's slice timer stays armed
-    /// between calls, and a call that would expire later than the pending arming leaves it be. That
-    /// saves two system calls per call; a stray expiry costs one spurious exit of whatever guest runs
-    /// then, or an EINTR in a blocking system call of the thread (Asio retries those). Off by default.
-    static void keep_timer_armed_on_this_thread(bool on) noexcept;
-
     /// True from the end of the call (finished or failed) on, and for an empty call.
     bool done() const noexcept;
     explicit operator bool() const noexcept { return state_ != nullptr; }

@@ -7,7 +7,6 @@
 #include "sandbox/call_state.hpp"
 #include "sandbox/interrupt.hpp"
 #include "sandbox/sandbox_core.hpp"
-#include "sandbox/thread_timer.hpp"
 #include "util/strfmt.hpp"
 
 namespace hl {
@@ -165,7 +164,5 @@ void guest_call::set_interrupt_listener(std::function<void()> f) {
 }
 
 bool guest_call::done() const noexcept { return !state_ || is_over(*state_); }
-
-void guest_call::keep_timer_armed_on_this_thread(bool on) noexcept { detail::thread_timer::set_lazy(on); }
 
 }  // namespace hl

@@ -50,7 +50,6 @@ void on_signal(int, siginfo_t* info, void*) {
     if (info->si_code == SI_TIMER) {
         // The thread's one timer: every frame whose time has come stops when its guest runs again.
         // The clock, not the signal, decides: a signal from an earlier arming finds nothing due.
-        thread_timer::fired();
         const std::int64_t now = monotonic_ns();  // clock_gettime is async-signal-safe
         bool due = false;
         for (int i = 0; i < depth; ++i) {
@@ -61,14 +60,7 @@ void on_signal(int, siginfo_t* info, void*) {
                 due = true;
             }
         }
-        if (!due) {
-            stale_signals.fetch_add(1, std::memory_order_relaxed);
-            // An expiry armed for an earlier call (a lazy thread): the running frame has no timer
-            // any more. Stopping its next KVM_RUN makes the loop arm one (stop_reason()).
-            if (depth > 0 && current.frames[depth - 1].expiry != 0) {
-                set_immediate_exit(current.frames[depth - 1].immediate_exit, 1);
-            }
-        }
+        if (!due) stale_signals.fetch_add(1, std::memory_order_relaxed);
         return;
     }
     // A kill: the killer already set immediate_exit; the signal only has to end KVM_RUN.
@@ -287,18 +279,7 @@ run_frame::reason run_frame::stop_reason() noexcept {
     set_immediate_exit(state_.immediate_exit, 0);  // seq_cst store, then seq_cst loads
     if (state_.cancel.load()) return reason::cancelled;
     active_call& frame = current.frames[depth_];
-    if (frame.timer_hit == 0) {
-        // A lazy thread's timer that went off early (armed for an earlier call) left this frame
-        // without one.
-        if (frame.expiry != 0 && !thread_timer::armed()) {
-            try {
-                thread_timer::arm(state_.signal, frame.expiry);
-            } catch (const std::exception&) {
-                // As in pop(): the timer exists, so this does not fail in practice; a kill still works.
-            }
-        }
-        return reason::none;
-    }
+    if (frame.timer_hit == 0) return reason::none;
     frame.timer_hit = 0;
     armed_ = false;
     const std::int64_t now = monotonic_ns();

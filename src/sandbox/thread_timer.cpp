@@ -40,17 +40,11 @@ struct timer {
 };
 
 thread_local timer this_thread_timer;
-// When the timer is due (0: not armed); trivially destructible and initial-exec, as the signal
-// handler clears it. With `lazy`, an arming that comes later than the one pending is skipped and
-// disarm() leaves the timer running: a scheduler's thread saves two system calls per call.
-[[gnu::tls_model("initial-exec")]] thread_local std::int64_t armed_at = 0;
-[[gnu::tls_model("initial-exec")]] thread_local bool lazy = false;
 
 }  // namespace
 
 void arm(int signal, std::int64_t expiry) {
     timer& t = this_thread_timer;
-    if (lazy && t.created && t.signal == signal && armed_at != 0 && armed_at <= expiry) return;
     t.make(signal);
     itimerspec spec{};
     const std::int64_t at = expiry > 0 ? expiry : 1;  // 0 would disarm
@@ -59,21 +53,12 @@ void arm(int signal, std::int64_t expiry) {
     if (::timer_settime(t.id, TIMER_ABSTIME, &spec, nullptr) != 0) {
         throw std::system_error(errno, std::system_category(), "timer_settime for a call deadline or slice");
     }
-    armed_at = at;
 }
 
 void disarm() noexcept {
-    if (lazy) return;
     timer& t = this_thread_timer;
     const itimerspec off{};
     if (t.created) ::timer_settime(t.id, 0, &off, nullptr);
-    armed_at = 0;
 }
-
-void fired() noexcept { armed_at = 0; }
-
-bool armed() noexcept { return armed_at != 0; }
-
-void set_lazy(bool on) noexcept { lazy = on; }
 
 }  // namespace hl::detail::thread_timer

@@ -12,17 +12,7 @@ namespace hl::detail::thread_timer {
 /// Throws std::system_error when the kernel refuses a timer.
 void arm(int signal, std::int64_t expiry);
 
-/// Disarms it, if it exists (not on a lazy thread, see set_lazy()).
+/// Disarms it, if it exists.
 void disarm() noexcept;
-
-/// From the signal handler: the timer went off, nothing is armed any more.
-void fired() noexcept;
-/// Whether an arming is pending.
-bool armed() noexcept;
-
-/// For a scheduler's own threads: keep the timer armed between calls and skip an arming later than
-/// the pending one. A stray expiry then costs one spurious exit of whatever guest runs (which re-arms
-/// for itself), or an EINTR in a blocking system call of the thread, which such a thread tolerates.
-void set_lazy(bool on) noexcept;
 
 }  // namespace hl::detail::thread_timer
