@@ -146,7 +146,9 @@ public:
 
     void start(sandbox_state& state) override {
         std::string message;
-        auto [ec, values] = fn_(state, message);
+        auto outcome = fn_(state, message);  // not a structured binding: clang 14 cannot capture one
+        const std::error_code ec = outcome.first;
+        auto values = std::move(outcome.second);
         state.finished(*this);
         auto done = std::move(done_);
         delete this;
