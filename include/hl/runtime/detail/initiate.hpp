@@ -80,13 +80,11 @@ void complete_usage_error(Handler handler, const asio::any_io_executor& fallback
 struct call_context {
     std::chrono::nanoseconds timeout{};
     std::optional<std::uint64_t> holder;       // a lease's epoch
-    std::shared_ptr<task_cancellation> task;   // a pool task's cancellation, as well as the handler's
-    std::shared_ptr<pool_core> release_to;     // a pool task: give the sandbox back afterwards
     const char* empty_message = "the sandbox handle is empty";
 };
 
 /// Starts a call of `name` on `state` (null: complete with usage_error). A cancellation through
-/// the handler's slot (or `context.task`) withdraws it while queued and kills it while it runs.
+/// the handler's slot withdraws it while queued and kills it while it runs.
 template <class R, class Token, class... Args>
 auto initiate_call(std::shared_ptr<sandbox_state> state, asio::any_io_executor ex, std::string_view name,
                    call_context context, Token&& token, const Args&... args) {
@@ -109,7 +107,6 @@ auto initiate_call(std::shared_ptr<sandbox_state> state, asio::any_io_executor e
                                                    context.timeout, epoch);
             op->holder = context.holder;
             op->id = state->next_id();
-            if (context.release_to) op->release_to(std::move(context.release_to));
             auto stop = [weak = std::weak_ptr<sandbox_state>(state), id = op->id] {
                 if (auto s = weak.lock()) s->cancel(id);
             };
@@ -119,10 +116,6 @@ auto initiate_call(std::shared_ptr<sandbox_state> state, asio::any_io_executor e
                 slot.assign([stop](asio::cancellation_type type) {
                     if (type != asio::cancellation_type::none) stop();
                 });
-            }
-            if (context.task && !context.task->arm(stop)) {
-                op->abort(asio::error::operation_aborted);  // the task was cancelled before its call
-                return;
             }
             state->submit(op);
         },
