@@ -102,6 +102,17 @@ public:
     /// still run it just after), and on a finished call this is a no-op.
     void set_interrupt_listener(std::function<void()> f);
 
+    /// For a thread that exists to run guest calls back to back (a scheduler's worker; the
+    /// runtime's workers do it): the thread's slice and deadline timer is armed only when no
+    /// earlier arming is pending and stays armed when a call ends, and the interrupt signal, once
+    /// unblocked for a call, stays unblocked (code on the thread must not block it again). That
+    /// saves the three system calls a call otherwise makes around a slice. The price: an arming
+    /// made for an earlier call may go off in a later one (one more exit of that guest, which then
+    /// re-arms for itself) or, at most one slice after the last call, in a blocking system call of
+    /// the thread, which then fails with EINTR. Off by default; for the calling thread only.
+    /// Turning it off disarms the timer (the signal stays as it is).
+    static void dedicate_this_thread(bool on) noexcept;
+
     /// True from the end of the call (finished or failed) on, and for an empty call.
     bool done() const noexcept;
     explicit operator bool() const noexcept { return state_ != nullptr; }

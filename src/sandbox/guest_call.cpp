@@ -7,6 +7,7 @@
 #include "sandbox/call_state.hpp"
 #include "sandbox/interrupt.hpp"
 #include "sandbox/sandbox_core.hpp"
+#include "sandbox/thread_timer.hpp"
 #include "util/strfmt.hpp"
 
 namespace hl {
@@ -164,5 +165,7 @@ void guest_call::set_interrupt_listener(std::function<void()> f) {
 }
 
 bool guest_call::done() const noexcept { return !state_ || is_over(*state_); }
+
+void guest_call::dedicate_this_thread(bool on) noexcept { detail::thread_timer::set_dedicated(on); }
 
 }  // namespace hl

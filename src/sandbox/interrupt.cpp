@@ -41,6 +41,9 @@ struct active_calls {
 };
 [[gnu::tls_model("initial-exec")]] thread_local active_calls current;
 
+// The interrupt signal a dedicated thread (thread_timer::set_dedicated()) keeps unblocked, 0 for none.
+thread_local int unblocked_for_good = 0;
+
 void set_immediate_exit(std::uint8_t* flag, std::uint8_t value) noexcept {
     if (flag != nullptr) __atomic_store_n(flag, value, __ATOMIC_SEQ_CST);
 }
@@ -51,6 +54,7 @@ void on_signal(int, siginfo_t* info, void*) {
         // The thread's one timer: every frame whose time has come stops when its guest runs again.
         // The clock, not the signal, decides: a signal from an earlier arming finds nothing due.
         const std::int64_t now = monotonic_ns();  // clock_gettime is async-signal-safe
+        thread_timer::expired(now);
         bool due = false;
         for (int i = 0; i < depth; ++i) {
             active_call& frame = current.frames[i];
@@ -61,6 +65,15 @@ void on_signal(int, siginfo_t* info, void*) {
             }
         }
         if (!due) stale_signals.fetch_add(1, std::memory_order_relaxed);
+        // The innermost frame, the one that runs a guest, may have relied on this arming (a
+        // dedicated thread's, made for an earlier call or an outer frame): with no timer left for
+        // it, its next KVM_RUN stops at once, and its loop arms one (run_frame::stop_reason()).
+        if (depth > 0) {
+            active_call& inner = current.frames[depth - 1];
+            if (inner.expiry != 0 && inner.timer_hit == 0 && !thread_timer::covers(inner.expiry)) {
+                set_immediate_exit(inner.immediate_exit, 1);
+            }
+        }
         return;
     }
     // A kill: the killer already set immediate_exit; the signal only has to end KVM_RUN.
@@ -201,15 +214,19 @@ run_frame::run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t
     }
     if (slice_ != 0) slice_end_ = monotonic_ns() + slice_;
     const std::int64_t expiry = earlier(deadline_, slice_end_);
-    // A thread that blocks the signal (sigwait or signalfd designs) would never be kicked out.
-    sigset_t mask;
-    ::pthread_sigmask(SIG_BLOCK, nullptr, &mask);
-    if (sigismember(&mask, state_.signal) == 1) {
-        sigset_t ours;
-        sigemptyset(&ours);
-        sigaddset(&ours, state_.signal);
-        ::pthread_sigmask(SIG_UNBLOCK, &ours, nullptr);
-        unblocked_ = true;
+    // A thread that blocks the signal (sigwait or signalfd designs) would never be kicked out. A
+    // dedicated thread unblocks it for good the first time, and looks no more.
+    if (!(thread_timer::dedicated() && unblocked_for_good == state_.signal)) {
+        sigset_t mask;
+        ::pthread_sigmask(SIG_BLOCK, nullptr, &mask);
+        if (sigismember(&mask, state_.signal) == 1) {
+            sigset_t ours;
+            sigemptyset(&ours);
+            sigaddset(&ours, state_.signal);
+            ::pthread_sigmask(SIG_UNBLOCK, &ours, nullptr);
+            unblocked_ = !thread_timer::dedicated();
+        }
+        if (thread_timer::dedicated()) unblocked_for_good = state_.signal;
     }
     active_call& frame = current.frames[depth_];
     frame = active_call{};
@@ -279,7 +296,18 @@ run_frame::reason run_frame::stop_reason() noexcept {
     set_immediate_exit(state_.immediate_exit, 0);  // seq_cst store, then seq_cst loads
     if (state_.cancel.load()) return reason::cancelled;
     active_call& frame = current.frames[depth_];
-    if (frame.timer_hit == 0) return reason::none;
+    if (frame.timer_hit == 0) {
+        // The arming this frame relied on went off for another (see on_signal()).
+        if (frame.expiry != 0 && !thread_timer::covers(frame.expiry)) {
+            try {
+                thread_timer::arm(state_.signal, frame.expiry);
+                armed_ = true;
+            } catch (const std::exception&) {
+                // As in pop(): the timer exists, so this does not fail in practice; a kill still works.
+            }
+        }
+        return reason::none;
+    }
     frame.timer_hit = 0;
     armed_ = false;
     const std::int64_t now = monotonic_ns();

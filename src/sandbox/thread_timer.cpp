@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <system_error>
 
@@ -41,24 +42,55 @@ struct timer {
 
 thread_local timer this_thread_timer;
 
+// When the pending arming goes off (monotonic ns), 0 for none. The signal handler clears it, so it
+// is initial-exec TLS (no allocation on first use in the handler) and written only before the
+// timer_settime it describes: an arming that fires at once is then cleared, never left standing
+// for a timer that no longer runs. A stale value errs on the safe side: one arming too many.
+[[gnu::tls_model("initial-exec")]] thread_local std::atomic<std::int64_t> pending_at{0};
+[[gnu::tls_model("initial-exec")]] thread_local bool is_dedicated = false;
+
 }  // namespace
 
 void arm(int signal, std::int64_t expiry) {
     timer& t = this_thread_timer;
+    const std::int64_t at = expiry > 0 ? expiry : 1;  // 0 would disarm
+    if (is_dedicated && t.created && t.signal == signal && covers(at)) return;
     t.make(signal);
     itimerspec spec{};
-    const std::int64_t at = expiry > 0 ? expiry : 1;  // 0 would disarm
     spec.it_value.tv_sec = static_cast<time_t>(at / 1'000'000'000);
     spec.it_value.tv_nsec = static_cast<long>(at % 1'000'000'000);
+    pending_at.store(at, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
     if (::timer_settime(t.id, TIMER_ABSTIME, &spec, nullptr) != 0) {
+        pending_at.store(0, std::memory_order_relaxed);
         throw std::system_error(errno, std::system_category(), "timer_settime for a call deadline or slice");
     }
 }
 
 void disarm() noexcept {
+    if (is_dedicated) return;
     timer& t = this_thread_timer;
     const itimerspec off{};
     if (t.created) ::timer_settime(t.id, 0, &off, nullptr);
+    pending_at.store(0, std::memory_order_relaxed);
 }
+
+bool covers(std::int64_t expiry) noexcept {
+    const std::int64_t at = pending_at.load(std::memory_order_relaxed);
+    return at != 0 && at <= expiry;
+}
+
+void expired(std::int64_t now) noexcept {
+    const std::int64_t at = pending_at.load(std::memory_order_relaxed);
+    if (at != 0 && now >= at) pending_at.store(0, std::memory_order_relaxed);
+}
+
+void set_dedicated(bool on) noexcept {
+    const bool was = is_dedicated;
+    is_dedicated = on;
+    if (was && !on) disarm();  // nothing of the dedicated time goes off later
+}
+
+bool dedicated() noexcept { return is_dedicated; }
 
 }  // namespace hl::detail::thread_timer

@@ -8,11 +8,28 @@
 namespace hl::detail::thread_timer {
 
 /// Arms the calling thread's timer to send `signal` to this thread once, at `expiry`
-/// (CLOCK_MONOTONIC nanoseconds; a time already past fires at once). Replaces any earlier arming.
+/// (CLOCK_MONOTONIC nanoseconds; a time already past fires at once). Replaces any earlier arming,
+/// except on a dedicated thread (set_dedicated()), where an arming already pending for `expiry` or
+/// earlier is left to fire: whoever relied on it re-arms then (see covers()).
 /// Throws std::system_error when the kernel refuses a timer.
 void arm(int signal, std::int64_t expiry);
 
-/// Disarms it, if it exists.
+/// Disarms it, if it exists; on a dedicated thread, leaves it be.
 void disarm() noexcept;
+
+/// True if an arming is pending that goes off at `expiry` or earlier, to this thread.
+bool covers(std::int64_t expiry) noexcept;
+
+/// From the thread's signal handler, for the timer's signal: the pending arming is over if it was
+/// due by `now` (a signal of an earlier, replaced arming finds the newer one still pending).
+void expired(std::int64_t now) noexcept;
+
+/// For a thread that exists to run guest calls back to back (a scheduler's worker): calls arm the
+/// timer only when no earlier arming is pending, and leave it running when they end, so that short
+/// calls make no timer system call at all. A stray expiry costs the guest that runs then one exit,
+/// or a blocking system call of the thread an EINTR. Off by default; the calling thread only.
+/// Turning it off disarms the timer.
+void set_dedicated(bool on) noexcept;
+bool dedicated() noexcept;
 
 }  // namespace hl::detail::thread_timer

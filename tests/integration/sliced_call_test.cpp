@@ -3,6 +3,8 @@
 // sandboxes interleaved on one thread, nested calls, and one POSIX timer per thread.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
 #include <atomic>
 #include <chrono>
 #include <fstream>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "guest_paths.hpp"
+#include "watchdog.hpp"
 #include "hl/hl.hpp"
 
 namespace {
@@ -54,12 +57,19 @@ int posix_timers() {
     return n;
 }
 
-class SlicedCall : public ::testing::Test {
+// Every test runs on an ordinary thread and on one dedicated to calls (guest_call::
+// dedicate_this_thread, as the runtime's workers are), whose timer stays armed between calls.
+class SlicedCall : public ::testing::TestWithParam<bool> {
 protected:
-    void SetUp() override { HL_REQUIRE_KVM(); }
+    void SetUp() override {
+        HL_REQUIRE_KVM();
+        hl::guest_call::dedicate_this_thread(GetParam());
+    }
+    void TearDown() override { hl::guest_call::dedicate_this_thread(false); }
+    static void on_this_kind_of_thread() { hl::guest_call::dedicate_this_thread(GetParam()); }
 };
 
-TEST_F(SlicedCall, ReturnsWhatCallReturns) {
+TEST_P(SlicedCall, ReturnsWhatCallReturns) {
     auto sb = make();
     auto add = start(sb, "AddLocal", value_type::int32, {std::int32_t{20}, std::int32_t{22}});
     EXPECT_FALSE(add.done());
@@ -81,7 +91,7 @@ TEST_F(SlicedCall, ReturnsWhatCallReturns) {
     EXPECT_EQ(std::get<std::int64_t>(host.take_result()), sb.call<std::int64_t>("CallHostManyTimes", 100));
 }
 
-TEST_F(SlicedCall, AGuestErrorEndsTheCallAsCallDoes) {
+TEST_P(SlicedCall, AGuestErrorEndsTheCallAsCallDoes) {
     auto sb = make();
     auto call = start(sb, "ReturnGuestError", value_type::void_type, {std::int32_t{7}, std::string_view("no")});
     EXPECT_EQ(error_of([&] { call.run(); }), errc::guest_error);
@@ -91,7 +101,7 @@ TEST_F(SlicedCall, AGuestErrorEndsTheCallAsCallDoes) {
     EXPECT_EQ(sb.call<std::int32_t>("AddLocal", 1, 2), 3);
 }
 
-TEST_F(SlicedCall, ARunawayGuestSlicedHundredsOfTimesIsKilledBetweenSlices) {
+TEST_P(SlicedCall, ARunawayGuestSlicedHundredsOfTimesIsKilledBetweenSlices) {
     auto sb = make();
     auto snap = sb.snapshot();
     const auto handle = sb.interrupt_handle();
@@ -114,7 +124,7 @@ TEST_F(SlicedCall, ARunawayGuestSlicedHundredsOfTimesIsKilledBetweenSlices) {
     EXPECT_EQ(sb.call<std::int32_t>("AddLocal", 1, 2), 3);
 }
 
-TEST_F(SlicedCall, ARunawayGuestIsKilledInsideASlice) {
+TEST_P(SlicedCall, ARunawayGuestIsKilledInsideASlice) {
     auto sb = make();
     auto snap = sb.snapshot();
     const auto handle = sb.interrupt_handle();
@@ -133,7 +143,7 @@ TEST_F(SlicedCall, ARunawayGuestIsKilledInsideASlice) {
     EXPECT_EQ(sb.call<std::int32_t>("AddLocal", 2, 2), 4);
 }
 
-TEST_F(SlicedCall, ADeadlineShorterThanTheSliceEndsTheFirstRun) {
+TEST_P(SlicedCall, ADeadlineShorterThanTheSliceEndsTheFirstRun) {
     auto sb = make();
     auto spin = start(sb, "Spin", value_type::void_type, {}, 5ms);
     ASSERT_TRUE(spin.deadline().has_value());
@@ -149,14 +159,14 @@ TEST_F(SlicedCall, ADeadlineShorterThanTheSliceEndsTheFirstRun) {
     EXPECT_TRUE(sb.poisoned());
 }
 
-TEST_F(SlicedCall, ADeadlineEqualToTheSliceTimesOut) {
+TEST_P(SlicedCall, ADeadlineEqualToTheSliceTimesOut) {
     auto sb = make();
     // The slice is counted from run(), the deadline from start_call(): the deadline comes first.
     auto spin = start(sb, "Spin", value_type::void_type, {}, 20ms);
     EXPECT_EQ(error_of([&] { spin.run(20ms); }), errc::timed_out);
 }
 
-TEST_F(SlicedCall, ADeadlineLongerThanTheSliceLetsSlicesEndUntilItPasses) {
+TEST_P(SlicedCall, ADeadlineLongerThanTheSliceLetsSlicesEndUntilItPasses) {
     auto sb = make();
     auto spin = start(sb, "Spin", value_type::void_type, {}, 200ms);
     int sliced = 0;
@@ -170,7 +180,7 @@ TEST_F(SlicedCall, ADeadlineLongerThanTheSliceLetsSlicesEndUntilItPasses) {
     EXPECT_GT(sliced, 0);
 }
 
-TEST_F(SlicedCall, ADeadlineThatPassesBetweenSlicesEndsTheNextRun) {
+TEST_P(SlicedCall, ADeadlineThatPassesBetweenSlicesEndsTheNextRun) {
     auto sb = make();
     auto spin = start(sb, "Spin", value_type::void_type, {}, 10ms);
     ASSERT_EQ(spin.run(100us), status::sliced);
@@ -179,7 +189,7 @@ TEST_F(SlicedCall, ADeadlineThatPassesBetweenSlicesEndsTheNextRun) {
     EXPECT_EQ(error_of([&] { spin.run(100us); }), errc::timed_out);
 }
 
-TEST_F(SlicedCall, AComputationSlicedIntoManyPiecesReturnsTheUnslicedValue) {
+TEST_P(SlicedCall, AComputationSlicedIntoManyPiecesReturnsTheUnslicedValue) {
     auto sb = make();
     auto snap = sb.snapshot();
     const auto whole = sb.call<std::int64_t>("HeapChurn", 100'000);
@@ -195,7 +205,7 @@ TEST_F(SlicedCall, AComputationSlicedIntoManyPiecesReturnsTheUnslicedValue) {
     EXPECT_EQ(std::get<std::uint64_t>(loop.take_result()), 20'000'000u);
 }
 
-TEST_F(SlicedCall, TwoSandboxesInterleaveOnOneThread) {
+TEST_P(SlicedCall, TwoSandboxesInterleaveOnOneThread) {
     auto a = make();
     auto b = make();
     auto long_call = start(a, "LoopFor", value_type::uint64, {std::uint64_t{10'000'000}});
@@ -214,7 +224,7 @@ TEST_F(SlicedCall, TwoSandboxesInterleaveOnOneThread) {
     EXPECT_EQ(std::get<std::uint64_t>(long_call.take_result()), 10'000'000u);
 }
 
-TEST_F(SlicedCall, ANestedCallThroughAHostFunctionGivesTheOuterCallItsTimerBack) {
+TEST_P(SlicedCall, ANestedCallThroughAHostFunctionGivesTheOuterCallItsTimerBack) {
     auto inner = make();
     auto u = hl::uninitialized_sandbox::from_file(hl::test::simpleguest());
     bool inner_timed_out = false;
@@ -239,7 +249,7 @@ TEST_F(SlicedCall, ANestedCallThroughAHostFunctionGivesTheOuterCallItsTimerBack)
     EXPECT_TRUE(saw_outer_deadline);
 }
 
-TEST_F(SlicedCall, SlicesGoOnAfterANestedCallReturns) {
+TEST_P(SlicedCall, SlicesGoOnAfterANestedCallReturns) {
     auto inner = make();
     auto u = hl::uninitialized_sandbox::from_file(hl::test::simpleguest());
     u.register_host_function("HostAdd", [&](std::int32_t a, std::int32_t b) {
@@ -253,7 +263,7 @@ TEST_F(SlicedCall, SlicesGoOnAfterANestedCallReturns) {
     for (int i = 0; i < 20; ++i) ASSERT_EQ(spin.run(100us), status::sliced);
 }
 
-TEST_F(SlicedCall, ThreadsHaveOneTimerHoweverManySandboxesTheyDrive) {
+TEST_P(SlicedCall, ThreadsHaveOneTimerHoweverManySandboxesTheyDrive) {
     std::vector<hl::multi_use_sandbox> sandboxes;
     auto first = make();
     auto snap = first.snapshot();
@@ -268,11 +278,90 @@ TEST_F(SlicedCall, ThreadsHaveOneTimerHoweverManySandboxesTheyDrive) {
     EXPECT_EQ(posix_timers(), before);
     int other_thread = 0;
     std::thread([&] {
+        on_this_kind_of_thread();
         EXPECT_EQ(sandboxes[0].call_for<std::int32_t>(1s, "AddLocal", 1, 1), 2);
         other_thread = posix_timers();
     }).join();
     EXPECT_EQ(other_thread, before + 1) << "a thread of its own has a timer of its own";
     EXPECT_EQ(posix_timers(), before) << "deleted when its thread ends";
 }
+
+TEST_P(SlicedCall, ARunawayAfterShortCallsIsStillSlicedAndNoSliceEndsEarly) {
+    // On a dedicated thread the short calls leave their slice timer armed for a moment that comes
+    // before the runaway's slice end: the runaway must re-arm for itself when it goes off.
+    auto sb = make();
+    auto snap = sb.snapshot();
+    const auto handle = sb.interrupt_handle();
+    const hl::test::watchdog dog(handle, 30s);
+    for (int round = 0; round < 60; ++round) {
+        for (int k = 0; k < round % 5; ++k) {
+            auto echo = start(sb, "Echo", value_type::string, {std::string_view("short")});
+            run_to_end(echo, 1ms);
+        }
+        if (round % 3 == 1) std::this_thread::sleep_for(std::chrono::microseconds(200 * (round % 7)));
+        auto spin = start(sb, "Spin", value_type::void_type);
+        for (int j = 0; j < 2; ++j) {
+            const auto before = std::chrono::steady_clock::now();
+            ASSERT_EQ(spin.run(1ms), status::sliced) << "round " << round;
+            EXPECT_GE(std::chrono::steady_clock::now() - before, 1ms) << "a slice ended before its time";
+        }
+        handle.kill();
+        EXPECT_EQ(error_of([&] { spin.run(1ms); }), errc::cancelled);
+        sb.restore(snap);
+    }
+    EXPECT_EQ(sb.call<std::int32_t>("AddLocal", 2, 3), 5);
+}
+
+TEST_P(SlicedCall, ATimerThatGoesOffBetweenCallsLeavesTheNextCallItsSlices) {
+    auto sb = make();
+    auto snap = sb.snapshot();
+    const hl::test::watchdog dog(sb.interrupt_handle(), 30s);
+    auto echo = start(sb, "Echo", value_type::string, {std::string_view("short")});
+    run_to_end(echo, 200us);
+    std::this_thread::sleep_for(2ms);  // a dedicated thread's timer goes off here, with no call
+    auto spin = start(sb, "Spin", value_type::void_type, {}, 20ms);
+    int sliced = 0;
+    errc end{};
+    for (int i = 0; i < 10'000 && end == errc{}; ++i) {
+        end = error_of([&] {
+            if (spin.run(500us) == status::sliced) ++sliced;
+        });
+    }
+    EXPECT_EQ(end, errc::timed_out);
+    EXPECT_GE(sliced, 1);
+    sb.restore(snap);
+}
+
+TEST_P(SlicedCall, AThreadThatBlocksTheSignalIsStillSlicedAndKilled) {
+    std::thread([] {
+        sigset_t block;
+        sigemptyset(&block);
+        sigaddset(&block, SIGRTMIN);
+        ASSERT_EQ(::pthread_sigmask(SIG_BLOCK, &block, nullptr), 0);
+        on_this_kind_of_thread();
+        auto sb = make();
+        const auto snap = sb.snapshot();
+        const auto handle = sb.interrupt_handle();
+        hl::test::watchdog dog(handle, 30s);
+        for (int round = 0; round < 3; ++round) {
+            auto spin = start(sb, "Spin", value_type::void_type);
+            for (int i = 0; i < 5; ++i) ASSERT_EQ(spin.run(200us), status::sliced);
+            handle.kill();
+            EXPECT_EQ(error_of([&] { spin.run(200us); }), errc::cancelled);
+            sb.restore(snap);
+        }
+        sigset_t now;
+        ::pthread_sigmask(SIG_BLOCK, nullptr, &now);
+        if (GetParam()) {
+            EXPECT_EQ(sigismember(&now, SIGRTMIN), 0) << "a dedicated thread keeps the signal unblocked";
+        } else {
+            EXPECT_EQ(sigismember(&now, SIGRTMIN), 1) << "the thread's mask is put back";
+        }
+    }).join();
+}
+
+INSTANTIATE_TEST_SUITE_P(Threads, SlicedCall, ::testing::Bool(), [](const ::testing::TestParamInfo<bool>& info) {
+    return info.param ? "DedicatedThread" : "OrdinaryThread";
+});
 
 }  // namespace
