@@ -68,10 +68,17 @@ void call_base::step() {
         }
         return finish({}, {}, std::move(result));
     }
-    case guest_call::status::sliced:
-        // The worker serves everything queued meanwhile, then the guest goes on.
-        state_->home().post([this] { step(); });
+    case guest_call::status::sliced: {
+        // The worker serves what came meanwhile, then the guest goes on. Through the reactor, not a
+        // post: a post would run ahead of the timers and sockets that became ready during the
+        // slice (the reactor is polled once per turn of the queue, after what is queued), so a
+        // request waiting on them would wait a second slice. Timers that are due complete in order
+        // of expiry, and this one is due now, so every one that fell due during the slice goes first.
+        if (!resume_) resume_ = std::make_unique<asio::steady_timer>(state_->home().context());
+        resume_->expires_at(std::chrono::steady_clock::time_point::min());
+        resume_->async_wait([this](std::error_code) { step(); });
         return;
+    }
     case guest_call::status::host_call: return wait_for_host();
     }
 }
@@ -145,6 +152,7 @@ void call_base::fail(const std::exception_ptr& e) {
 
 void call_base::finish(std::error_code ec, std::string message, return_value result) {
     call_ = guest_call();
+    resume_.reset();
     auto state = std::move(state_);
     if (ec) state->set_last_error(epoch_, message);
     auto pool = std::move(pool_);

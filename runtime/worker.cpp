@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <string>
 
+#include "hl/guest_call.hpp"
+
 namespace hl::detail {
 namespace {
 
@@ -52,6 +54,8 @@ void worker::loop(std::size_t index) {
     const std::string name = "hl-worker-" + std::to_string(index);
     pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());  // for top -H, perf and debuggers
     this_worker = this;
+    // Calls come back to back here: no timer system calls around each one (see the contract).
+    guest_call::dedicate_this_thread(true);
     for (;;) {
         try {
             // Work that comes while the worker spins idle (a call made from another thread, a
@@ -63,8 +67,13 @@ void worker::loop(std::size_t index) {
             const auto idle_since = std::chrono::steady_clock::now();
             if (spin(seen, idle_since)) continue;
             io_.run_one();
-            // Woken by a post: had the spin lasted that long, it would have caught it.
-            if (inbound_.load(std::memory_order_acquire) != seen) adapt_spin(std::chrono::steady_clock::now() - idle_since);
+            // Woken by a post: had the spin lasted until it came, it would have caught it. (Not
+            // until run_one() returned: that includes the wake-up and the handler itself.)
+            if (inbound_.load(std::memory_order_acquire) != seen) {
+                const std::chrono::steady_clock::time_point posted(
+                    std::chrono::steady_clock::duration(last_post_.load(std::memory_order_relaxed)));
+                adapt_spin(posted - idle_since);
+            }
             if (io_.stopped()) break;
         } catch (...) {
             // A handler of the application's threw on the worker: Asio's rule is that the exception
@@ -83,18 +92,28 @@ bool worker::spin(std::uint64_t seen, std::chrono::steady_clock::time_point idle
         return false;
     }
     const auto until = idle_since + spin_budget_;
-    bool caught = false;
     for (unsigned i = 1;; ++i) {
         if (inbound_.load(std::memory_order_acquire) != seen) {
-            caught = true;
-            break;
+            spinners.fetch_sub(1, std::memory_order_relaxed);
+            adapt_spin(std::chrono::steady_clock::now() - idle_since);
+            return true;
         }
         __builtin_ia32_pause();
-        if (i % 16 == 0 && std::chrono::steady_clock::now() >= until) break;  // the clock costs more than a pause
+        if (i % 16 != 0) continue;  // the clock costs more than a pause
+        if (std::chrono::steady_clock::now() >= until) break;
+        if (i % 256 == 0) {
+            // Work that did not come through post() (a completion, a co_spawn or a post of the
+            // application's), and timers: a poll now and then, without holding a spinner's place.
+            spinners.fetch_sub(1, std::memory_order_relaxed);
+            if (io_.poll() > 0) return true;
+            if (spinners.fetch_add(1, std::memory_order_relaxed) >= max_spinners) {
+                spinners.fetch_sub(1, std::memory_order_relaxed);
+                return false;
+            }
+        }
     }
     spinners.fetch_sub(1, std::memory_order_relaxed);
-    if (caught) adapt_spin(std::chrono::steady_clock::now() - idle_since);
-    return caught;
+    return false;
 }
 
 void worker::adapt_spin(std::chrono::nanoseconds gap) {

@@ -3,6 +3,8 @@
 // functions without blocking the worker.
 #pragma once
 
+#include <asio/steady_timer.hpp>
+
 #include <array>
 #include <chrono>
 #include <memory>
@@ -57,6 +59,7 @@ private:
     std::shared_ptr<sandbox_state> state_;  // from start() on
     guest_call call_;
     std::shared_ptr<host_wait> wait_;  // while an async host function runs
+    std::unique_ptr<asio::steady_timer> resume_;  // resumes the guest after a slice; made at the first
     std::shared_ptr<pool_core> pool_;
     std::shared_ptr<sandbox_state> leased_;  // a pool task's sandbox, until the call starts on it
     std::chrono::steady_clock::time_point since_{};

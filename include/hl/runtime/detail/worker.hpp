@@ -46,6 +46,7 @@ public:
     template <class F>
     void post(F&& f) {
         asio::post(io_, std::forward<F>(f));
+        last_post_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
         inbound_.fetch_add(1, std::memory_order_release);
     }
 
@@ -65,6 +66,7 @@ private:
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard_;
     std::atomic<bool> stopped_{false};
     std::atomic<std::uint64_t> inbound_{0};  // post()s so far
+    std::atomic<std::chrono::steady_clock::rep> last_post_{0};  // when the latest post() came
     // The worker thread's own: how long an idle worker spins before it sleeps (adapt_spin()).
     std::chrono::nanoseconds spin_budget_{std::chrono::microseconds(50)};
     std::thread thread_;
