@@ -78,7 +78,7 @@ void sandbox_core::begin(call_state& c, std::uint64_t op, std::string_view name,
     c.thread = std::this_thread::get_id();
     c.core = this;
 
-    vmm::registers r;
+    vmm::cpu_state r;
     r.rip = image_->entry.value;
     r.rsp = layout_.stack_top().value - 8;  // as if called: the ABI wants rsp + 8 16-byte aligned
     r.rdi = layout_.peb().value;

@@ -119,15 +119,12 @@ void sandbox_core::throw_abort(std::uint32_t code) {
 }
 
 void sandbox_core::throw_fault() {
-    const vmm::registers r = vm_->regs();
-    vmm::vm::fault_registers f;
+    vmm::cpu_state cpu;
     try {
-        f = vm_->read_fault_registers();
+        cpu = vm_->read_cpu_state();
     } catch (const std::exception& e) {
         poison_and_throw(errc::vm_error, std::string("the guest faulted and its state could not be read: ") + e.what());
     }
-    const cpu_state cpu{r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11,
-                        r.r12, r.r13, r.r14, r.r15, r.rip, r.rflags, f.cr2, f.fs_base, f.gs_base};
     fault_report report;
     try {
         report = classify_fault(image_->fault_view(memory_, cpu));

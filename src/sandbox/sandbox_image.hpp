@@ -11,7 +11,7 @@
 #include "mem/guest_memory.hpp"
 #include "mem/layout.hpp"
 #include "sandbox/fault.hpp"
-#include "vmm/vm_exit.hpp"
+#include "vmm/cpu_state.hpp"
 
 namespace hl::detail {
 

@@ -50,7 +50,7 @@ public:
         };
         setup.cr3 = x86_64::write_page_tables(memory_, mem::gpa{tables}, 4, regions);
         vm_.emplace(vm::create(memory_, setup));
-        registers r;
+        cpu_state r;
         r.rip = code;
         r.rsp = stack_top;
         r.rflags = 2;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <system_error>
 #include <vector>
@@ -19,7 +20,10 @@
 namespace hl::vmm {
 namespace {
 
-static_assert(sizeof(registers) == sizeof(kvm_regs), "registers mirrors kvm_regs field for field");
+// cpu_state starts with kvm_regs, field for field.
+static_assert(offsetof(cpu_state, rflags) + sizeof(cpu_state::rflags) == sizeof(kvm_regs) &&
+                  offsetof(cpu_state, rip) == offsetof(kvm_regs, rip) && offsetof(cpu_state, r15) == offsetof(kvm_regs, r15),
+              "cpu_state begins with kvm_regs' fields");
 static_assert(sizeof(saved_cpu::sregs) == sizeof(kvm_sregs) && sizeof(saved_cpu::xsave) == sizeof(kvm_xsave),
               "saved_cpu holds kvm_sregs and kvm_xsave");
 
@@ -193,15 +197,15 @@ void vm::reset_cpu() {
 
 std::uint8_t* vm::immediate_exit() const noexcept { return &run_state()->immediate_exit; }
 
-registers vm::regs() const noexcept {
-    registers r;
-    std::memcpy(static_cast<void*>(&r), &run_state()->s.regs.regs, sizeof r);
+cpu_state vm::regs() const noexcept {
+    cpu_state r;
+    std::memcpy(static_cast<void*>(&r), &run_state()->s.regs.regs, sizeof(kvm_regs));
     return r;
 }
 
-void vm::set_registers(const registers& r) noexcept {
+void vm::set_registers(const cpu_state& r) noexcept {
     kvm_run* run = run_state();
-    std::memcpy(&run->s.regs.regs, &r, sizeof r);
+    std::memcpy(&run->s.regs.regs, &r, sizeof(kvm_regs));
     run->kvm_dirty_regs |= KVM_SYNC_X86_REGS;
 }
 
@@ -223,7 +227,7 @@ void vm::restore_cpu(const saved_cpu& state) {
     checked_ioctl(vcpu_fd_.get(), KVM_SET_XSAVE, state.xsave, "KVM_SET_XSAVE");
     kvm_run* run = run_state();
     std::memcpy(&run->s.regs.sregs, state.sregs, sizeof state.sregs);
-    std::memcpy(&run->s.regs.regs, &state.regs, sizeof state.regs);
+    std::memcpy(&run->s.regs.regs, &state.regs, sizeof(kvm_regs));
     run->kvm_dirty_regs |= KVM_SYNC_X86_SREGS | KVM_SYNC_X86_REGS;
 }
 
@@ -246,10 +250,14 @@ void vm::rearm_dirty_pages(const mem::page_bitmap& pages, std::uint64_t first_wo
     checked_ioctl(vm_fd_.get(), KVM_CLEAR_DIRTY_LOG, &clear, "KVM_CLEAR_DIRTY_LOG");
 }
 
-vm::fault_registers vm::read_fault_registers() const {
+cpu_state vm::read_cpu_state() const {
     kvm_sregs s{};
     checked_ioctl(vcpu_fd_.get(), KVM_GET_SREGS, &s, "KVM_GET_SREGS");
-    return {s.cr2, s.fs.base, s.gs.base};
+    cpu_state state = regs();
+    state.cr2 = s.cr2;
+    state.fs_base = s.fs.base;
+    state.gs_base = s.gs.base;
+    return state;
 }
 
 namespace {
