@@ -81,7 +81,7 @@ private:
     vm(util::unique_fd vm_fd, util::unique_fd vcpu_fd, util::mapping run, cpu_setup setup, std::uint64_t pages,
        bool manual_protect) noexcept;
     kvm_run* run_state() const noexcept;
-    // The architecture's part (x86_64_vcpu.cpp): CPUID and the initial registers of a new vCPU,
+    // The architecture's part: CPUID and the initial registers of a new vCPU,
     // and dropping an exception that finishing a half-done instruction raised.
     void setup_vcpu();
     void set_initial_cpu_state();
