@@ -7,22 +7,22 @@
 #include <vector>
 
 #include "bench_common.hpp"
-#include "vmm/baseline.hpp"
+#include "kvm_baseline.hpp"
 
 namespace {
 
 void kvm_exit_roundtrip_cpl3(benchmark::State& state) {
-    auto loop = hl::vmm::baseline::exit_loop::create();
+    auto loop = hl::bench::baseline::exit_loop::create();
     for (auto _ : state) loop->roundtrip();
 }
 
 void kvm_create_vm_vcpu(benchmark::State& state) {
-    for (auto _ : state) hl::vmm::baseline::create_and_destroy_vm_vcpu();
+    for (auto _ : state) hl::bench::baseline::create_and_destroy_vm_vcpu();
 }
 
 // From setting immediate_exit and signalling a vCPU thread spinning at CPL3 to its KVM_RUN returning.
 void kvm_kick_latency(benchmark::State& state) {
-    auto spin = hl::vmm::baseline::spin_loop::create();
+    auto spin = hl::bench::baseline::spin_loop::create();
     for (auto _ : state) {
         std::atomic<bool> started{false};
         std::chrono::steady_clock::time_point returned;

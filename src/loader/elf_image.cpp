@@ -2,6 +2,7 @@
 #include "loader/elf_image.hpp"
 
 #include "hl/error.hpp"
+#include "loader/elf_checks.hpp"
 #include "mem/address.hpp"
 #include "mem/guest_memory.hpp"
 
@@ -17,38 +18,16 @@
 namespace hl::loader {
 namespace {
 
+using elf::describe;
+using elf::fail;
+using elf::fits;
+using elf::hex;
+using elf::pt_load;
+using elf::read_struct;
+
 using mem::page_round_down;
 using mem::page_round_up;
 using mem::page_size;
-
-[[noreturn]] void fail(const std::string& what) { throw error(errc::invalid_guest, "invalid guest ELF: " + what); }
-
-std::string hex(std::uint64_t value) {
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string out;
-    do {
-        out.insert(out.begin(), digits[value & 0xf]);
-        value >>= 4;
-    } while (value != 0);
-    return "0x" + out;
-}
-
-/// [offset, offset + length) lies inside [0, limit), without overflow.
-constexpr bool fits(std::uint64_t offset, std::uint64_t length, std::uint64_t limit) noexcept {
-    return offset <= limit && length <= limit - offset;
-}
-
-/// Copies a T out of `file`; `what` names it for the error message and is only called on failure.
-template <class T, class Name>
-T read_struct(std::span<const std::byte> file, std::uint64_t offset, Name what) {
-    if (!fits(offset, sizeof(T), file.size())) {
-        fail(what() + " at file offset " + hex(offset) + " (" + std::to_string(sizeof(T)) +
-             " bytes) extends past the end of the " + std::to_string(file.size()) + "-byte file");
-    }
-    T value;
-    std::memcpy(&value, file.data() + offset, sizeof(T));
-    return value;
-}
 
 std::string machine_name(unsigned machine) {
     switch (machine) {
@@ -122,19 +101,6 @@ Elf64_Ehdr read_header(std::span<const std::byte> file) {
     return h;
 }
 
-/// A PT_LOAD as validated by check_load, with its page span.
-struct pt_load {
-    std::size_t index;  // program header index, for messages
-    Elf64_Phdr phdr;
-    std::uint64_t page_begin;
-    std::uint64_t page_end;
-    access perms;
-};
-
-std::string describe(std::size_t index, const char* type) {
-    return "program header " + std::to_string(index) + " (" + type + ")";
-}
-
 pt_load check_load(std::size_t index, const Elf64_Phdr& p, std::uint64_t file_size) {
     const auto what = describe(index, "PT_LOAD");
     if (p.p_filesz > p.p_memsz) {
@@ -169,96 +135,6 @@ const pt_load* load_at(std::span<const pt_load> loads, std::uint64_t page) {
     if (it == loads.begin()) return nullptr;
     --it;
     return page < it->page_end ? &*it : nullptr;
-}
-
-/// Maps [vaddr, vaddr + size) to the file offset of the same bytes, if all of them are file-backed.
-std::optional<std::uint64_t> file_offset_of(std::span<const pt_load> loads, std::uint64_t vaddr, std::uint64_t size) {
-    for (const auto& l : loads) {
-        if (vaddr >= l.phdr.p_vaddr && fits(vaddr - l.phdr.p_vaddr, size, l.phdr.p_filesz)) {
-            return l.phdr.p_offset + (vaddr - l.phdr.p_vaddr);
-        }
-    }
-    return std::nullopt;
-}
-
-struct rela_table {
-    std::uint64_t file_offset = 0;
-    std::uint64_t count = 0;
-};
-
-/// Reads the dynamic section and returns where the RELA table is; rejects anything that needs a
-/// dynamic linker (libraries, REL/RELR/PLT relocations, text relocations).
-rela_table read_dynamic(std::span<const std::byte> file, std::size_t index, const Elf64_Phdr& dyn,
-                        std::span<const pt_load> loads) {
-    const auto what = describe(index, "PT_DYNAMIC");
-    const auto inside = std::ranges::find_if(loads, [&](const pt_load& l) {
-        return dyn.p_offset >= l.phdr.p_offset && fits(dyn.p_offset - l.phdr.p_offset, dyn.p_filesz, l.phdr.p_filesz);
-    });
-    if (inside == loads.end()) {
-        fail(what + ": file bytes [" + hex(dyn.p_offset) + ", +" + hex(dyn.p_filesz) +
-             ") are not inside the file bytes of any PT_LOAD");
-    }
-    if (dyn.p_vaddr - inside->phdr.p_vaddr != dyn.p_offset - inside->phdr.p_offset) {
-        fail(what + ": p_vaddr " + hex(dyn.p_vaddr) + " does not match p_offset " + hex(dyn.p_offset) +
-             " within program header " + std::to_string(inside->index));
-    }
-
-    std::optional<std::uint64_t> rela, relasz, relaent;
-    std::uint64_t pltrelsz = 0;
-    bool terminated = false;
-    for (std::uint64_t i = 0; i < dyn.p_filesz / sizeof(Elf64_Dyn) && !terminated; ++i) {
-        const auto entry = [i] { return "dynamic entry " + std::to_string(i); };
-        const auto d = read_struct<Elf64_Dyn>(file, dyn.p_offset + i * sizeof(Elf64_Dyn), entry);
-        const auto set_once = [&](std::optional<std::uint64_t>& slot, const char* name) {
-            if (slot) fail(entry() + ": " + name + " appears more than once");
-            slot = d.d_un.d_val;
-        };
-        switch (d.d_tag) {
-        case DT_NULL: terminated = true; break;
-        case DT_NEEDED: fail(entry() + ": DT_NEEDED: the guest depends on a shared library; link it with -static-pie");
-        case DT_REL:
-        case DT_RELSZ:
-        case DT_RELENT:
-            fail(entry() + ": the guest uses REL relocations (DT_REL/DT_RELSZ/DT_RELENT); only RELA is supported");
-        case DT_RELR:
-        case DT_RELRSZ:
-        case DT_RELRENT:
-            fail(entry() + ": the guest uses packed DT_RELR relocations; link without -z pack-relative-relocs");
-        case DT_TEXTREL: fail(entry() + ": DT_TEXTREL: the guest needs relocations in read-only code");
-        case DT_FLAGS:
-            if (d.d_un.d_val & DF_TEXTREL)
-                fail(entry() + ": DT_FLAGS has DF_TEXTREL: the guest needs relocations in read-only code");
-            break;
-        case DT_RELA: set_once(rela, "DT_RELA"); break;
-        case DT_RELASZ: set_once(relasz, "DT_RELASZ"); break;
-        case DT_RELAENT: set_once(relaent, "DT_RELAENT"); break;
-        case DT_PLTRELSZ: pltrelsz = d.d_un.d_val; break;
-        default: break;
-        }
-    }
-    if (!terminated) fail(what + ": the dynamic section has no DT_NULL terminator");
-    if (pltrelsz != 0) {
-        fail("the guest has PLT relocations (DT_JMPREL, DT_PLTRELSZ " + hex(pltrelsz) +
-             "); static-PIE guests must not need lazy binding");
-    }
-    if (relaent && *relaent != sizeof(Elf64_Rela)) {
-        fail("DT_RELAENT is " + std::to_string(*relaent) + ", expected " + std::to_string(sizeof(Elf64_Rela)));
-    }
-    if (!rela) {
-        if (relasz.value_or(0) != 0) fail("DT_RELASZ " + hex(*relasz) + " is given without DT_RELA");
-        return {};
-    }
-    if (!relasz) fail("DT_RELA " + hex(*rela) + " is given without DT_RELASZ");
-    if (*relasz % sizeof(Elf64_Rela) != 0) {
-        fail("DT_RELASZ " + hex(*relasz) + " is not a multiple of the " + std::to_string(sizeof(Elf64_Rela)) +
-             "-byte RELA entry");
-    }
-    const auto offset = file_offset_of(loads, *rela, *relasz);
-    if (!offset) {
-        fail("the RELA table [" + hex(*rela) + ", +" + hex(*relasz) +
-             ") is not inside the file-backed part of a PT_LOAD");
-    }
-    return {*offset, *relasz / sizeof(Elf64_Rela)};
 }
 
 /// Half-open page range [begin, end) that PT_GNU_RELRO makes read-only after relocation.
@@ -358,7 +234,7 @@ elf_image elf_image::parse(std::vector<std::byte> file) {
     image.entry_offset_ = h.e_entry;
 
     const auto relro_pages = relro ? check_relro(relro->first, relro->second, loads, image.image_size_) : page_range{};
-    const auto table = dynamic ? read_dynamic(file, dynamic->first, dynamic->second, loads) : rela_table{};
+    const auto table = dynamic ? elf::read_dynamic(file, dynamic->first, dynamic->second, loads) : elf::rela_table{};
 
     // The table lies inside the file (read_dynamic checked), so this reservation is bounded by its size.
     image.relocations_.reserve(table.count);

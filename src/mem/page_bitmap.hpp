@@ -24,23 +24,8 @@ public:
     void set(std::uint64_t page) noexcept { words_[page / 64] |= std::uint64_t{1} << (page % 64); }
     bool test(std::uint64_t page) const noexcept { return (words_[page / 64] >> (page % 64)) & 1; }
 
-    /// Marks every page that [address, address + length) touches.
-    void set_bytes(std::uint64_t address, std::uint64_t length) noexcept {
-        if (length == 0) return;
-        for (std::uint64_t p = address / page_size; p <= (address + length - 1) / page_size; ++p) set(p);
-    }
-
-    void clear() noexcept {
-        for (auto& w : words_) w = 0;
-    }
-
-    page_bitmap& operator|=(const page_bitmap& other) noexcept {
-        merge(other);
-        return *this;
-    }
-
     /// Sets every page set in `other`; returns how many were not set before. Guest bitmaps are sparse,
-    /// so this (like count()) only counts bits in non-zero words: without hardware popcount, counting
+    /// so this only counts bits in non-zero words: without hardware popcount, counting
     /// every word of a 256 MiB sandbox's bitmap costs more than a whole restore.
     std::uint64_t merge(const page_bitmap& other) noexcept {
         std::uint64_t added = 0;
@@ -53,17 +38,6 @@ public:
         return added;
     }
 
-    /// Keeps only the pages also set in `other`.
-    page_bitmap& operator&=(const page_bitmap& other) noexcept {
-        for (std::size_t i = 0; i < words_.size(); ++i) words_[i] &= i < other.words_.size() ? other.words_[i] : 0;
-        return *this;
-    }
-
-    /// Clears the pages set in `other`.
-    void remove(const page_bitmap& other) noexcept {
-        for (std::size_t i = 0; i < words_.size() && i < other.words_.size(); ++i) words_[i] &= ~other.words_[i];
-    }
-
     bool any() const noexcept {
         for (auto w : words_) {
             if (w) return true;
@@ -71,15 +45,6 @@ public:
         return false;
     }
 
-    std::uint64_t count() const noexcept {
-        std::uint64_t n = 0;
-        for (auto w : words_) {
-            if (w) n += static_cast<std::uint64_t>(std::popcount(w));
-        }
-        return n;
-    }
-
-    std::size_t words() const noexcept { return words_.size(); }
     std::uint64_t word(std::size_t i) const noexcept { return words_[i]; }
     std::uint64_t& word(std::size_t i) noexcept { return words_[i]; }
 

@@ -16,7 +16,6 @@ namespace hl::detail {
 namespace {
 
 constexpr std::uint64_t rflags_reserved = 0x2;  // bit 1 is always set; IOPL 0, interrupts off
-constexpr std::size_t builder_keep_limit = 1 << 20;
 
 errc errc_for(protocol::guest_error_kind kind) {
     switch (kind) {
@@ -64,18 +63,7 @@ void sandbox_core::start(call_state& c, std::string_view name, value_type return
         throw error(errc::poisoned, util::strfmt("cannot call '%s': the sandbox is poisoned (%s); restore it first",
                                                  util::name_for_message(name).c_str(), poison_reason_.c_str()));
     }
-    const auto message = protocol::encode_call(builder_, name, return_type, args);
-    const std::uint64_t capacity = layout_.input_size() - HL_BUFFER_HEADER_SIZE;
-    if (message.size() > capacity) {
-        throw error(errc::argument_too_large,
-                    util::strfmt("the call to '%s' is %zu bytes serialized; the input buffer holds %llu "
-                                 "(raise sandbox_config::input_buffer_size)",
-                                 util::name_for_message(name).c_str(), message.size(),
-                                 static_cast<unsigned long long>(capacity)));
-    }
-    memory_.write(layout_.input(), hl_buffer_header{message.size()});
-    memory_.write_bytes(layout_.input() + HL_BUFFER_HEADER_SIZE, message);
-    if (builder_.GetSize() > builder_keep_limit) builder_.Reset();
+    buffers_.write_call(name, return_type, args);
     begin(c, HL_OP_DISPATCH, name, return_type, timeout, how);
 }
 
@@ -90,7 +78,7 @@ void sandbox_core::begin(call_state& c, std::uint64_t op, std::string_view name,
     c.thread = std::this_thread::get_id();
     c.core = this;
 
-    vmm::registers r;
+    vmm::cpu_state r;
     r.rip = image_->entry.value;
     r.rsp = layout_.stack_top().value - 8;  // as if called: the ABI wants rsp + 8 16-byte aligned
     r.rdi = layout_.peb().value;
@@ -227,16 +215,11 @@ guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
 }
 
 return_value sandbox_core::read_result(std::string_view name, value_type return_type) {
-    const auto size = memory_.read<hl_buffer_header>(layout_.output()).size;
-    if (size > layout_.output_size() - HL_BUFFER_HEADER_SIZE) {
-        poison_and_throw(errc::protocol_error,
-                         util::strfmt("the guest reported a %llu-byte result in a %llu-byte output buffer",
-                                      static_cast<unsigned long long>(size),
-                                      static_cast<unsigned long long>(layout_.output_size())));
-    }
     protocol::call_result result;
     try {
-        result = protocol::decode_result(memory_.span(layout_.output() + HL_BUFFER_HEADER_SIZE, size));
+        result = protocol::decode_result(buffers_.message("result"));
+    } catch (const poisoning& p) {
+        poison_and_throw(p);
     } catch (const error& e) {
         poison_and_throw(errc::protocol_error, e.what());
     }

@@ -9,18 +9,12 @@
 #include <string>
 
 #include "hl/error.hpp"
+#include "vmm/cpu_state.hpp"
 
 namespace hl::detail {
 
-/// The guest's general registers when KVM reported the shutdown, plus CR2 and the FS and GS bases.
-/// The host resets CR2 to 0 before every run, so a non-zero CR2 means a page fault at that address
-/// happened, and no trap did: without an IDT a trap ends the run before a page fault could.
-struct cpu_state {
-    std::uint64_t rax = 0, rbx = 0, rcx = 0, rdx = 0, rsi = 0, rdi = 0, rsp = 0, rbp = 0;
-    std::uint64_t r8 = 0, r9 = 0, r10 = 0, r11 = 0, r12 = 0, r13 = 0, r14 = 0, r15 = 0;
-    std::uint64_t rip = 0, rflags = 0, cr2 = 0;
-    std::uint64_t fs_base = 0, gs_base = 0;
-};
+/// The guest's registers when KVM reported the shutdown, with CR2 and the FS and GS bases.
+using vmm::cpu_state;
 
 /// How the guest (at CPL3) sees one 4 KiB page. `user` false means the page is mapped for the
 /// supervisor only, which the guest can neither read nor execute.

@@ -135,17 +135,19 @@ uninitialized_sandbox uninitialized_sandbox::from_bytes(std::span<const std::byt
 uninitialized_sandbox& uninitialized_sandbox::register_host_function(std::string name, host_function fn) {
     driving d(core_, "register a host function", driving::from_callback::allowed);
     fn = checked(name, std::move(fn));
-    d->register_host_function(std::move(name), std::move(fn));
+    d->services().register_function(std::move(name), std::move(fn));
     return *this;
 }
 
 uninitialized_sandbox& uninitialized_sandbox::set_print_handler(print_handler handler) {
-    driving(core_, "set a print handler", driving::from_callback::allowed)->set_print_handler(std::move(handler));
+    driving d(core_, "set a print handler", driving::from_callback::allowed);
+    d->services().set_print_handler(std::move(handler));
     return *this;
 }
 
 uninitialized_sandbox& uninitialized_sandbox::set_log_handler(log_handler handler) {
-    driving(core_, "set a log handler", driving::from_callback::allowed)->set_log_handler(std::move(handler));
+    driving d(core_, "set a log handler", driving::from_callback::allowed);
+    d->services().set_log_handler(std::move(handler));
     return *this;
 }
 
@@ -280,17 +282,19 @@ bool multi_use_sandbox::poisoned() const noexcept { return !core_ || core_->pois
 multi_use_sandbox& multi_use_sandbox::register_host_function(std::string name, host_function fn) {
     driving d(core_, "register a host function", driving::from_callback::allowed);
     fn = checked(name, std::move(fn));
-    d->register_host_function(std::move(name), std::move(fn));
+    d->services().register_function(std::move(name), std::move(fn));
     return *this;
 }
 
 multi_use_sandbox& multi_use_sandbox::set_print_handler(print_handler handler) {
-    driving(core_, "set a print handler", driving::from_callback::allowed)->set_print_handler(std::move(handler));
+    driving d(core_, "set a print handler", driving::from_callback::allowed);
+    d->services().set_print_handler(std::move(handler));
     return *this;
 }
 
 multi_use_sandbox& multi_use_sandbox::set_log_handler(log_handler handler) {
-    driving(core_, "set a log handler", driving::from_callback::allowed)->set_log_handler(std::move(handler));
+    driving d(core_, "set a log handler", driving::from_callback::allowed);
+    d->services().set_log_handler(std::move(handler));
     return *this;
 }
 

@@ -5,16 +5,12 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <mutex>
-#include <unordered_map>
-
-#include <flatbuffers/flatbuffers.h>
 
 #include "hl/config.hpp"
 #include "hl/error.hpp"
@@ -23,19 +19,25 @@
 #include "hl/log.hpp"
 #include "hl/snapshot.hpp"
 #include "hl/value.hpp"
+#include "mem/dirty_tracker.hpp"
 #include "mem/guest_memory.hpp"
 #include "mem/layout.hpp"
-#include "mem/page_bitmap.hpp"
+#include "sandbox/call_buffers.hpp"
 #include "sandbox/call_state.hpp"
 #include "sandbox/driving_thread.hpp"
+#include "sandbox/host_services.hpp"
 #include "sandbox/interrupt.hpp"
+#include "sandbox/poisoning.hpp"
 #include "sandbox/sandbox_image.hpp"
 #include "vmm/vm.hpp"
 
 namespace hl::detail {
 
-/// Everything a sandbox is, behind the public typestate classes: guest memory laid out and loaded,
-/// the VM (once initialised), and the call protocol. Driven by one thread at a time.
+/// A sandbox behind the public typestate classes: its VM (once initialised), its memory, the exit
+/// loop and poison. It drives the parts that own the other jobs: the image it was built from
+/// (sandbox_image), the wire buffers (call_buffers), the host's functions and handlers
+/// (host_services) and the dirty-page bookkeeping for snapshots (mem::dirty_tracker). Driven by one
+/// thread at a time.
 class sandbox_core {
 public:
     /// Validates and loads the guest ELF into fresh memory; no VM yet.
@@ -47,7 +49,7 @@ public:
     /// Creates the VM and runs the guest's initialisation.
     void initialize();
 
-    /// Snapshot and restore (snapshot.cpp).
+    /// Snapshot and restore.
     std::shared_ptr<const snapshot> take_snapshot();
     void restore(const std::shared_ptr<const snapshot>& snap);
 
@@ -103,22 +105,20 @@ public:
     void attach_call() noexcept;
     static void detach_call(sandbox_core* core) noexcept;
 
-    void register_host_function(std::string name, host_function fn);
-    void set_print_handler(print_handler handler);
-    void set_log_handler(log_handler handler);
+    /// The host's functions and handlers, which may change from inside a callback.
+    host_services& services() noexcept { return services_; }
+    /// Sets the host's log level and writes it into the PEB, for the guest to filter by.
     void set_log_level(log_level level);
 
 private:
+    class kvm_dirty_log;
+
     sandbox_core(std::shared_ptr<const sandbox_image> image, mem::guest_memory memory);
 
     /// Throws unless the sandbox may be driven now (not from inside one of its own callbacks).
     void check_not_in_callback(const char* what) const;
-    /// Writes log_level_ into the PEB.
+    /// Writes the host's log level into the PEB.
     void apply_log_level();
-
-    /// Gathers the pages written since the last snapshot or restore (by the guest and by the host)
-    /// into dirty_, and records them as populated.
-    void collect_dirty_pages();
 
     /// Stages the entry registers for `op` and marks `c` running.
     void begin(call_state& c, std::uint64_t op, std::string_view name, value_type return_type,
@@ -141,50 +141,26 @@ private:
 
     return_value read_result(std::string_view name, value_type return_type);
 
-    /// Serves the guest's host call in the output buffer and writes the reply there (host_calls.cpp).
-    /// Returns true, with nothing written, when the function is to run asynchronously: `c` then
-    /// holds the request until answer_host_call() writes its answer.
+    /// The exit loop's ways into the host services; they poison on what the services report
+    /// (detail::poisoning).
     bool serve_host_call(call_state& c);
     void answer_host_call(call_state& c);
-    /// Replies with an error; a text too long for the output buffer is cut to fit.
-    void reply_error(protocol::guest_error_kind kind, std::string message);
-    /// Delivers the guest's text or log record in the output buffer (host_calls.cpp).
     void deliver_output(std::uint32_t kind);
-    /// The guest's message in the output buffer, bounds-checked. Poisons on a bad size.
-    std::span<const std::byte> output_message(const char* what);
-    void reply(std::span<const std::byte> message);
 
     [[noreturn]] void poison_and_throw(errc code, const std::string& message);
+    [[noreturn]] void poison_and_throw(const poisoning& failure);
     [[noreturn]] void throw_fault();
     [[noreturn]] void throw_abort(std::uint32_t code);
-
-    const mem::region* region_at(mem::gpa address) const noexcept;
-    std::string describe(std::uint64_t address) const;
 
     std::shared_ptr<const sandbox_image> image_;
     const mem::layout& layout_;  // image_->layout
     mem::guest_memory memory_;
     std::optional<vmm::vm> vm_;
-    std::shared_ptr<const snapshot> base_;  // memory equals it, except for the pages written since
-    mem::page_bitmap populated_;           // pages that may hold non-zero data
-    std::uint64_t populated_count_ = 0;
-    // Filled by collect_dirty_pages(): the pages written since the last collection, and the indices
-    // of its non-zero words (ascending). Everything after the fetch touches only those words.
-    mem::page_bitmap dirty_;
-    std::vector<std::uint32_t> dirty_words_;
-    mem::page_bitmap previous_dirty_;  // the guest's dirty pages at the collection before
-    std::vector<std::uint32_t> previous_words_;
-    mem::page_bitmap rearm_;  // scratch, all zero between collections
-    std::uint64_t collections_ = 0;
-    flatbuffers::FlatBufferBuilder builder_{1024};
+    call_buffers buffers_{memory_, layout_};
+    host_services services_;
+    mem::dirty_tracker dirty_{memory_.pages()};
     std::string poison_reason_;
-    // Held by shared_ptr so that a callback which replaces itself does not destroy itself mid-call.
-    std::unordered_map<std::string, std::shared_ptr<const host_function>> host_functions_;
-    std::shared_ptr<const print_handler> print_;
-    std::shared_ptr<const log_handler> log_;
-    log_level log_level_ = log_level::info;  // the host's; written into the PEB, re-applied after restore
     bool vcpu_unusable_ = false;  // KVM kept a half-done instruction: no restore may reuse this vCPU
-    bool in_callback_ = false;  // a host function or handler runs: no calls, snapshots or restores
     std::shared_ptr<interrupt_state> interrupt_ = std::make_shared<interrupt_state>();
     driving_thread driver_;
     call_state* open_call_ = nullptr;  // under the claim

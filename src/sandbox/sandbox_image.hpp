@@ -1,17 +1,33 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
+#include "hl/config.hpp"
+#include "mem/guest_memory.hpp"
 #include "mem/layout.hpp"
-#include "vmm/vm_exit.hpp"
+#include "sandbox/fault.hpp"
+#include "vmm/cpu_state.hpp"
 
 namespace hl::detail {
 
 /// What every sandbox made from one guest and one configuration has in common, shared (immutable) by
-/// the sandbox, its snapshots and the sandboxes created from them.
+/// the sandbox, its snapshots and the sandboxes created from them: where everything lives, how the
+/// guest may use each page, and how its vCPU starts. Its const members may be called from any thread.
 struct sandbox_image {
+    /// The image and the memory it was built in: the ELF loaded, and the GDT, TSS, page tables and
+    /// PEB written (all recorded as host-written).
+    struct built;
+
+    /// Validates `config` and the guest ELF `elf` and builds its memory. Throws hl::error
+    /// (errc::invalid_guest, errc::invalid_config, ...) naming what is wrong, std::system_error when
+    /// memory cannot be had.
+    static built build(std::vector<std::byte> elf, const sandbox_config& config);
+
     mem::layout layout;
     std::vector<mem::region> regions;  // every mapped region, sorted by address
     mem::gpa entry;
@@ -23,6 +39,21 @@ struct sandbox_image {
     bool compatible_with(const sandbox_image& other) const noexcept {
         return this == &other || (guest_hash == other.guest_hash && layout == other.layout);
     }
+
+    /// The mapped region holding `address`, or null.
+    const mem::region* region_at(mem::gpa address) const noexcept;
+
+    /// Names what holds `address` for messages: "null page", "heap", "supervisor-only GDT", ...
+    std::string describe(std::uint64_t address) const;
+
+    /// What the fault classifier may look at for a guest that faulted with `cpu` in `memory`: the
+    /// guest's view of its pages, and reads of them. Refers to this image and `memory`.
+    fault_context fault_view(const mem::guest_memory& memory, const cpu_state& cpu) const;
+};
+
+struct sandbox_image::built {
+    std::shared_ptr<const sandbox_image> image;
+    mem::guest_memory memory;
 };
 
 }  // namespace hl::detail

@@ -6,8 +6,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <system_error>
@@ -54,59 +52,21 @@ void store_memory(snapshot::state& s, const mem::guest_memory& source) {
     s.view = util::mapping(ro, size);
 }
 
-// Restore copies pages one run at a time: runs of dirty pages normally. When more than this fraction
-// of the pages either side may hold are dirty, it copies all of those instead: fewer, longer copies.
-// Either way, no page outside them is touched.
-constexpr std::uint64_t whole_copy_percent = 50;
-
-// A page the guest wrote in two collections in a row (the stack, the output buffer, allocator
-// state) is "hot": its tracking is not re-armed, so the guest writes it without a write-protect
-// fault (about 4 us each under PVM) and restore copies it every time (well under 1 us). Every this
-// many collections all pages are re-armed, so pages that cooled down stop being copied.
-constexpr std::uint64_t hot_page_cooldown = 64;
-
 }  // namespace
 
-void sandbox_core::collect_dirty_pages() {
-    vm_->fetch_dirty_pages(dirty_);
-    dirty_words_.clear();
-    dirty_.nonzero_words(dirty_words_);
-
-    if (vm_->can_rearm_selectively()) {
-        const bool cool_down = ++collections_ % hot_page_cooldown == 0;
-        bool rearm_any = false;
-        for (const auto w : dirty_words_) {
-            const std::uint64_t hot = cool_down ? 0 : dirty_.word(w) & previous_dirty_.word(w);
-            rearm_.word(w) = dirty_.word(w) & ~hot;
-            rearm_any = rearm_any || rearm_.word(w) != 0;
-        }
-        if (rearm_any) vm_->rearm_dirty_pages(rearm_, dirty_words_.front(), dirty_words_.back());
-        for (const auto w : dirty_words_) rearm_.word(w) = 0;
-        for (const auto w : previous_words_) previous_dirty_.word(w) = 0;
-        for (const auto w : dirty_words_) previous_dirty_.word(w) = dirty_.word(w);
-        previous_words_ = dirty_words_;
+// KVM's dirty log of the sandbox's one memory slot.
+class sandbox_core::kvm_dirty_log final : public mem::dirty_log {
+public:
+    explicit kvm_dirty_log(vmm::vm& vm) noexcept : vm_(vm) {}
+    void fetch(mem::page_bitmap& dirty) override { vm_.fetch_dirty_pages(dirty); }
+    bool can_rearm_selectively() const noexcept override { return vm_.can_rearm_selectively(); }
+    void rearm(const mem::page_bitmap& pages, std::uint64_t first_word, std::uint64_t last_word) override {
+        vm_.rearm_dirty_pages(pages, first_word, last_word);
     }
 
-    // The host's own writes, which KVM does not see.
-    const mem::page_bitmap& host = memory_.host_written();
-    bool added_words = false;
-    for (const auto w : memory_.host_written_words()) {
-        if (dirty_.word(w) == 0) {
-            dirty_words_.push_back(static_cast<std::uint32_t>(w));
-            added_words = true;
-        }
-        dirty_.word(w) |= host.word(w);
-    }
-    memory_.clear_host_written();
-    if (added_words) std::sort(dirty_words_.begin(), dirty_words_.end());
-
-    for (const auto w : dirty_words_) {
-        if (const std::uint64_t fresh = dirty_.word(w) & ~populated_.word(w)) {
-            populated_count_ += static_cast<std::uint64_t>(std::popcount(fresh));
-            populated_.word(w) |= fresh;
-        }
-    }
-}
+private:
+    vmm::vm& vm_;
+};
 
 std::shared_ptr<const snapshot> sandbox_core::take_snapshot() {
     check_not_in_callback("snapshot it");
@@ -114,19 +74,18 @@ std::shared_ptr<const snapshot> sandbox_core::take_snapshot() {
         throw error(errc::poisoned,
                     util::strfmt("cannot snapshot a poisoned sandbox (%s); restore it first", poison_reason_.c_str()));
     }
-    // Until this succeeds the sandbox matches no snapshot: a later restore then copies every page
-    // rather than trusting dirty pages that this attempt has already consumed.
     settle_vcpu();  // a no-op: a sandbox with a half-done instruction is poisoned
-    base_.reset();
-    collect_dirty_pages();
+    kvm_dirty_log log(*vm_);
+    dirty_.prepare_snapshot(log, memory_);
     auto state = std::make_unique<snapshot::state>();
     state->image = image_;
-    state->populated = populated_;
-    state->populated_count = populated_count_;
+    state->populated = dirty_.populated();
+    state->populated_count = dirty_.populated_count();
     store_memory(*state, memory_);
     state->cpu = vm_->save_cpu();
-    base_ = std::shared_ptr<const snapshot>(new snapshot(std::move(state)));
-    return base_;
+    auto snap = std::shared_ptr<const snapshot>(new snapshot(std::move(state)));
+    dirty_.now_equals(snap);
+    return snap;
 }
 
 void sandbox_core::restore(const std::shared_ptr<const snapshot>& snap) {
@@ -146,15 +105,12 @@ void sandbox_core::restore(const std::shared_ptr<const snapshot>& snap) {
     // Before anything is copied: finishing an instruction writes guest memory, and KVM's dirty log
     // must see that write for the copy below to undo it.
     settle_vcpu();
-    const bool incremental = base_ == snap;
-    base_.reset();  // as in take_snapshot(): set again only once the restore has succeeded
     // A restore that fails part way leaves memory neither the old nor the snapshot's: refuse calls
     // (which could read what is left of the last caller's data) until a restore succeeds.
     poison_reason_ = "restore failed";  // short enough not to allocate, so it cannot itself fail
-    collect_dirty_pages();
-    // Normally the dirty pages; for another snapshot, or when most pages are dirty, every page
-    // either side may hold.
-    auto copy_back = [&](std::uint64_t first, std::uint64_t count) {
+    kvm_dirty_log log(*vm_);
+    const auto plan = dirty_.plan_restore(log, memory_, snap.get(), s.populated);
+    plan.for_each_run([&](std::uint64_t first, std::uint64_t count) {
         // Split the run where the snapshot switches between stored pages and zero pages.
         std::uint64_t start = first;
         const std::uint64_t end = first + count;
@@ -169,19 +125,11 @@ void sandbox_core::restore(const std::shared_ptr<const snapshot>& snap) {
             }
             start = stop;
         }
-    };
-    std::uint64_t dirty_count = 0;
-    for (const auto w : dirty_words_) dirty_count += static_cast<std::uint64_t>(std::popcount(dirty_.word(w)));
-    if (!incremental || dirty_count * 100 > populated_count_ * whole_copy_percent) {
-        populated_count_ += populated_.merge(s.populated);
-        populated_.for_each_run(copy_back);
-    } else {
-        dirty_.for_each_run_in_words(dirty_words_, copy_back);
-    }
+    });
     vm_->restore_cpu(s.cpu);
     apply_log_level();  // the log level is the host's, not the snapshot's
     poison_reason_.clear();
-    base_ = snap;
+    dirty_.now_equals(snap);
 }
 
 std::unique_ptr<sandbox_core> sandbox_core::create_from(std::shared_ptr<const snapshot> snap) {
@@ -189,11 +137,9 @@ std::unique_ptr<sandbox_core> sandbox_core::create_from(std::shared_ptr<const sn
     const snapshot::state& s = *snap->state_;
     auto core = std::unique_ptr<sandbox_core>(
         new sandbox_core(s.image, mem::guest_memory::map_private(s.fd.get(), s.view.size())));
-    core->populated_ = s.populated;
-    core->populated_count_ = s.populated_count;
     core->create_vm();
     core->vm_->restore_cpu(s.cpu);
-    core->base_ = std::move(snap);
+    core->dirty_.start_from(snap, s.populated, s.populated_count);
     core->apply_log_level();
     return core;
 }

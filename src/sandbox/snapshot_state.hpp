@@ -8,7 +8,7 @@
 #include "sandbox/sandbox_image.hpp"
 #include "util/mapping.hpp"
 #include "util/unique_fd.hpp"
-#include "vmm/vm_exit.hpp"
+#include "vmm/cpu_state.hpp"
 
 struct hl::snapshot::state {
     std::shared_ptr<const detail::sandbox_image> image;

@@ -7,7 +7,7 @@
 namespace hl::util {
 
 /// A lock for critical sections of a few microseconds. Waking a thread blocked in a futex costs
-/// 30-40 us on virtualized hosts (PLATFORM.md), more than these sections last, so waiters spin (and
+/// 30-40 us on virtualized hosts (measured under PVM), more than these sections last, so waiters spin (and
 /// yield if the holder was descheduled) instead of sleeping. Meets Lockable for std::lock_guard.
 class spinlock {
 public:

@@ -7,6 +7,7 @@
 #include "mem/page_bitmap.hpp"
 #include "util/mapping.hpp"
 #include "util/unique_fd.hpp"
+#include "vmm/cpu_state.hpp"
 #include "vmm/vm_exit.hpp"
 
 struct kvm_run;
@@ -48,16 +49,14 @@ public:
     /// instead of entering the guest. Valid as long as this vm.
     std::uint8_t* immediate_exit() const noexcept;
 
-    registers regs() const noexcept;
-    void set_registers(const registers& r) noexcept;
+    /// The general registers (no ioctl); cr2, fs_base and gs_base are left 0.
+    cpu_state regs() const noexcept;
+    /// Stages the general registers of `r` for the next run (no ioctl); its other fields are ignored.
+    void set_registers(const cpu_state& r) noexcept;
 
-    /// What a fault report needs beyond the general registers: CR2, and the FS and GS bases, which
-    /// the guest may have changed with wrfsbase/wrgsbase.
-    struct fault_registers {
-        std::uint64_t cr2 = 0, fs_base = 0, gs_base = 0;
-    };
-    /// Reads them (one ioctl: for the fault path only).
-    fault_registers read_fault_registers() const;
+    /// The registers and the special registers a fault report needs (one ioctl: for the fault path
+    /// only).
+    cpu_state read_cpu_state() const;
 
     /// Puts the special registers, FPU/SSE state and CR2 back to their initial values, after a fault.
     void reset_cpu();
@@ -82,7 +81,11 @@ private:
     vm(util::unique_fd vm_fd, util::unique_fd vcpu_fd, util::mapping run, cpu_setup setup, std::uint64_t pages,
        bool manual_protect) noexcept;
     kvm_run* run_state() const noexcept;
+    // The architecture's part: CPUID and the initial registers of a new vCPU,
+    // and dropping an exception that finishing a half-done instruction raised.
+    void setup_vcpu();
     void set_initial_cpu_state();
+    void drop_pending_events();
 
     util::unique_fd vm_fd_;
     util::unique_fd vcpu_fd_;

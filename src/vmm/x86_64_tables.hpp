@@ -8,7 +8,7 @@
 
 #include "mem/guest_memory.hpp"
 #include "mem/layout.hpp"
-#include "vmm/vm_exit.hpp"
+#include "vmm/cpu_state.hpp"
 
 namespace hl::vmm::x86_64 {
 

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// Raw KVM floors for the benchmarks, measured with plain ioctls and nothing of the library on top: the
-// numbers every sandbox figure is reported against.
+// Raw KVM floors for the benchmarks, measured with the bare VM and plain ioctls and nothing of the
+// sandbox on top: the numbers every sandbox figure is reported against. Benchmark code only, not
+// part of the library.
 #pragma once
 
 #include <memory>
 
-namespace hl::vmm::baseline {
+namespace hl::bench::baseline {
 
 /// A minimal VM whose CPL3 guest loops on `out`: each roundtrip() is one KVM_RUN that exits on the
 /// port write and comes back. The same CPU setup as a sandbox (long mode, CPL3, TSS I/O bitmap).
@@ -30,4 +31,4 @@ public:
     virtual void kick(unsigned long thread) = 0;
 };
 
-}  // namespace hl::vmm::baseline
+}  // namespace hl::bench::baseline

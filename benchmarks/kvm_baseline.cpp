@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "vmm/baseline.hpp"
+#include "kvm_baseline.hpp"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -21,8 +21,10 @@
 #include "vmm/vm.hpp"
 #include "vmm/x86_64_tables.hpp"
 
-namespace hl::vmm::baseline {
+namespace hl::bench::baseline {
 namespace {
+
+using namespace hl::vmm;
 
 constexpr std::uint64_t mem_size = 64 * 1024;
 constexpr std::uint64_t gdt = 0x1000, tss = 0x2000, tables = 0x3000, code = 0x8000, stack_top = 0x10000;
@@ -50,7 +52,7 @@ public:
         };
         setup.cr3 = x86_64::write_page_tables(memory_, mem::gpa{tables}, 4, regions);
         vm_.emplace(vm::create(memory_, setup));
-        registers r;
+        cpu_state r;
         r.rip = code;
         r.rsp = stack_top;
         r.rflags = 2;
@@ -131,4 +133,4 @@ void create_and_destroy_vm_vcpu() {
     ::close(vm_fd);
 }
 
-}  // namespace hl::vmm::baseline
+}  // namespace hl::bench::baseline

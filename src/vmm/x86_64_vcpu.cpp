@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: Apache-2.0
+// The x86-64 half of the vCPU: CPUID, long mode at CPL3 (segments, control registers, FPU), and
+// the registers as KVM keeps them (sync regs, special registers, XSAVE, pending events).
+#include <sys/ioctl.h>
+
+#include <cstddef>
+#include <cstring>
+#include <vector>
+
+#include "vmm/kvm_api.hpp"
+#include "vmm/kvm_system.hpp"
+#include "vmm/vm.hpp"
+#include "vmm/x86_64_tables.hpp"
+
+namespace hl::vmm {
+namespace {
+
+using kvm::checked_ioctl;
+
+// cpu_state starts with kvm_regs, field for field.
+static_assert(offsetof(cpu_state, rflags) + sizeof(cpu_state::rflags) == sizeof(kvm_regs) &&
+                  offsetof(cpu_state, rip) == offsetof(kvm_regs, rip) &&
+                  offsetof(cpu_state, r15) == offsetof(kvm_regs, r15),
+              "cpu_state begins with kvm_regs' fields");
+static_assert(sizeof(saved_cpu::sregs) == sizeof(kvm_sregs) && sizeof(saved_cpu::xsave) == sizeof(kvm_xsave),
+              "saved_cpu holds kvm_sregs and kvm_xsave");
+
+constexpr std::uint64_t cr0_pe = 1u << 0, cr0_mp = 1u << 1, cr0_et = 1u << 4, cr0_ne = 1u << 5,
+                        cr0_wp = 1u << 16, cr0_pg = 1u << 31;
+constexpr std::uint64_t cr4_pae = 1u << 5, cr4_osfxsr = 1u << 9, cr4_osxmmexcpt = 1u << 10;
+constexpr std::uint64_t efer_lme = 1u << 8, efer_lma = 1u << 10, efer_nxe = 1u << 11;
+
+// kvm_cpuid2 + entries, as KVM_GET_SUPPORTED_CPUID returned them: read once per process.
+const std::vector<std::byte>& supported_cpuid() {
+    static const std::vector<std::byte> cpuid = [] {
+        constexpr std::uint32_t max_entries = 256;
+        std::vector<std::byte> bytes(sizeof(kvm_cpuid2) + max_entries * sizeof(kvm_cpuid_entry2));
+        auto* c = reinterpret_cast<kvm_cpuid2*>(bytes.data());
+        c->nent = max_entries;
+        checked_ioctl(kvm::system::get().fd.get(), KVM_GET_SUPPORTED_CPUID, c, "KVM_GET_SUPPORTED_CPUID");
+        return bytes;
+    }();
+    return cpuid;
+}
+
+kvm_segment user_segment(std::uint16_t selector, bool code) {
+    kvm_segment s{};
+    s.base = 0;
+    s.limit = 0xffffffff;
+    s.selector = selector;
+    s.type = code ? 11 : 3;
+    s.present = 1;
+    s.dpl = 3;
+    s.s = 1;
+    s.l = code ? 1 : 0;
+    s.db = code ? 0 : 1;
+    s.g = 1;
+    return s;
+}
+
+}  // namespace
+
+void vm::setup_vcpu() {
+    checked_ioctl(vcpu_fd_.get(), KVM_SET_CPUID2, supported_cpuid().data(), "KVM_SET_CPUID2");
+    set_initial_cpu_state();
+    run_state()->kvm_valid_regs = KVM_SYNC_X86_REGS;
+}
+
+void vm::set_initial_cpu_state() {
+    kvm_sregs s{};
+    checked_ioctl(vcpu_fd_.get(), KVM_GET_SREGS, &s, "KVM_GET_SREGS");
+    s.cs = user_segment(x86_64::user_code_selector, true);
+    s.ds = s.es = s.fs = s.gs = s.ss = user_segment(x86_64::user_data_selector, false);
+    s.tr = kvm_segment{};
+    s.tr.base = setup_.tss_base;
+    s.tr.limit = setup_.tss_limit;
+    s.tr.selector = x86_64::tss_selector;
+    s.tr.type = 11;  // 64-bit TSS, busy
+    s.tr.present = 1;
+    s.ldt = kvm_segment{};
+    s.ldt.unusable = 1;
+    s.gdt.base = setup_.gdt_base;
+    s.gdt.limit = setup_.gdt_limit;
+    s.idt.base = 0;  // no IDT: every guest exception becomes a triple fault the host reports
+    s.idt.limit = 0;
+    s.cr0 = cr0_pe | cr0_mp | cr0_et | cr0_ne | cr0_wp | cr0_pg;
+    s.cr2 = 0;
+    s.cr3 = setup_.cr3;
+    s.cr4 = cr4_pae | cr4_osfxsr | cr4_osxmmexcpt;
+    s.efer = efer_lme | efer_lma | efer_nxe;
+    checked_ioctl(vcpu_fd_.get(), KVM_SET_SREGS, &s, "KVM_SET_SREGS");
+
+    kvm_fpu fpu{};
+    fpu.fcw = 0x37f;
+    fpu.mxcsr = 0x1f80;
+    checked_ioctl(vcpu_fd_.get(), KVM_SET_FPU, &fpu, "KVM_SET_FPU");
+}
+
+void vm::reset_cpu() {
+    // A triple fault leaves the vCPU in shutdown state; setting the state again makes it runnable
+    // (probed: the same vCPU runs again after SET_SREGS + SET_REGS).
+    set_initial_cpu_state();
+}
+
+cpu_state vm::regs() const noexcept {
+    cpu_state r;
+    std::memcpy(static_cast<void*>(&r), &run_state()->s.regs.regs, sizeof(kvm_regs));
+    return r;
+}
+
+void vm::set_registers(const cpu_state& r) noexcept {
+    kvm_run* run = run_state();
+    std::memcpy(&run->s.regs.regs, &r, sizeof(kvm_regs));
+    run->kvm_dirty_regs |= KVM_SYNC_X86_REGS;
+}
+
+saved_cpu vm::save_cpu() const {
+    saved_cpu state;
+    state.regs = regs();
+    const kvm_run* run = run_state();
+    if (run->kvm_dirty_regs & KVM_SYNC_X86_SREGS) {
+        // A restore staged these for the next KVM_RUN; the vCPU does not hold them yet.
+        std::memcpy(state.sregs, &run->s.regs.sregs, sizeof state.sregs);
+    } else {
+        checked_ioctl(vcpu_fd_.get(), KVM_GET_SREGS, state.sregs, "KVM_GET_SREGS");
+    }
+    checked_ioctl(vcpu_fd_.get(), KVM_GET_XSAVE, state.xsave, "KVM_GET_XSAVE");
+    return state;
+}
+
+void vm::restore_cpu(const saved_cpu& state) {
+    checked_ioctl(vcpu_fd_.get(), KVM_SET_XSAVE, state.xsave, "KVM_SET_XSAVE");
+    kvm_run* run = run_state();
+    std::memcpy(&run->s.regs.sregs, state.sregs, sizeof state.sregs);
+    std::memcpy(&run->s.regs.regs, &state.regs, sizeof(kvm_regs));
+    run->kvm_dirty_regs |= KVM_SYNC_X86_SREGS | KVM_SYNC_X86_REGS;
+}
+
+cpu_state vm::read_cpu_state() const {
+    kvm_sregs s{};
+    checked_ioctl(vcpu_fd_.get(), KVM_GET_SREGS, &s, "KVM_GET_SREGS");
+    cpu_state state = regs();
+    state.cr2 = s.cr2;
+    state.fs_base = s.fs.base;
+    state.gs_base = s.gs.base;
+    return state;
+}
+
+void vm::drop_pending_events() {
+    // Finishing a half-done instruction may have raised an exception (an `ins` into read-only memory queues a #PF). On
+    // this machine's KVM, staging new special registers happens to drop it too; KVM documents no
+    // such thing, so drop it here rather than let it be delivered into whatever state runs next.
+    kvm_vcpu_events events{};
+    checked_ioctl(vcpu_fd_.get(), KVM_GET_VCPU_EVENTS, &events, "KVM_GET_VCPU_EVENTS");
+    if (events.exception.injected || events.exception.pending || events.interrupt.injected || events.nmi.injected ||
+        events.nmi.pending) {
+        events.exception = {};
+        events.interrupt.injected = 0;
+        events.nmi.injected = 0;
+        events.nmi.pending = 0;
+        events.flags = KVM_VCPUEVENT_VALID_NMI_PENDING;
+        checked_ioctl(vcpu_fd_.get(), KVM_SET_VCPU_EVENTS, &events, "KVM_SET_VCPU_EVENTS");
+    }
+}
+
+}  // namespace hl::vmm
