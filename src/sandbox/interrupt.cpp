@@ -105,7 +105,10 @@ int install_interrupt_signal(int offset) {
     }
     struct sigaction action {};
     action.sa_sigaction = on_signal;
-    action.sa_flags = SA_SIGINFO;  // no SA_RESTART: KVM_RUN must return EINTR
+    // SA_RESTART: a timer that goes off in another system call of the thread (a host function's, or
+    // the event loop's on a runtime worker whose timer outlived its call) restarts it rather than
+    // failing it with EINTR. KVM_RUN still stops: KVM ends it with EINTR, which is never restarted.
+    action.sa_flags = SA_SIGINFO | SA_RESTART;
     sigemptyset(&action.sa_mask);
     if (::sigaction(signal, &action, nullptr) != 0) throw std::system_error(errno, std::system_category(), "sigaction");
     installed_mask |= std::uint64_t{1} << offset;

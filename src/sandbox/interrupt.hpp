@@ -70,11 +70,12 @@ std::int64_t monotonic_ns() noexcept;
 /// the thread's timer, armed at the earlier of `deadline` (monotonic_ns(), 0 for none) and the end
 /// of a `slice` of nanoseconds from now (0 for none); popping a frame re-arms it for the one
 /// outside. A slice is at least min_slice_ns, and starts again if it is over before the guest was
-/// entered: below the cost of one VM entry, the guest would make no progress at all. The interrupt signal is unblocked for the
-/// frame if the thread blocks it. Note that, as the signal has no SA_RESTART, a deadline or slice end
-/// that fires while a host function blocks in a system call makes that call fail with EINTR.
-/// Tens of microseconds go into entering and leaving the guest under PVM (PLATFORM.md); a slice
-/// must leave the guest some time beyond that.
+/// entered: below the cost of one VM entry, the guest would make no progress at all. The interrupt
+/// signal is unblocked for the frame if the thread blocks it. The signal is SA_RESTART: a deadline
+/// or slice end that fires while a host function blocks in a restartable system call does not fail
+/// it (calls the kernel never restarts, such as poll or nanosleep, still see EINTR). Tens of
+/// microseconds go into entering and leaving the guest under PVM; a slice must leave the guest some
+/// time beyond that.
 inline constexpr std::int64_t min_slice_ns = 50'000;
 
 class run_frame {

@@ -13,6 +13,9 @@ namespace hl::vmm::kvm {
 
 /// ioctl(fd, request, arg), throwing std::system_error naming `what` when it fails.
 int checked_ioctl(int fd, unsigned long request, const void* arg, const char* what);
+/// ioctl(), tried again when a signal interrupted it (EINTR); never for KVM_RUN, whose EINTR is
+/// how a kick ends it.
+int ioctl_restarting(int fd, unsigned long request, const void* arg);
 
 /// /dev/kvm, opened once per process, with what every VM needs from it.
 struct system {

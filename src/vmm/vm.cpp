@@ -4,6 +4,8 @@
 #include "vmm/vm.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
@@ -22,8 +24,19 @@ namespace kvm {
 
 void throw_errno(const char* what) { throw std::system_error(errno, std::system_category(), what); }
 
+int ioctl_restarting(int fd, unsigned long request, const void* arg) {
+    // A signal that lands in one (a call's slice timer, which on a runtime worker may still be
+    // armed from an earlier call) may fail it with EINTR. They are idempotent until they succeed.
+    int r = -1;
+    for (int tries = 0; tries < 64; ++tries) {
+        r = ::ioctl(fd, request, arg);
+        if (r >= 0 || errno != EINTR) break;
+    }
+    return r;
+}
+
 int checked_ioctl(int fd, unsigned long request, const void* arg, const char* what) {
-    const int r = ::ioctl(fd, request, arg);
+    const int r = ioctl_restarting(fd, request, arg);
     if (r < 0) throw_errno(what);
     return r;
 }
@@ -88,10 +101,37 @@ vm::vm(util::unique_fd vm_fd, util::unique_fd vcpu_fd, util::mapping run, cpu_se
 
 vm::~vm() = default;
 
+namespace {
+
+// Holds the thread's signals back while it lives. KVM_CREATE_VM takes the process's memory locks
+// killably: a signal that lands meanwhile fails it with EINTR, however often it is tried again,
+// if signals keep coming (a runtime worker's slice timer may go off after its call, in the next
+// sandbox's creation). Blocked signals are delivered when the mask is put back.
+class signals_held {
+public:
+    signals_held() {
+        sigset_t all;
+        sigfillset(&all);
+        held_ = ::pthread_sigmask(SIG_BLOCK, &all, &old_) == 0;
+    }
+    ~signals_held() {
+        if (held_) ::pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    }
+    signals_held(const signals_held&) = delete;
+    signals_held& operator=(const signals_held&) = delete;
+
+private:
+    sigset_t old_{};
+    bool held_ = false;
+};
+
+}  // namespace
+
 vm vm::create(const mem::guest_memory& memory, const cpu_setup& setup) {
     const kvm::system& hv = kvm::system::get();
+    const signals_held quiet;
 
-    util::unique_fd vm_fd(::ioctl(hv.fd.get(), KVM_CREATE_VM, 0));
+    util::unique_fd vm_fd(kvm::ioctl_restarting(hv.fd.get(), KVM_CREATE_VM, nullptr));
     if (!vm_fd) throw_errno("KVM_CREATE_VM");
 
     // With manual protection, fetching the dirty log does not re-protect every page at once; the
@@ -112,7 +152,7 @@ vm vm::create(const mem::guest_memory& memory, const cpu_setup& setup) {
     slot.userspace_addr = reinterpret_cast<std::uint64_t>(memory.host_base());
     checked_ioctl(vm_fd.get(), KVM_SET_USER_MEMORY_REGION, &slot, "KVM_SET_USER_MEMORY_REGION");
 
-    util::unique_fd vcpu_fd(::ioctl(vm_fd.get(), KVM_CREATE_VCPU, 0));
+    util::unique_fd vcpu_fd(kvm::ioctl_restarting(vm_fd.get(), KVM_CREATE_VCPU, nullptr));
     if (!vcpu_fd) throw_errno("KVM_CREATE_VCPU");
     void* run = ::mmap(nullptr, hv.run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu_fd.get(), 0);
     if (run == MAP_FAILED) throw_errno("mmap of the vCPU's kvm_run");
