@@ -54,11 +54,24 @@ void call_base::step() {
     const auto slice = state_->home().slice();
     guest_call::status status;
     try {
-        status = call_.run(slice);
+        status = call_.run_nothrow(slice);
     } catch (...) {
         return fail(std::current_exception());
     }
     switch (status) {
+    case guest_call::status::failed: {
+        // A kill or a deadline: no exception on this path, which is the interrupt latency.
+        std::error_code ec;
+        std::string message;
+        try {
+            const auto e = call_.failure();
+            ec = e.code();
+            message = e.what();
+        } catch (...) {
+            return fail(std::current_exception());
+        }
+        return finish(ec, std::move(message), {});
+    }
     case guest_call::status::finished: {
         return_value result;
         try {

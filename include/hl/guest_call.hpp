@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "hl/error.hpp"
 #include "hl/host_function.hpp"
 #include "hl/value.hpp"
 
@@ -48,6 +49,7 @@ public:
         finished,   ///< take_result() has the guest's result
         sliced,     ///< the slice is over; run() again to go on
         host_call,  ///< the guest waits for an asynchronous host function: see pending_host_call()
+        failed,     ///< run_nothrow() only: the call ended with an error, see failure()
     };
 
     guest_call() noexcept;
@@ -64,6 +66,16 @@ public:
     /// call, from another thread, from inside one of the sandbox's own callbacks, or while a host
     /// call is still unanswered.
     status run(std::chrono::nanoseconds slice = {});
+
+    /// As run(), except that a failure which ends the call is returned as status::failed rather
+    /// than thrown; failure() then has it. Misuse still throws errc::usage_error and changes
+    /// nothing. For schedulers, where a kill or a deadline is a normal end: right after a long guest
+    /// run the host's caches are cold, and one exception costs about as much as the kick itself.
+    status run_nothrow(std::chrono::nanoseconds slice = {});
+
+    /// After status::failed: the error run() would have thrown (code and message; what() is the
+    /// message). Throws errc::usage_error when the call did not fail that way.
+    error failure() const;
 
     /// After run() returned status::finished: the result, once (errc::usage_error otherwise).
     return_value take_result();
@@ -122,6 +134,7 @@ private:
     explicit guest_call(std::unique_ptr<detail::call_state> state) noexcept;
     void reset() noexcept;
     detail::call_state& usable(const char* what) const;
+    status run_nothrow_or_throw(std::chrono::nanoseconds slice, bool catch_failures);
     std::unique_ptr<detail::call_state> state_;
 };
 

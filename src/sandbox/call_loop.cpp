@@ -39,14 +39,14 @@ void sandbox_core::initialize() {
     create_vm();
     call_state c;
     begin(c, HL_OP_INIT, "initialisation", value_type::void_type, {}, call_state::mode::to_the_end);
-    run(c, {});
+    if (run(c, {}) == guest_call::status::failed) throw failure_of(c);
 }
 
 return_value sandbox_core::call(std::string_view name, value_type return_type, std::span<const argument> args,
                                 std::chrono::nanoseconds timeout) {
     call_state c;
     start(c, name, return_type, args, timeout, call_state::mode::to_the_end);
-    run(c, {});
+    if (run(c, {}) == guest_call::status::failed) throw failure_of(c);
     return std::move(*c.result);
 }
 
@@ -113,6 +113,8 @@ guest_call::status sandbox_core::run(call_state& c, std::chrono::nanoseconds sli
     if (s == guest_call::status::finished) {
         if (c.op == HL_OP_DISPATCH) c.result = read_result(c.name, c.return_type);
         end(c, call_state::phase::finished);
+    } else if (s == guest_call::status::failed) {
+        end(c, call_state::phase::failed);
     }
     failure.armed = false;
     return s;
@@ -137,15 +139,21 @@ void sandbox_core::end(call_state& c, call_state::phase how) noexcept {
     c.at.store(how);
 }
 
-void sandbox_core::throw_timed_out(const call_state& c) {
-    poison_and_throw(errc::timed_out,
-                     util::strfmt("the guest call exceeded its deadline of %.3f ms", c.timeout.count() / 1e6));
+guest_call::status sandbox_core::interrupted(call_state& c, errc why) {
+    c.failure = make_error_code(why);
+    c.failure_reason = why == errc::timed_out
+                           ? util::strfmt("the guest call exceeded its deadline of %.3f ms", c.timeout.count() / 1e6)
+                           : std::string("the guest call was cancelled by the host");
+    poison_reason_ = c.failure_reason;
+    return guest_call::status::failed;
 }
+
+error sandbox_core::failure_of(const call_state& c) { return error(c.failure, c.failure_reason); }
 
 guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
     if (c.at.load() == call_state::phase::host_call) answer_host_call(c);
     // Between slices, or while a host call waited, the deadline may have passed.
-    if (c.deadline != 0 && monotonic_ns() >= c.deadline) throw_timed_out(c);
+    if (c.deadline != 0 && monotonic_ns() >= c.deadline) return interrupted(c, errc::timed_out);
     for (;;) {
         if (abandoned()) {
             poison_and_throw(errc::usage_error, "the sandbox was destroyed during the call (inside one of its own host "
@@ -154,8 +162,8 @@ guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
         }
         switch (frame.stop_reason()) {
         case run_frame::reason::none: break;
-        case run_frame::reason::cancelled: poison_and_throw(errc::cancelled, "the guest call was cancelled by the host");
-        case run_frame::reason::timed_out: throw_timed_out(c);
+        case run_frame::reason::cancelled: return interrupted(c, errc::cancelled);
+        case run_frame::reason::timed_out: return interrupted(c, errc::timed_out);
         case run_frame::reason::slice_over: return guest_call::status::sliced;
         }
         frame.entering_guest();
@@ -181,9 +189,8 @@ guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
                 // A kill that came while the guest ran is honoured now; one that comes later calls
                 // the listener, as the call is outside the guest.
                 switch (frame.stop_reason()) {
-                case run_frame::reason::cancelled:
-                    poison_and_throw(errc::cancelled, "the guest call was cancelled by the host");
-                case run_frame::reason::timed_out: throw_timed_out(c);
+                case run_frame::reason::cancelled: return interrupted(c, errc::cancelled);
+                case run_frame::reason::timed_out: return interrupted(c, errc::timed_out);
                 case run_frame::reason::none:
                 case run_frame::reason::slice_over: return guest_call::status::host_call;
                 }

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 
 #include "hl/host_function.hpp"
@@ -38,6 +39,11 @@ struct call_state : recycled {
     bool interrupted_at_end = false;
     bool result_taken = false;
     std::optional<return_value> result;
+    /// How the call failed when run() ended it without an exception (phase::failed): a kill or the
+    /// deadline, or, through guest_call::run_nothrow(), any failure. `failure_reason` is the message
+    /// (what() without the error code's text).
+    std::error_code failure;
+    std::string failure_reason;
 
     /// The host call the guest waits for (phase::host_call). `call` views the guest's output
     /// buffer, which nothing writes until the answer is written into it by the next run().

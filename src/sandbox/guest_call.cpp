@@ -91,6 +91,14 @@ detail::call_state& guest_call::usable(const char* what) const {
 }
 
 guest_call::status guest_call::run(std::chrono::nanoseconds slice) {
+    const status s = run_nothrow_or_throw(slice, false);
+    if (s == status::failed) throw detail::sandbox_core::failure_of(*state_);
+    return s;
+}
+
+guest_call::status guest_call::run_nothrow(std::chrono::nanoseconds slice) { return run_nothrow_or_throw(slice, true); }
+
+guest_call::status guest_call::run_nothrow_or_throw(std::chrono::nanoseconds slice, bool catch_failures) {
     detail::call_state& c = usable("run it");
     if (is_over(c)) throw error(errc::usage_error, "cannot run a guest_call that has finished");
     if (c.thread != std::this_thread::get_id()) {
@@ -103,7 +111,30 @@ guest_call::status guest_call::run(std::chrono::nanoseconds slice) {
                                  c.name.c_str(), util::name_for_message(c.pending.name).c_str()));
     }
     const run_claim claim(*c.core);
-    return c.core->run(c, slice);
+    if (!catch_failures) return c.core->run(c, slice);
+    try {
+        return c.core->run(c, slice);
+    } catch (const std::system_error& e) {  // hl::error too
+        if (!is_over(c)) throw;  // the call is as it was (a timer the kernel refused)
+        // what() of a system_error is its message, then ": " and the code's text; keep the message,
+        // so that failure() gives back the same what().
+        std::string_view what = e.what();
+        const std::string suffix = ": " + e.code().message();
+        if (what.size() >= suffix.size() && what.substr(what.size() - suffix.size()) == suffix) {
+            what.remove_suffix(suffix.size());
+        }
+        c.failure = e.code();
+        c.failure_reason = std::string(what);
+        return status::failed;
+    }
+}
+
+error guest_call::failure() const {
+    const detail::call_state& c = usable("read its failure");
+    if (c.at.load() != phase::failed || !c.failure) {
+        throw hl::error(errc::usage_error, "the guest_call has no failure: it has not ended with status::failed");
+    }
+    return detail::sandbox_core::failure_of(c);
 }
 
 return_value guest_call::take_result() {

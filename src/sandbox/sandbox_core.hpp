@@ -71,8 +71,12 @@ public:
 
     /// Runs `c` on the calling thread until it finishes (c.result holds the value), its `slice` (if
     /// positive) is over, or it waits for an asynchronous host function. The answer to a host call
-    /// the call waited for must be in `c`. Throws (and poisons) as call() does; the call is then over.
+    /// the call waited for must be in `c`. A kill or the deadline ends the call with status::failed
+    /// (c.failure says which); any other failure throws (and poisons) as call() does. Either way the
+    /// call is then over.
     guest_call::status run(call_state& c, std::chrono::nanoseconds slice);
+    /// After run() returned status::failed: the failure, as the exception call() throws.
+    static error failure_of(const call_state& c);
 
     /// Ends an unfinished call that will not run again (its guest_call is gone): poisons the sandbox
     /// with errc::cancelled. Under the claim.
@@ -123,13 +127,17 @@ private:
     /// Stages the entry registers for `op` and marks `c` running.
     void begin(call_state& c, std::uint64_t op, std::string_view name, value_type return_type,
                std::chrono::nanoseconds timeout, call_state::mode how);
-    /// The exit loop: runs until the guest reports done, the slice is over, or an asynchronous host
-    /// function must answer. Throws (and poisons) on any other way out: abort, fault, a protocol
-    /// violation, a kill, the deadline.
+    /// The exit loop: runs until the guest reports done, the slice is over, an asynchronous host
+    /// function must answer, or a kill or the deadline ends the call (status::failed, poisoned).
+    /// Throws (and poisons) on any other way out: abort, fault, a protocol violation.
     guest_call::status drive(call_state& c, run_frame& frame);
     /// Marks `c` over.
     void end(call_state& c, call_state::phase how) noexcept;
-    [[noreturn]] void throw_timed_out(const call_state& c);
+    /// Ends `c` by its kill or deadline, without an exception: it is how calls end under a
+    /// scheduler, and right after a long guest run the host's caches are cold, so that one throw
+    /// costs 25-30 us here (a kick of the vCPU costs about as much). Poisons; returns failed.
+    guest_call::status interrupted(call_state& c, errc why);
+
 
     /// Finishes whatever instruction the last exit left half done in KVM (vm::complete_pending), so
     /// that nothing of this task runs after the next restore. Poisons with errc::vm_error, for

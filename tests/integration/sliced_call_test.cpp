@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "guest_paths.hpp"
-#include "watchdog.hpp"
+#include "call_watchdog.hpp"
 #include "hl/hl.hpp"
 
 namespace {
@@ -292,7 +292,7 @@ TEST_P(SlicedCall, ARunawayAfterShortCallsIsStillSlicedAndNoSliceEndsEarly) {
     auto sb = make();
     auto snap = sb.snapshot();
     const auto handle = sb.interrupt_handle();
-    const hl::test::watchdog dog(handle, 30s);
+    const hl::test::call_watchdog dog(handle, 30s);
     for (int round = 0; round < 60; ++round) {
         for (int k = 0; k < round % 5; ++k) {
             auto echo = start(sb, "Echo", value_type::string, {std::string_view("short")});
@@ -315,7 +315,7 @@ TEST_P(SlicedCall, ARunawayAfterShortCallsIsStillSlicedAndNoSliceEndsEarly) {
 TEST_P(SlicedCall, ATimerThatGoesOffBetweenCallsLeavesTheNextCallItsSlices) {
     auto sb = make();
     auto snap = sb.snapshot();
-    const hl::test::watchdog dog(sb.interrupt_handle(), 30s);
+    const hl::test::call_watchdog dog(sb.interrupt_handle(), 30s);
     auto echo = start(sb, "Echo", value_type::string, {std::string_view("short")});
     run_to_end(echo, 200us);
     std::this_thread::sleep_for(2ms);  // a dedicated thread's timer goes off here, with no call
@@ -342,7 +342,7 @@ TEST_P(SlicedCall, AThreadThatBlocksTheSignalIsStillSlicedAndKilled) {
         auto sb = make();
         const auto snap = sb.snapshot();
         const auto handle = sb.interrupt_handle();
-        hl::test::watchdog dog(handle, 30s);
+        hl::test::call_watchdog dog(handle, 30s);
         for (int round = 0; round < 3; ++round) {
             auto spin = start(sb, "Spin", value_type::void_type);
             for (int i = 0; i < 5; ++i) ASSERT_EQ(spin.run(200us), status::sliced);

@@ -11,11 +11,11 @@
 
 namespace hl::test {
 
-// Kills the sandbox's call if the test has not finished in `limit`: a guest left without a timer
+// Kills one sandbox's call if the test has not finished in `limit`: a guest left without a timer
 // fails the test instead of hanging it.
-class watchdog {
+class call_watchdog {
 public:
-    watchdog(hl::interrupt_handle handle, std::chrono::seconds limit)
+    call_watchdog(hl::interrupt_handle handle, std::chrono::seconds limit)
         : thread_([this, handle, limit] {
               std::unique_lock lock(mutex_);
               if (!done_cv_.wait_for(lock, limit, [this] { return done_; })) {
@@ -28,7 +28,7 @@ public:
                   }
               }
           }) {}
-    ~watchdog() {
+    ~call_watchdog() {
         {
             std::lock_guard lock(mutex_);
             done_ = true;
