@@ -48,6 +48,7 @@ thread_local timer this_thread_timer;
 // for a timer that no longer runs. A stale value errs on the safe side: one arming too many.
 [[gnu::tls_model("initial-exec")]] thread_local std::atomic<std::int64_t> pending_at{0};
 [[gnu::tls_model("initial-exec")]] thread_local bool is_dedicated = false;
+thread_local int unblocked_for_good = 0;
 
 }  // namespace
 
@@ -88,9 +89,14 @@ void expired(std::int64_t now) noexcept {
 void set_dedicated(bool on) noexcept {
     const bool was = is_dedicated;
     is_dedicated = on;
+    if (was != on) unblocked_for_good = 0;
     if (was && !on) disarm();  // nothing of the dedicated time goes off later
 }
 
 bool dedicated() noexcept { return is_dedicated; }
+
+int kept_unblocked() noexcept { return unblocked_for_good; }
+
+void keep_unblocked(int signal) noexcept { unblocked_for_good = signal; }
 
 }  // namespace hl::detail::thread_timer
