@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,6 +20,7 @@
 #include <mutex>
 #include <ostream>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -372,6 +374,72 @@ INSTANTIATE_TEST_SUITE_P(Threads, InterleavedOnOneThread, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& info) {
                              return info.param ? "Dedicated" : "Ordinary";
                          });
+
+// No signal may be queued, so no timer created (RLIMIT_SIGPENDING 0), for as long as it lives.
+class no_new_timers {
+public:
+    no_new_timers() {
+        ::getrlimit(RLIMIT_SIGPENDING, &old_);
+        rlimit none = old_;
+        none.rlim_cur = 0;
+        ::setrlimit(RLIMIT_SIGPENDING, &none);
+    }
+    ~no_new_timers() { ::setrlimit(RLIMIT_SIGPENDING, &old_); }
+
+private:
+    rlimit old_{};
+};
+
+// The thread's timer is re-created for a call on another interrupt signal.
+class RefusedTimer : public ::testing::TestWithParam<bool> {
+protected:
+    void SetUp() override { HL_REQUIRE_KVM(); }
+};
+
+TEST_P(RefusedTimer, AnOuterCallWhoseTimerCouldNotBeRecreatedForAMomentIsSlicedAgainAfterIt) {
+    const dedication on(GetParam());
+    auto inner = make(1);
+    int host_calls = 0;
+    bool inner_failed = false;
+    clock_type::time_point refused_at{};
+    auto u = hl::uninitialized_sandbox::from_file(hl::test::simpleguest());
+    u.register_host_function("HostAdd", [&](std::int32_t a, std::int32_t b) {
+        if (++host_calls == 1) {
+            // The inner call's timer replaces the outer's, and the kernel refuses it; so does it
+            // refuse the outer's when the inner call ends. The outer call loses its timer until
+            // its guest runs again.
+            const no_new_timers refuse;
+            try {
+                (void)inner.call_for<std::int32_t>(1s, "AddLocal", a, b);
+            } catch (const std::exception&) {
+                inner_failed = true;
+            }
+            refused_at = clock_type::now();
+        } else if (clock_type::now() - refused_at > 3s) {
+            throw std::runtime_error("the outer call was not sliced after the timer came back");
+        }
+        return a + b;
+    });
+    auto outer = std::move(u).evolve();
+    const hl::test::watchdog outer_dog(outer.interrupt_handle(), 20s);
+    auto call = outer.start_call("CallHostManyTimes", value_type::int64,
+                                 std::vector<hl::argument>{std::int32_t{1'000'000}});
+    status s = status::sliced;
+    int sliced = 0;
+    errc end{};
+    for (int i = 0; i < 10 && s == status::sliced && end == errc{}; ++i) {
+        end = error_of([&] { s = call.run(2ms); });
+        sliced += end == errc{} && s == status::sliced;
+    }
+    EXPECT_TRUE(inner_failed) << "the kernel created the timer all the same";
+    EXPECT_EQ(end, errc{});
+    EXPECT_EQ(sliced, 10);
+    EXPECT_EQ(inner.call_for<std::int32_t>(1s, "AddLocal", 1, 2), 3) << "the timer is back";
+}
+
+INSTANTIATE_TEST_SUITE_P(Threads, RefusedTimer, ::testing::Bool(), [](const ::testing::TestParamInfo<bool>& info) {
+    return info.param ? "Dedicated" : "Ordinary";
+});
 
 INSTANTIATE_TEST_SUITE_P(Threads, NestedOnOneThread,
                          ::testing::Values(nesting{false, 0}, nesting{true, 0}, nesting{false, 1}, nesting{true, 1}),
