@@ -15,7 +15,9 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <random>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -189,6 +191,27 @@ TEST_F(DedicatedThread, HostFunctionsThatTurnDedicationOnAndOffLeaveTheOuterCall
     hl::guest_call::dedicate_this_thread(false);
 }
 
+
+TEST_F(DedicatedThread, SandboxesAreCreatedWhileAnEarlierCallsArmingGoesOff) {
+    // A runtime worker creates sandboxes between calls. The kernel gives up creating a VM when a
+    // signal comes (KVM_CREATE_VM fails with EINTR): the arming a call left must not fail it.
+    const dedication on(true);
+    auto sb = make();
+    const auto snap = sb.snapshot();
+    std::minstd_rand random(7);
+    int refused = 0;
+    std::string what;
+    for (int i = 0; i < 300; ++i) {
+        short_call(sb, snap, std::chrono::microseconds(20 + random() % 1500), i);
+        try {
+            auto created = hl::uninitialized_sandbox::from_file(hl::test::simpleguest()).evolve();
+        } catch (const std::exception& e) {
+            ++refused;
+            what = e.what();
+        }
+    }
+    EXPECT_EQ(refused, 0) << "the last: " << what;
+}
 
 // No signal may be queued, so no timer created (RLIMIT_SIGPENDING 0), for as long as it lives.
 class no_new_timers {
