@@ -88,10 +88,28 @@ vm::vm(util::unique_fd vm_fd, util::unique_fd vcpu_fd, util::mapping run, cpu_se
 
 vm::~vm() = default;
 
+namespace {
+
+// KVM_CREATE_VM gives up with EINTR when a signal comes (taking the mm's locks for the MMU
+// notifier looks for one): a slice or deadline timer of an earlier call that goes off on this
+// thread, or a signal of the application's, is no reason to fail. Bounded, so that a thread
+// flooded with signals still gets an answer.
+int create_vm_fd(int kvm_fd) {
+    constexpr int max_attempts = 100;
+    int fd = -1;
+    for (int attempt = 0; attempt < max_attempts; ++attempt) {
+        fd = ::ioctl(kvm_fd, KVM_CREATE_VM, 0);
+        if (fd >= 0 || errno != EINTR) break;
+    }
+    return fd;
+}
+
+}  // namespace
+
 vm vm::create(const mem::guest_memory& memory, const cpu_setup& setup) {
     const kvm::system& hv = kvm::system::get();
 
-    util::unique_fd vm_fd(::ioctl(hv.fd.get(), KVM_CREATE_VM, 0));
+    util::unique_fd vm_fd(create_vm_fd(hv.fd.get()));
     if (!vm_fd) throw_errno("KVM_CREATE_VM");
 
     // With manual protection, fetching the dirty log does not re-protect every page at once; the
