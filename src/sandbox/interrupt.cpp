@@ -41,9 +41,6 @@ struct active_calls {
 };
 [[gnu::tls_model("initial-exec")]] thread_local active_calls current;
 
-// The interrupt signal a dedicated thread (thread_timer::set_dedicated()) keeps unblocked, 0 for none.
-thread_local int unblocked_for_good = 0;
-
 void set_immediate_exit(std::uint8_t* flag, std::uint8_t value) noexcept {
     if (flag != nullptr) __atomic_store_n(flag, value, __ATOMIC_SEQ_CST);
 }
@@ -219,7 +216,7 @@ run_frame::run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t
     const std::int64_t expiry = earlier(deadline_, slice_end_);
     // A thread that blocks the signal (sigwait or signalfd designs) would never be kicked out. A
     // dedicated thread unblocks it for good the first time, and looks no more.
-    if (!(thread_timer::dedicated() && unblocked_for_good == state_.signal)) {
+    if (!(thread_timer::dedicated() && thread_timer::kept_unblocked() == state_.signal)) {
         sigset_t mask;
         ::pthread_sigmask(SIG_BLOCK, nullptr, &mask);
         if (sigismember(&mask, state_.signal) == 1) {
@@ -229,7 +226,7 @@ run_frame::run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t
             ::pthread_sigmask(SIG_UNBLOCK, &ours, nullptr);
             unblocked_ = !thread_timer::dedicated();
         }
-        if (thread_timer::dedicated()) unblocked_for_good = state_.signal;
+        if (thread_timer::dedicated()) thread_timer::keep_unblocked(state_.signal);
     }
     active_call& frame = current.frames[depth_];
     frame = active_call{};
@@ -278,6 +275,8 @@ void run_frame::pop() noexcept {
         sigemptyset(&ours);
         sigaddset(&ours, state_.signal);
         ::pthread_sigmask(SIG_BLOCK, &ours, nullptr);
+        // An ordinary outer call blocks it again under a nested call that dedicated the thread.
+        if (thread_timer::kept_unblocked() == state_.signal) thread_timer::keep_unblocked(0);
     }
 }
 

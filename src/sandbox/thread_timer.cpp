@@ -13,6 +13,12 @@
 namespace hl::detail::thread_timer {
 namespace {
 
+// When the pending arming goes off (monotonic ns), 0 for none. The signal handler clears it, so it
+// is initial-exec TLS (no allocation on first use in the handler) and written only before the
+// timer_settime it describes: an arming that fires at once is then cleared, never left standing
+// for a timer that no longer runs. A stale value errs on the safe side: one arming too many.
+[[gnu::tls_model("initial-exec")]] thread_local std::atomic<std::int64_t> pending_at{0};
+
 struct timer {
     timer_t id{};
     int signal = 0;
@@ -26,6 +32,8 @@ struct timer {
     // signals re-creates it when the signal changes.
     void make(int sig) {
         if (created && signal == sig) return;
+        // Its arming goes with it: should the new timer be refused, no call may count on it.
+        pending_at.store(0, std::memory_order_relaxed);
         if (created) ::timer_delete(id);
         created = false;
         sigevent event{};
@@ -42,12 +50,8 @@ struct timer {
 
 thread_local timer this_thread_timer;
 
-// When the pending arming goes off (monotonic ns), 0 for none. The signal handler clears it, so it
-// is initial-exec TLS (no allocation on first use in the handler) and written only before the
-// timer_settime it describes: an arming that fires at once is then cleared, never left standing
-// for a timer that no longer runs. A stale value errs on the safe side: one arming too many.
-[[gnu::tls_model("initial-exec")]] thread_local std::atomic<std::int64_t> pending_at{0};
 [[gnu::tls_model("initial-exec")]] thread_local bool is_dedicated = false;
+thread_local int unblocked_for_good = 0;
 
 }  // namespace
 
@@ -88,9 +92,14 @@ void expired(std::int64_t now) noexcept {
 void set_dedicated(bool on) noexcept {
     const bool was = is_dedicated;
     is_dedicated = on;
+    if (was != on) unblocked_for_good = 0;
     if (was && !on) disarm();  // nothing of the dedicated time goes off later
 }
 
 bool dedicated() noexcept { return is_dedicated; }
+
+int kept_unblocked() noexcept { return unblocked_for_good; }
+
+void keep_unblocked(int signal) noexcept { unblocked_for_good = signal; }
 
 }  // namespace hl::detail::thread_timer

@@ -32,4 +32,10 @@ void expired(std::int64_t now) noexcept;
 void set_dedicated(bool on) noexcept;
 bool dedicated() noexcept;
 
+/// The interrupt signal a dedicated thread has unblocked for good (0 for none), so that its calls
+/// need not look at the signal mask. Any change of dedication forgets it: an ordinary thread may
+/// block the signal again. Whoever blocks it again on a dedicated thread must forget it too.
+int kept_unblocked() noexcept;
+void keep_unblocked(int signal) noexcept;
+
 }  // namespace hl::detail::thread_timer
