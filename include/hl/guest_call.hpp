@@ -121,7 +121,8 @@ public:
     /// saves the three system calls a call otherwise makes around a slice. The price: an arming
     /// made for an earlier call may go off in a later one (one more exit of that guest, which then
     /// re-arms for itself) or, at most one slice after the last call, in a blocking system call of
-    /// the thread, which then fails with EINTR. Off by default; for the calling thread only.
+    /// the thread: the signal is SA_RESTART, so most restart, but those the kernel never restarts
+    /// (poll, epoll_wait, nanosleep, ...) fail with EINTR. Off by default; for the calling thread only.
     /// Turning it off disarms the timer (the signal stays as it is).
     static void dedicate_this_thread(bool on) noexcept;
 

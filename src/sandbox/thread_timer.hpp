@@ -27,7 +27,8 @@ void expired(std::int64_t now) noexcept;
 /// For a thread that exists to run guest calls back to back (a scheduler's worker): calls arm the
 /// timer only when no earlier arming is pending, and leave it running when they end, so that short
 /// calls make no timer system call at all. A stray expiry costs the guest that runs then one exit,
-/// or a blocking system call of the thread an EINTR. Off by default; the calling thread only.
+/// or a blocking system call of the thread that the kernel does not restart an EINTR. Off by
+/// default; the calling thread only.
 /// Turning it off disarms the timer.
 void set_dedicated(bool on) noexcept;
 bool dedicated() noexcept;
