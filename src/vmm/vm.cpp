@@ -13,6 +13,7 @@
 
 #include "hl/error.hpp"
 #include "util/strfmt.hpp"
+#include "util/system_error.hpp"
 #include "vmm/kvm_api.hpp"
 #include "vmm/x86_64_tables.hpp"
 
@@ -28,7 +29,10 @@ constexpr std::uint64_t cr0_pe = 1u << 0, cr0_mp = 1u << 1, cr0_et = 1u << 4, cr
 constexpr std::uint64_t cr4_pae = 1u << 5, cr4_osfxsr = 1u << 9, cr4_osxmmexcpt = 1u << 10;
 constexpr std::uint64_t efer_lme = 1u << 8, efer_lma = 1u << 10, efer_nxe = 1u << 11;
 
-[[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::system_category(), what); }
+[[noreturn]] void throw_errno(const char* what) {
+    const int e = errno;  // before building the message, which may allocate
+    throw util::system_error(e, what);
+}
 
 int checked_ioctl(int fd, unsigned long request, const void* arg, const char* what) {
     const int r = ::ioctl(fd, request, arg);
