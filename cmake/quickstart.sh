@@ -5,7 +5,8 @@
 #   test  run the whole test suite
 #   bench run the benchmark report (medians and ratios to their baselines)
 # HL_BUILD_DIR overrides the build directory; HL_CMAKE_ARGS adds configure options (CI passes
-# -DCMAKE_COMPILE_WARNING_AS_ERROR=ON).
+# -DCMAKE_COMPILE_WARNING_AS_ERROR=ON); HL_EXTRA_PACKAGES adds Debian packages to install (CI: clang
+# and libFuzzer for its sanitizer and fuzz stages).
 set -euo pipefail
 
 mode=${1:-demo}
@@ -14,6 +15,8 @@ build=${HL_BUILD_DIR:-$top/build}
 
 packages=(cmake ninja-build g++ pkg-config flatbuffers-compiler flatbuffers-compiler-dev libflatbuffers-dev
           libgtest-dev libbenchmark-dev libcapstone-dev libasio-dev liburing-dev libcli11-dev libhttp-parser-dev)
+# shellcheck disable=SC2206 # HL_EXTRA_PACKAGES is a list of names
+packages+=(${HL_EXTRA_PACKAGES:-})
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

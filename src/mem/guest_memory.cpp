@@ -10,26 +10,27 @@
 
 #include "hl/error.hpp"
 #include "util/strfmt.hpp"
+#include "util/system_error.hpp"
 #include "util/unique_fd.hpp"
 
 namespace hl::mem {
 
 guest_memory guest_memory::create(std::uint64_t size) {
     util::unique_fd fd(::memfd_create("hl-guest-memory", MFD_CLOEXEC));
-    if (!fd) throw std::system_error(errno, std::system_category(), "memfd_create for guest memory");
+    if (!fd) throw util::system_error(errno, "memfd_create for guest memory");
     if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
-        throw std::system_error(errno, std::system_category(),
-                                util::strfmt("ftruncate guest memory to %llu bytes", (unsigned long long)size));
+        const int e = errno;  // before formatting the message, which may allocate
+        throw util::system_error(e, util::strfmt("ftruncate guest memory to %llu bytes", (unsigned long long)size));
     }
     // The mapping keeps the file alive; the descriptor is not needed after this.
     void* addr = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd.get(), 0);
-    if (addr == MAP_FAILED) throw std::system_error(errno, std::system_category(), "mmap guest memory");
+    if (addr == MAP_FAILED) throw util::system_error(errno, "mmap guest memory");
     return guest_memory(util::mapping(addr, size));
 }
 
 guest_memory guest_memory::map_private(int fd, std::uint64_t size) {
     void* addr = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
-    if (addr == MAP_FAILED) throw std::system_error(errno, std::system_category(), "mmap snapshot copy-on-write");
+    if (addr == MAP_FAILED) throw util::system_error(errno, "mmap snapshot copy-on-write");
     return guest_memory(util::mapping(addr, size));
 }
 

@@ -8,6 +8,7 @@
 
 #include "sandbox/sandbox_core.hpp"
 #include "util/strfmt.hpp"
+#include "util/system_error.hpp"
 
 namespace hl {
 namespace {
@@ -17,8 +18,12 @@ constexpr std::uint64_t max_guest_file_size = 1ull << 30;
 std::vector<std::byte> read_file(const std::filesystem::path& path) {
     std::ifstream in(path, std::ios::binary | std::ios::ate);
     if (!in) {
-        throw error(errc::invalid_guest,
-                    util::strfmt("cannot open guest binary %s: %s", path.c_str(), std::strerror(errno)));
+        const int e = errno;
+        // Out of descriptors or memory is the host's state, not a bad guest: say which limit.
+        if (e == EMFILE || e == ENFILE || e == ENOMEM) {
+            throw util::system_error(e, util::strfmt("cannot open guest binary %s", path.c_str()));
+        }
+        throw error(errc::invalid_guest, util::strfmt("cannot open guest binary %s: %s", path.c_str(), std::strerror(e)));
     }
     const std::streamoff size = in.tellg();
     if (size < 0 || static_cast<std::uint64_t>(size) > max_guest_file_size) {

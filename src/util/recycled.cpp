@@ -35,6 +35,9 @@ void* recycled_memory::allocate(std::size_t size) {
 
 void recycled_memory::deallocate(void* p, std::size_t size) noexcept {
     if (size <= max_size && list.count >= 0 && list.count < capacity) {
+        // A thread may free blocks it never allocated (a completion on another thread): its cache
+        // is in use from now on, so the reaper must free it when the thread ends.
+        if (list.count == 0) (void)&reap;
         list.blocks[list.count++] = p;
         return;
     }

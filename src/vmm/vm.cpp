@@ -16,13 +16,17 @@
 
 #include "hl/error.hpp"
 #include "util/strfmt.hpp"
+#include "util/system_error.hpp"
 #include "vmm/kvm_api.hpp"
 #include "vmm/kvm_system.hpp"
 
 namespace hl::vmm {
 namespace kvm {
 
-void throw_errno(const char* what) { throw std::system_error(errno, std::system_category(), what); }
+void throw_errno(const char* what) {
+    const int e = errno;  // before building the message, which may allocate
+    throw util::system_error(e, what);
+}
 
 int ioctl_restarting(int fd, unsigned long request, const void* arg) {
     // A signal that lands in one (a call's slice timer, which on a runtime worker may still be
