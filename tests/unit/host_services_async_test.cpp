@@ -13,7 +13,6 @@
 namespace hl::detail {
 namespace {
 
-using HostServices = test::host_services_test;
 using protocol::guest_error_kind;
 
 // `Double` with both forms; `invoked` counts the blocking one.
@@ -28,13 +27,21 @@ host_function doubling(int& invoked) {
     return fn;
 }
 
-TEST_F(HostServices, LeavesAnAsyncFunctionsRequestPendingInASlicedCall) {
+class AsyncHostServices : public test::host_services_test {
+protected:
+    // The guest calls Double(21) in a sliced call; true if the request was left pending.
+    bool double_21_pending() {
+        services.register_function("Double", doubling(invoked));
+        call.how = call_state::mode::sliced;
+        const argument args[] = {std::int32_t{21}};
+        guest_calls("Double", value_type::int32, args);
+        return services.serve(buffers, call);
+    }
     int invoked = 0;
-    services.register_function("Double", doubling(invoked));
-    call.how = call_state::mode::sliced;
-    const argument args[] = {std::int32_t{21}};
-    guest_calls("Double", value_type::int32, args);
-    EXPECT_TRUE(services.serve(buffers, call));
+};
+
+TEST_F(AsyncHostServices, LeavesTheRequestPendingInASlicedCall) {
+    EXPECT_TRUE(double_21_pending());
     EXPECT_EQ(invoked, 0);
     EXPECT_EQ(call.at.load(), call_state::phase::host_call);
     EXPECT_EQ(call.pending.name, "Double");
@@ -42,8 +49,7 @@ TEST_F(HostServices, LeavesAnAsyncFunctionsRequestPendingInASlicedCall) {
     EXPECT_EQ(std::get<std::int32_t>(call.pending.call.arguments[0]), 21);
 }
 
-TEST_F(HostServices, RunsAnAsyncFunctionsBlockingFormInACallToTheEnd) {
-    int invoked = 0;
+TEST_F(AsyncHostServices, RunsTheBlockingFormInACallToTheEnd) {
     services.register_function("Double", doubling(invoked));
     const argument args[] = {std::int32_t{21}};
     guest_calls("Double", value_type::int32, args);
@@ -53,13 +59,8 @@ TEST_F(HostServices, RunsAnAsyncFunctionsBlockingFormInACallToTheEnd) {
     EXPECT_EQ(call.at.load(), call_state::phase::ready);
 }
 
-TEST_F(HostServices, AnswersAPendingRequestWithTheValueThatCameBack) {
-    int invoked = 0;
-    services.register_function("Double", doubling(invoked));
-    call.how = call_state::mode::sliced;
-    const argument args[] = {std::int32_t{21}};
-    guest_calls("Double", value_type::int32, args);
-    ASSERT_TRUE(services.serve(buffers, call));
+TEST_F(AsyncHostServices, AnswersThePendingRequestWithTheValueThatCameBack) {
+    ASSERT_TRUE(double_21_pending());
     call.answer.value = std::int32_t{42};
     call.answered.store(call_state::answer_state::ready);
     services.answer(buffers, call);
@@ -69,13 +70,8 @@ TEST_F(HostServices, AnswersAPendingRequestWithTheValueThatCameBack) {
     EXPECT_EQ(call.pending.function, nullptr) << "the request is let go once answered";
 }
 
-TEST_F(HostServices, AnswersAPendingRequestThatFailedWithHostFunctionError) {
-    int invoked = 0;
-    services.register_function("Double", doubling(invoked));
-    call.how = call_state::mode::sliced;
-    const argument args[] = {std::int32_t{21}};
-    guest_calls("Double", value_type::int32, args);
-    ASSERT_TRUE(services.serve(buffers, call));
+TEST_F(AsyncHostServices, AnswersAPendingRequestThatFailedWithHostFunctionError) {
+    ASSERT_TRUE(double_21_pending());
     call.answer.failure = "the coroutine threw";
     services.answer(buffers, call);
     const auto r = answer();
@@ -86,13 +82,8 @@ TEST_F(HostServices, AnswersAPendingRequestThatFailedWithHostFunctionError) {
     EXPECT_EQ(call.at.load(), call_state::phase::ready);
 }
 
-TEST_F(HostServices, RefusesAnAnswerOfAnotherTypeThanTheFunctionReturns) {
-    int invoked = 0;
-    services.register_function("Double", doubling(invoked));
-    call.how = call_state::mode::sliced;
-    const argument args[] = {std::int32_t{21}};
-    guest_calls("Double", value_type::int32, args);
-    ASSERT_TRUE(services.serve(buffers, call));
+TEST_F(AsyncHostServices, RefusesAnAnswerOfAnotherTypeThanTheFunctionReturns) {
+    ASSERT_TRUE(double_21_pending());
     call.answer.value = std::string("forty-two");
     services.answer(buffers, call);
     const auto r = answer();
