@@ -19,6 +19,7 @@
 
 #include "guest_paths.hpp"
 #include "hl/interrupt.hpp"
+#include "hl/runtime/async_sandbox.hpp"
 #include "hl/runtime/sandbox_pool.hpp"
 
 namespace hl::test {
@@ -94,6 +95,33 @@ asio::awaitable<void> until(asio::io_context& io, F done, std::chrono::milliseco
         co_await t.async_wait(asio::use_awaitable);
     }
 }
+
+/// A fixture for tests of async_sandbox: an io_context, and simpleguest sandboxes with HostAdd.
+class async_test : public ::testing::Test {
+protected:
+    void SetUp() override { HL_REQUIRE_KVM(); }
+
+    asio::awaitable<hl::async_sandbox> make() {
+        co_return co_await hl::async_sandbox::async_create(io.get_executor(), hl::test::simpleguest(), {},
+                                                           [](hl::uninitialized_sandbox& u) {
+                                                               u.register_host_function("HostAdd", [](std::int32_t a, std::int32_t b) { return a + b; });
+                                                           });
+    }
+
+    // Runs `body` as a coroutine on io and fails the test if it throws.
+    template <class F>
+    void run(F body) {
+        hl::test::run_coroutine(io, std::move(body));
+    }
+
+    // Waits, a millisecond at a time, until `done()`; gives up after `limit` (the caller checks).
+    template <class F>
+    asio::awaitable<void> until(F done, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+        return hl::test::until(io, std::move(done), limit);
+    }
+
+    asio::io_context io;
+};
 
 /// A fixture for tests that attack a pool of simpleguest sandboxes: an io_context to run one
 /// coroutine on, and pools whose sandboxes a watchdog may watch.

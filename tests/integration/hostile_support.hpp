@@ -11,6 +11,12 @@
 
 namespace hl::test {
 
+/// A fixture for attacks with the hostile guest: skipped where there is no KVM.
+class attack_test : public ::testing::Test {
+protected:
+    void SetUp() override { HL_REQUIRE_KVM(); }
+};
+
 /// hostileguest's canary after initialisation; its landing area is zero.
 inline constexpr std::int64_t canary_value = 0x5a5a'5a5a;
 

@@ -6,7 +6,6 @@
 #include <asio/any_io_executor.hpp>
 #include <asio/steady_timer.hpp>
 
-#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -17,29 +16,11 @@
 
 #include "hl/runtime/detail/sandbox_state.hpp"
 #include "hl/runtime/detail/task_cancellation.hpp"
+#include "hl/runtime/pool_options.hpp"
+#include "hl/runtime/pool_stats.hpp"
 #include "hl/runtime/runtime.hpp"
 
-namespace hl {
-
-/// Sizes and limits of a sandbox_pool.
-struct pool_options {
-    std::size_t min_size = 1;        ///< created in the background when the pool starts
-    std::size_t max_size = 4;        ///< never more sandboxes than this, idle, in use or recycling
-    std::size_t max_waiters = 1024;  ///< acquires beyond this fail at once with errc::pool_busy
-    std::chrono::nanoseconds acquire_timeout{0};  ///< 0: wait as long as it takes; else errc::timed_out
-    hl::runtime* runtime = nullptr;  ///< whose workers the sandboxes are spread over; null: the default
-};
-
-/// A snapshot of a pool's state. size counts idle, in-use and coming sandboxes; recycling counts
-/// restores queued and not yet run (each runs ahead of its sandbox's next operation).
-/// latency_us[i] counts pool calls that took [2^i, 2^(i+1)) us (the last bucket: everything longer).
-struct pool_stats {
-    std::size_t size = 0, idle = 0, in_use = 0, recycling = 0, waiters = 0;
-    std::uint64_t acquired = 0, restores = 0, replacements = 0, failures = 0;
-    std::array<std::uint64_t, 24> latency_us{};
-};
-
-namespace detail {
+namespace hl::detail {
 
 /// Words for the codes an operation completes with without running (an acquire that failed, a
 /// cancelled or stale operation).
@@ -123,5 +104,4 @@ private:
     std::vector<std::function<void()>> drained_;
 };
 
-}  // namespace detail
-}  // namespace hl
+}  // namespace hl::detail

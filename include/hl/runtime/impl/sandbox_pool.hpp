@@ -1,0 +1,288 @@
+// SPDX-License-Identifier: Apache-2.0
+// The definitions of pool_lease's and sandbox_pool's members, and the waiters their operations
+// queue on the pool.
+#pragma once
+
+#include <asio/associated_cancellation_slot.hpp>
+#include <asio/associated_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/post.hpp>
+
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+namespace hl {
+
+namespace detail {
+
+/// A pool_lease for an async_acquire().
+template <class Handler>
+struct lease_waiter final : pool_waiter {
+    lease_waiter(Handler h, std::shared_ptr<pool_core> c, std::shared_ptr<task_cancellation> t, diagnostics* d)
+        : done(std::move(h), c->executor(), d), core(std::move(c)), task(std::move(t)) {}
+    void deliver(std::error_code ec, std::shared_ptr<sandbox_state> sb) override {
+        auto ex = asio::get_associated_executor(done.handler(), core->executor());
+        auto lease = sb ? pool_lease(core, std::move(sb), ex) : pool_lease();
+        // The hand-over: a cancellation that came after the pool chose this waiter gives the
+        // sandbox back, up to the moment the holder would get it.
+        done.complete_with([task = task, ec, lease = std::move(lease)]() mutable {
+            if (lease && task && task->cancelled()) {
+                lease.release();
+                ec = asio::error::operation_aborted;
+            }
+            return std::make_tuple(ec, pool_error_message(ec), std::move(lease));
+        });
+    }
+    completion<Handler> done;
+    std::shared_ptr<pool_core> core;
+    std::shared_ptr<task_cancellation> task;
+};
+
+/// A pool task's call, made when the task gets its sandbox.
+template <class Operation>
+struct call_waiter final : pool_waiter {
+    call_waiter(Operation* o, std::shared_ptr<pool_core> c, std::shared_ptr<task_cancellation> t,
+                asio::any_io_executor task_executor)
+        : op(o), core(std::move(c)), task(std::move(t)), ex(std::move(task_executor)),
+          start(std::chrono::steady_clock::now()) {}
+    ~call_waiter() override {
+        if (op != nullptr) op->abort(asio::error::operation_aborted);
+    }
+    void deliver(std::error_code ec, std::shared_ptr<sandbox_state> sb) override {
+        auto* o = std::exchange(op, nullptr);
+        if (ec) return o->abort(ec);
+        if (immediate) return call(o, std::move(sb), task, start);
+        // Handed a sandbox that another task gave back: the call is made on the task's own
+        // executor, so that a cancellation there still finds it before it could run.
+        asio::post(ex, [o, sb = std::move(sb), task = task, start = start]() mutable {
+            call(o, std::move(sb), task, start);
+        });
+    }
+    static void call(Operation* o, std::shared_ptr<sandbox_state> sb, const std::shared_ptr<task_cancellation>& task,
+                     std::chrono::steady_clock::time_point start) {
+        o->holder = sb->epoch();
+        o->set_epoch(*o->holder);
+        o->count_latency_from(start);
+        auto stop = [weak = std::weak_ptr<sandbox_state>(sb), id = o->id] {
+            if (auto s = weak.lock()) s->cancel(id);
+        };
+        o->leased(sb);
+        if (task && !task->arm(stop)) return o->abort(asio::error::operation_aborted);  // gives the sandbox back
+        sb->submit(o);
+    }
+    Operation* op;
+    std::shared_ptr<pool_core> core;
+    std::shared_ptr<task_cancellation> task;
+    asio::any_io_executor ex;
+    std::chrono::steady_clock::time_point start;
+};
+
+}  // namespace detail
+
+inline pool_lease::pool_lease(pool_lease&& other) noexcept
+    : pool_(std::move(other.pool_)), state_(std::move(other.state_)), ex_(other.ex_), epoch_(other.epoch_) {}
+
+inline pool_lease& pool_lease::operator=(pool_lease&& other) noexcept {
+    if (this != &other) {
+        release();
+        pool_ = std::move(other.pool_);
+        state_ = std::move(other.state_);
+        ex_ = other.ex_;
+        epoch_ = other.epoch_;
+    }
+    return *this;
+}
+
+inline pool_lease::~pool_lease() {
+    try {
+        release();
+    } catch (...) {
+        // Out of memory while recycling: the sandbox is dropped instead of reused.
+    }
+}
+
+inline pool_lease::pool_lease(std::shared_ptr<detail::pool_core> pool, std::shared_ptr<detail::sandbox_state> state,
+                              executor_type ex)
+    : pool_(std::move(pool)), state_(std::move(state)), ex_(std::move(ex)), epoch_(state_->epoch()) {}
+
+template <class R, class... ArgsAndToken>
+    requires detail::return_type<R>
+auto pool_lease::async_call(std::string_view name, ArgsAndToken&&... args_and_token) {
+    return call_with<R>(name, {}, std::forward<ArgsAndToken>(args_and_token)...);
+}
+
+template <class R, class Rep, class Period, class... ArgsAndToken>
+    requires detail::return_type<R>
+auto pool_lease::async_call_for(std::chrono::duration<Rep, Period> timeout, std::string_view name,
+                                ArgsAndToken&&... args_and_token) {
+    return call_with<R>(name, std::chrono::duration_cast<std::chrono::nanoseconds>(timeout),
+                        std::forward<ArgsAndToken>(args_and_token)...);
+}
+
+inline std::string pool_lease::last_error() const {
+    return state_ && state_->epoch() == epoch_ ? state_->last_error() : std::string();
+}
+
+inline void pool_lease::release() {
+    auto pool = std::move(pool_);
+    if (auto state = std::move(state_); pool && state) pool->release(std::move(state));
+}
+
+template <class R, class... ArgsAndToken>
+auto pool_lease::call_with(std::string_view name, std::chrono::nanoseconds timeout, ArgsAndToken&&... args_and_token) {
+    return detail::with_token_last(
+        [&](auto&& token, const auto&... args) {
+            detail::call_context context;
+            context.timeout = timeout;
+            context.holder = epoch_;
+            context.empty_message = "the pool_lease is empty (released or moved from)";
+            return detail::initiate_call<R>(state_, ex_, name, std::move(context),
+                                            std::forward<decltype(token)>(token), args...);
+        },
+        std::forward<ArgsAndToken>(args_and_token)...);
+}
+
+inline sandbox_pool::sandbox_pool(sandbox_pool&& other) noexcept : core_(std::move(other.core_)), ex_(other.ex_) {}
+
+inline sandbox_pool& sandbox_pool::operator=(sandbox_pool&& other) noexcept {
+    if (this != &other) {
+        close();
+        core_ = std::move(other.core_);
+        ex_ = other.ex_;
+    }
+    return *this;
+}
+
+inline sandbox_pool::~sandbox_pool() { close(); }
+
+inline sandbox_pool::sandbox_pool(executor_type ex) noexcept : ex_(std::move(ex)) {}
+
+inline sandbox_pool::sandbox_pool(std::shared_ptr<detail::pool_core> core)
+    : core_(std::move(core)), ex_(core_->executor()) {}
+
+template <class Token>
+auto sandbox_pool::async_create(executor_type ex, std::filesystem::path guest, sandbox_config config,
+                                std::function<void(multi_use_sandbox&)> bind, pool_options options, Token&& token) {
+    auto [diag, inner] = detail::split_diagnostics(std::forward<Token>(token));
+    return asio::async_initiate<decltype(inner), void(std::error_code, sandbox_pool)>(
+        [diag = diag](auto handler, executor_type ex, std::filesystem::path guest, sandbox_config config,
+                      std::function<void(multi_use_sandbox&)> bind, pool_options options) {
+            auto done = std::make_shared<detail::completion<decltype(handler)>>(std::move(handler), ex, diag);
+            auto place = options.runtime != nullptr ? options.runtime->get_executor() : executor_type(ex);
+            async_sandbox::async_create(
+                place, std::move(guest), config, {},
+                [done, ex, bind, options](std::error_code ec, async_sandbox tmpl) mutable {
+                    if (ec) return done->complete(ec, "the pool's template sandbox could not be created",
+                                                  sandbox_pool(ex));
+                    auto holder = std::make_shared<async_sandbox>(std::move(tmpl));
+                    holder->async_snapshot([done, ex, bind, options, holder](
+                                               std::error_code ec, std::shared_ptr<const snapshot> clean) mutable {
+                        if (ec) return done->complete(ec, holder->last_error(), sandbox_pool(ex));
+                        auto core = std::make_shared<detail::pool_core>(ex, std::move(clean), std::move(bind), options);
+                        core->start();
+                        done->complete(ec, {}, sandbox_pool(std::move(core)));
+                    });
+                });
+        },
+        inner, std::move(ex), std::move(guest), std::move(config), std::move(bind), options);
+}
+
+template <class Token>
+auto sandbox_pool::async_acquire(Token&& token) {
+    auto [diag, inner] = detail::split_diagnostics(std::forward<Token>(token));
+    return asio::async_initiate<decltype(inner), void(std::error_code, pool_lease)>(
+        [core = core_, ex = ex_, diag = diag](auto handler) {
+            if (!core) return detail::complete_usage_error(std::move(handler), ex, diag, empty_message, pool_lease());
+            using H = decltype(handler);
+            auto task = cancellation_of(handler);
+            core->acquire(std::make_unique<detail::lease_waiter<H>>(std::move(handler), core, task, diag), task);
+        },
+        inner);
+}
+
+template <class R, class... ArgsAndToken>
+    requires detail::return_type<R>
+auto sandbox_pool::async_call(std::string_view name, ArgsAndToken&&... args_and_token) {
+    return call_with<R>(name, {}, std::forward<ArgsAndToken>(args_and_token)...);
+}
+
+template <class R, class Rep, class Period, class... ArgsAndToken>
+    requires detail::return_type<R>
+auto sandbox_pool::async_call_for(std::chrono::duration<Rep, Period> timeout, std::string_view name,
+                                  ArgsAndToken&&... args_and_token) {
+    return call_with<R>(name, std::chrono::duration_cast<std::chrono::nanoseconds>(timeout),
+                        std::forward<ArgsAndToken>(args_and_token)...);
+}
+
+template <class Token>
+auto sandbox_pool::async_drain(Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code)>(
+        [core = core_, ex = ex_](auto handler) {
+            if (!core) return detail::complete_usage_error(std::move(handler), ex, nullptr, empty_message);
+            auto done = std::make_shared<detail::completion<decltype(handler)>>(std::move(handler), core->executor());
+            core->when_drained([done] { done->complete({}, {}); });
+        },
+        token);
+}
+
+inline void sandbox_pool::close() {
+    if (core_) core_->close();
+}
+
+inline pool_stats sandbox_pool::stats() const { return core_ ? core_->stats() : pool_stats{}; }
+
+template <class Handler>
+std::shared_ptr<detail::task_cancellation> sandbox_pool::cancellation_of(Handler& handler) {
+    auto slot = asio::get_associated_cancellation_slot(handler);
+    if (!slot.is_connected()) return nullptr;
+    auto task = std::make_shared<detail::task_cancellation>();
+    // Assigned before the task starts: once started it may complete, and clear the slot, on
+    // another thread of the executor.
+    slot.assign([task](asio::cancellation_type type) {
+        if (type != asio::cancellation_type::none) task->cancel();
+    });
+    return task;
+}
+
+template <class R, class... ArgsAndToken>
+auto sandbox_pool::call_with(std::string_view name, std::chrono::nanoseconds timeout, ArgsAndToken&&... args_and_token) {
+    return detail::with_token_last(
+        [&](auto&& token, const auto&... args) {
+            return initiate_pool_call<R>(name, timeout, std::forward<decltype(token)>(token), args...);
+        },
+        std::forward<ArgsAndToken>(args_and_token)...);
+}
+
+template <class R, class Token, class... Args>
+auto sandbox_pool::initiate_pool_call(std::string_view name, std::chrono::nanoseconds timeout, Token&& token,
+                                      const Args&... args) {
+    constexpr std::size_t N = sizeof...(Args);
+    auto [diag, inner] = detail::split_diagnostics(std::forward<Token>(token));
+    return asio::async_initiate<decltype(inner), detail::call_signature<R>>(
+        [core = core_, ex = ex_, diag = diag, timeout](auto handler, std::string name,
+                                                       detail::owned_arguments<N> args) mutable {
+            if (!core) {
+                if constexpr (std::is_void_v<R>) {
+                    return detail::complete_usage_error(std::move(handler), ex, diag, empty_message);
+                } else {
+                    return detail::complete_usage_error(std::move(handler), ex, diag, empty_message, R{});
+                }
+            }
+            using H = decltype(handler);
+            // One cancellation for the whole task: the acquire, the hand-over and the call each
+            // arm it in turn, so that it reaches whichever is under way when it comes.
+            auto task = cancellation_of(handler);
+            auto task_executor = asio::get_associated_executor(handler, core->executor());
+            auto* op = new detail::call_operation<H, R, N>(detail::completion<H>(std::move(handler), core->executor(), diag),
+                                                           name, std::move(args), timeout, 0);
+            op->id = detail::sandbox_state::next_id();
+            op->release_to(core);
+            core->acquire(std::make_unique<detail::call_waiter<detail::call_operation<H, R, N>>>(op, core, task,
+                                                                                                std::move(task_executor)),
+                          task);
+        },
+        inner, std::string(name), detail::owned_arguments<N>(args...));
+}
+
+}  // namespace hl
