@@ -29,48 +29,6 @@ namespace {
 using namespace std::chrono_literals;
 using namespace hl::test::one_thread;
 
-// The watchdog for a thread that blocks the interrupt signal: a kill's signal stays pending there,
-// so after the kill it kicks the thread with another interrupt signal of the library's (its
-// handler does nothing), which ends KVM_RUN; the call then sees the kill.
-class blocked_signal_watchdog {
-public:
-    blocked_signal_watchdog(hl::interrupt_handle handle, pthread_t thread, int kick_signal, std::chrono::seconds limit)
-        : thread_([this, handle, thread, kick_signal, limit] {
-              std::unique_lock lock(mutex_);
-              if (done_cv_.wait_for(lock, limit, [this] { return done_; })) return;
-              fired_ = true;
-              while (!done_) {
-                  lock.unlock();
-                  std::thread killer([&] { handle.kill(); });
-                  for (int i = 0; i < 20; ++i) {
-                      std::this_thread::sleep_for(10ms);
-                      ::pthread_kill(thread, kick_signal);
-                  }
-                  killer.join();
-                  lock.lock();
-              }
-          }) {}
-    ~blocked_signal_watchdog() {
-        {
-            std::lock_guard lock(mutex_);
-            done_ = true;
-        }
-        done_cv_.notify_one();
-        thread_.join();
-    }
-    bool fired() {
-        std::lock_guard lock(mutex_);
-        return fired_;
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable done_cv_;
-    bool done_ = false;
-    bool fired_ = false;
-    std::thread thread_;
-};
-
 constexpr int kick_offset = 4;  // an interrupt signal no sandbox of these tests runs on
 
 void block_signal(int signal, int how) {
@@ -92,7 +50,7 @@ TEST_F(DedicatedThread, AThreadThatBlocksTheSignalAgainWhileNotDedicatedIsSliced
         block_signal(SIGRTMIN, SIG_BLOCK);  // a sigwait design
         auto sb = make();
         const auto snap = sb.snapshot();
-        blocked_signal_watchdog dog(sb.interrupt_handle(), ::pthread_self(), SIGRTMIN + kick_offset, 5s);
+        hl::test::call_watchdog dog(sb.interrupt_handle(), 5s, ::pthread_self(), SIGRTMIN + kick_offset);
         hl::guest_call::dedicate_this_thread(true);
         EXPECT_TRUE(spin_in_slices(sb, snap, 200us, 3));
         hl::guest_call::dedicate_this_thread(false);
@@ -122,7 +80,7 @@ TEST_F(DedicatedThread, ANestedCallThatDedicatesTheThreadLeavesItSlicedAfterTheO
         // signal for itself and blocks it again when it ends.
         EXPECT_EQ(outer.call_for<std::int64_t>(5s, "CallHostManyTimes", 3), 6);
         const auto snap = inner.snapshot();
-        blocked_signal_watchdog dog(inner.interrupt_handle(), ::pthread_self(), SIGRTMIN + kick_offset, 5s);
+        hl::test::call_watchdog dog(inner.interrupt_handle(), 5s, ::pthread_self(), SIGRTMIN + kick_offset);
         EXPECT_TRUE(spin_in_slices(inner, snap, 200us, 3));
         EXPECT_FALSE(dog.fired()) << "a run was left in the guest without a timer that could stop it";
         hl::guest_call::dedicate_this_thread(false);
