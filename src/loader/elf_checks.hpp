@@ -57,12 +57,16 @@ std::optional<std::uint64_t> file_offset_of(std::span<const pt_load> loads, std:
 struct rela_table {
     std::uint64_t file_offset = 0;
     std::uint64_t count = 0;
+    /// DT_JMPREL (.rela.plt), allowed only for a self-relocating program: glibc keeps its
+    /// R_X86_64_IRELATIVE entries there.
+    std::uint64_t plt_file_offset = 0;
+    std::uint64_t plt_count = 0;
 };
 
 /// Reads the dynamic section `dyn` (program header `index`) and returns where the RELA table is;
 /// rejects anything that needs a dynamic linker (libraries, REL/RELR/PLT relocations, text
 /// relocations).
 rela_table read_dynamic(std::span<const std::byte> file, std::size_t index, const Elf64_Phdr& dyn,
-                        std::span<const pt_load> loads);
+                        std::span<const pt_load> loads, bool allow_plt = false);
 
 }  // namespace hl::loader::elf

@@ -35,7 +35,7 @@ std::optional<std::uint64_t> file_offset_of(std::span<const pt_load> loads, std:
 }
 
 rela_table read_dynamic(std::span<const std::byte> file, std::size_t index, const Elf64_Phdr& dyn,
-                        std::span<const pt_load> loads) {
+                        std::span<const pt_load> loads, bool allow_plt) {
     const auto what = describe(index, "PT_DYNAMIC");
     const auto inside = std::ranges::find_if(loads, [&](const pt_load& l) {
         return dyn.p_offset >= l.phdr.p_offset && fits(dyn.p_offset - l.phdr.p_offset, dyn.p_filesz, l.phdr.p_filesz);
@@ -51,6 +51,7 @@ rela_table read_dynamic(std::span<const std::byte> file, std::size_t index, cons
 
     std::optional<std::uint64_t> rela, relasz, relaent;
     std::uint64_t pltrelsz = 0;
+    std::optional<std::uint64_t> jmprel, pltrel;
     bool terminated = false;
     for (std::uint64_t i = 0; i < dyn.p_filesz / sizeof(Elf64_Dyn) && !terminated; ++i) {
         const auto entry = [i] { return "dynamic entry " + std::to_string(i); };
@@ -79,11 +80,22 @@ rela_table read_dynamic(std::span<const std::byte> file, std::size_t index, cons
         case DT_RELASZ: set_once(relasz, "DT_RELASZ"); break;
         case DT_RELAENT: set_once(relaent, "DT_RELAENT"); break;
         case DT_PLTRELSZ: pltrelsz = d.d_un.d_val; break;
+        case DT_JMPREL: set_once(jmprel, "DT_JMPREL"); break;
+        case DT_PLTREL: set_once(pltrel, "DT_PLTREL"); break;
         default: break;
         }
     }
     if (!terminated) fail(what + ": the dynamic section has no DT_NULL terminator");
-    if (pltrelsz != 0) {
+    rela_table plt;
+    if (pltrelsz != 0 && allow_plt) {
+        if (!jmprel) fail("DT_PLTRELSZ " + hex(pltrelsz) + " is given without DT_JMPREL");
+        if (pltrel.value_or(DT_RELA) != DT_RELA) fail("DT_PLTREL is not DT_RELA: only RELA is supported");
+        if (pltrelsz % sizeof(Elf64_Rela) != 0) fail("DT_PLTRELSZ " + hex(pltrelsz) + " is not a multiple of 24");
+        const auto at = file_offset_of(loads, *jmprel, pltrelsz);
+        if (!at) fail("the PLT RELA table [" + hex(*jmprel) + ", +" + hex(pltrelsz) + ") is not inside a PT_LOAD's file bytes");
+        plt.plt_file_offset = *at;
+        plt.plt_count = pltrelsz / sizeof(Elf64_Rela);
+    } else if (pltrelsz != 0) {
         fail("the guest has PLT relocations (DT_JMPREL, DT_PLTRELSZ " + hex(pltrelsz) +
              "); static-PIE guests must not need lazy binding");
     }
@@ -92,7 +104,7 @@ rela_table read_dynamic(std::span<const std::byte> file, std::size_t index, cons
     }
     if (!rela) {
         if (relasz.value_or(0) != 0) fail("DT_RELASZ " + hex(*relasz) + " is given without DT_RELA");
-        return {};
+        return plt;
     }
     if (!relasz) fail("DT_RELA " + hex(*rela) + " is given without DT_RELASZ");
     if (*relasz % sizeof(Elf64_Rela) != 0) {
@@ -104,7 +116,7 @@ rela_table read_dynamic(std::span<const std::byte> file, std::size_t index, cons
         fail("the RELA table [" + hex(*rela) + ", +" + hex(*relasz) +
              ") is not inside the file-backed part of a PT_LOAD");
     }
-    return {*offset, *relasz / sizeof(Elf64_Rela)};
+    return {*offset, *relasz / sizeof(Elf64_Rela), plt.plt_file_offset, plt.plt_count};
 }
 
 }  // namespace hl::loader::elf

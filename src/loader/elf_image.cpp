@@ -2,6 +2,7 @@
 #include "loader/elf_image.hpp"
 
 #include "hl/error.hpp"
+#include "hl/abi/hl_abi.h"
 #include "loader/elf_checks.hpp"
 #include "mem/address.hpp"
 #include "mem/guest_memory.hpp"
@@ -9,6 +10,7 @@
 #include <elf.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <optional>
 #include <stdexcept>
@@ -180,10 +182,63 @@ std::vector<segment> make_segments(std::span<const pt_load> loads, page_range re
     return out;
 }
 
+/// Where the program headers are in the loaded image (for AT_PHDR): inside a PT_LOAD's file bytes;
+/// 0 when no PT_LOAD holds them.
+std::uint64_t program_headers_in_memory(const Elf64_Ehdr& h, std::span<const pt_load> loads) {
+    const std::uint64_t size = std::uint64_t{h.e_phnum} * sizeof(Elf64_Phdr);
+    for (const auto& l : loads) {
+        if (h.e_phoff >= l.phdr.p_offset && size <= l.phdr.p_filesz && h.e_phoff - l.phdr.p_offset <= l.phdr.p_filesz - size)
+            return l.phdr.p_vaddr + (h.e_phoff - l.phdr.p_offset);
+    }
+    return 0;
+}
+
+/// The guest kind the SDK's note (HL_NOTE_NAME, type HL_NOTE_GUEST_KIND) declares; freestanding
+/// when there is none. Notes are read only inside the file bytes of a PT_NOTE, each length checked.
+guest_kind read_guest_kind(std::span<const std::byte> file, const Elf64_Ehdr& h) {
+    static constexpr char name[] = HL_NOTE_NAME;  // with its NUL, as notes store it
+    for (std::size_t i = 0; i < h.e_phnum; ++i) {
+        const auto p = read_struct<Elf64_Phdr>(file, h.e_phoff + i * sizeof(Elf64_Phdr),
+                                               [i] { return "program header " + std::to_string(i); });
+        // A PT_NOTE is never loaded; one outside the file holds no note of ours (Linux ignores it too).
+        if (p.p_type != PT_NOTE || !fits(p.p_offset, p.p_filesz, file.size())) continue;
+        const std::uint64_t align = p.p_align == 8 ? 8 : 4;
+        const auto padded = [align](std::uint64_t n) { return (n + align - 1) / align * align; };
+        // The description starts, and the next note starts, at the segment's alignment after the
+        // 12-byte header and the name (an 8-aligned GNU property note has a 4-byte name and no gap).
+        std::uint64_t at = 0;
+        while (p.p_filesz - at >= 12) {
+            const auto header = read_struct<std::array<std::uint32_t, 3>>(
+                file, p.p_offset + at, [i] { return describe(i, "PT_NOTE") + ": a note header"; });
+            const std::uint64_t name_size = header[0], desc_size = header[1], type = header[2];
+            const std::uint64_t room = p.p_filesz - at;
+            const std::uint64_t desc_at = padded(12 + name_size);  // both sizes are 32-bit: no overflow
+            if (desc_at > room || desc_size > room - desc_at) {
+                fail(describe(i, "PT_NOTE") + ": the note at " + hex(p.p_offset + at) + " runs past its segment");
+            }
+            const auto name_at = file.subspan(p.p_offset + at + 12, name_size);
+            if (type == HL_NOTE_GUEST_KIND && name_size == sizeof name &&
+                std::memcmp(name_at.data(), name, sizeof name) == 0) {
+                if (desc_size != 4) fail(describe(i, "PT_NOTE") + ": the Hyperlight guest-kind note is not 4 bytes");
+                std::uint32_t kind;
+                std::memcpy(&kind, file.data() + p.p_offset + at + desc_at, 4);
+                if (kind == HL_GUEST_KIND_LINUX) return guest_kind::linux_program;
+                fail("the Hyperlight note names guest kind " + std::to_string(kind) +
+                     ", which this library does not know; rebuild the guest with this library's SDK");
+            }
+            const std::uint64_t next = desc_at + padded(desc_size);
+            if (next >= room) break;
+            at += next;
+        }
+    }
+    return guest_kind::freestanding;
+}
+
 }  // namespace
 
 elf_image elf_image::parse(std::vector<std::byte> file) {
     const auto h = read_header(file);
+    const guest_kind kind = read_guest_kind(file, h);
 
     std::vector<pt_load> loads;
     std::optional<std::pair<std::size_t, Elf64_Phdr>> dynamic, relro;
@@ -197,6 +252,8 @@ elf_image elf_image::parse(std::vector<std::byte> file) {
         case PT_INTERP:
             fail(describe(i, "PT_INTERP") + ": the guest asks for a dynamic linker; link it with -static-pie");
         case PT_TLS:
+            // A Linux program's libc sets up its own TLS block (arch_prctl); the template lies in a PT_LOAD.
+            if (kind == guest_kind::linux_program) break;
             // It would link and then fault at its first %fs-relative access: guests have no TLS block.
             fail(describe(i, "PT_TLS") + ": the guest uses thread-local storage (thread_local or __thread), which "
                                          "this guest flavour does not support; make those variables static");
@@ -234,19 +291,29 @@ elf_image elf_image::parse(std::vector<std::byte> file) {
     image.entry_offset_ = h.e_entry;
 
     const auto relro_pages = relro ? check_relro(relro->first, relro->second, loads, image.image_size_) : page_range{};
-    const auto table = dynamic ? elf::read_dynamic(file, dynamic->first, dynamic->second, loads) : elf::rela_table{};
+    const bool self_relocating = kind == guest_kind::linux_program;
+    const auto table = dynamic ? elf::read_dynamic(file, dynamic->first, dynamic->second, loads, self_relocating)
+                               : elf::rela_table{};
 
-    // The table lies inside the file (read_dynamic checked), so this reservation is bounded by its size.
-    image.relocations_.reserve(table.count);
-    for (std::uint64_t i = 0; i < table.count; ++i) {
-        const auto entry = [i] { return "relocation " + std::to_string(i); };
-        const auto r = read_struct<Elf64_Rela>(file, table.file_offset + i * sizeof(Elf64_Rela), entry);
+    // The tables lie inside the file (read_dynamic checked), so this reservation is bounded by its size.
+    if (!self_relocating) image.relocations_.reserve(table.count);
+    for (std::uint64_t i = 0; i < table.count + table.plt_count; ++i) {
+        const bool plt = i >= table.count;
+        const auto entry = [i, plt, &table] {
+            return plt ? "PLT relocation " + std::to_string(i - table.count) : "relocation " + std::to_string(i);
+        };
+        const std::uint64_t at = plt ? table.plt_file_offset + (i - table.count) * sizeof(Elf64_Rela)
+                                     : table.file_offset + i * sizeof(Elf64_Rela);
+        const auto r = read_struct<Elf64_Rela>(file, at, entry);
         const auto type = static_cast<std::uint32_t>(ELF64_R_TYPE(r.r_info));
         if (type == R_X86_64_NONE) continue;
         const auto where = [&] {
             return entry() + " (" + relocation_name(type) + " at offset " + hex(r.r_offset) + ")";
         };
-        if (type != R_X86_64_RELATIVE) fail(where() + ": only R_X86_64_RELATIVE relocations are supported");
+        if (type != R_X86_64_RELATIVE && !(self_relocating && type == R_X86_64_IRELATIVE)) {
+            fail(where() + (self_relocating ? ": only R_X86_64_RELATIVE and R_X86_64_IRELATIVE relocations are supported"
+                                            : ": only R_X86_64_RELATIVE relocations are supported"));
+        }
         if (ELF64_R_SYM(r.r_info) != 0) {
             fail(where() + ": refers to symbol " + std::to_string(ELF64_R_SYM(r.r_info)) + ", expected none (0)");
         }
@@ -260,13 +327,19 @@ elf_image elf_image::parse(std::vector<std::byte> file) {
                 fail(where() + ": the target page " + hex(page) + " is not in a writable segment or RELRO");
             }
         }
-        image.relocations_.push_back({r.r_offset, static_cast<std::uint64_t>(r.r_addend)});
+        // A static-PIE Linux program relocates itself at start (glibc's _dl_relocate_static_pie,
+        // musl's _dlstart): the loader checks its relocations but applies none.
+        if (!self_relocating) image.relocations_.push_back({r.r_offset, static_cast<std::uint64_t>(r.r_addend)});
     }
 
     for (const auto& l : loads) {
         if (l.phdr.p_filesz != 0) image.copies_.push_back({l.phdr.p_offset, l.phdr.p_vaddr, l.phdr.p_filesz});
     }
-    image.segments_ = make_segments(loads, relro_pages);
+    // The program's own relocation writes the RELRO pages, so they keep their PT_LOAD's permissions.
+    image.segments_ = make_segments(loads, kind == guest_kind::linux_program ? page_range{} : relro_pages);
+    image.kind_ = kind;
+    image.phdr_offset_ = program_headers_in_memory(h, loads);
+    image.phdr_count_ = h.e_phnum;
     image.file_ = std::move(file);
     return image;
 }

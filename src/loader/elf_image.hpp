@@ -35,11 +35,17 @@ struct segment {
     friend bool operator==(const segment&, const segment&) = default;
 };
 
+/// What a guest binary is. A freestanding guest is entered at hl_entry(peb, op) and makes no
+/// system calls; a Linux program (the SDK's glibc and musl flavours, marked by its note) is started
+/// like a Linux process, relocates itself, and has its system calls served by the host.
+enum class guest_kind : std::uint8_t { freestanding, linux_program };
+
 /// The largest image (page-rounded end of the highest PT_LOAD) a guest may have.
 inline constexpr std::uint64_t max_image_size = std::uint64_t{1} << 30;
 
-/// A validated static-PIE ELF64 x86-64 guest (ET_DYN, no PT_INTERP, no PT_TLS, no DT_NEEDED, only
-/// R_X86_64_RELATIVE relocations), ready to be copied to any page-aligned guest address.
+/// A validated static-PIE ELF64 x86-64 guest (ET_DYN, no PT_INTERP, no DT_NEEDED; a freestanding
+/// guest has no PT_TLS and only R_X86_64_RELATIVE relocations, a Linux program may have PT_TLS and
+/// R_X86_64_IRELATIVE too and relocates itself), ready to be copied to any page-aligned guest address.
 ///
 /// Offsets are relative to ELF virtual address 0, even when the lowest PT_LOAD starts above it.
 /// Immutable after parse(); all const members may be called from several threads at once.
@@ -61,6 +67,13 @@ public:
     /// segment are gaps that should stay unmapped. Adjacent segments may have the same perms.
     std::span<const segment> segments() const& noexcept { return segments_; }
     std::span<const segment> segments() const&& = delete;  // the span would dangle
+
+    guest_kind kind() const noexcept { return kind_; }
+
+    /// Offset of the program headers in the loaded image (AT_PHDR), 0 when no PT_LOAD holds them,
+    /// and their number (AT_PHNUM).
+    std::uint64_t phdr_offset() const noexcept { return phdr_offset_; }
+    std::uint64_t phdr_count() const noexcept { return phdr_count_; }
 
     /// Number of R_X86_64_RELATIVE relocations load() applies (R_X86_64_NONE entries not counted).
     std::size_t relocation_count() const noexcept { return relocations_.size(); }
@@ -104,6 +117,9 @@ private:
     std::vector<relocation> relocations_;
     std::uint64_t image_size_ = 0;
     std::uint64_t entry_offset_ = 0;
+    std::uint64_t phdr_offset_ = 0;
+    std::uint64_t phdr_count_ = 0;
+    guest_kind kind_ = guest_kind::freestanding;
 };
 
 }  // namespace hl::loader

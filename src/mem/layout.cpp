@@ -30,7 +30,7 @@ std::uint64_t page_table_pages_for(std::uint64_t bytes) noexcept {
     return 1 + pdpts + pds + pts;
 }
 
-layout layout::compute(const sandbox_config& config, std::uint64_t image_size) {
+layout layout::compute(const sandbox_config& config, std::uint64_t image_size, std::uint64_t kernel_state_size) {
     layout l;
     l.heap_size_ = checked_size("heap_size", config.heap_size, 4 * KiB, 16 * GiB);
     l.stack_size_ = checked_size("stack_size", config.stack_size, 8 * KiB, 1 * GiB);
@@ -46,7 +46,9 @@ layout layout::compute(const sandbox_config& config, std::uint64_t image_size) {
     l.gdt_ = gpa{page_size};
     l.tss_ = l.gdt_ + page_size;
     l.peb_ = l.tss_ + page_size;
-    l.page_tables_ = l.peb_ + page_size;
+    l.kernel_state_ = l.peb_ + page_size;
+    l.kernel_state_size_ = page_round_up(kernel_state_size);
+    l.page_tables_ = l.kernel_state_ + l.kernel_state_size_;
 
     // Everything above the page tables, then the page tables that map it all: the count depends on the
     // total, which depends on the count, so grow until it is stable (two rounds at most in practice).
@@ -70,16 +72,20 @@ layout layout::compute(const sandbox_config& config, std::uint64_t image_size) {
 
 std::vector<region> layout::fixed_regions() const {
     const perms user_rw = perms::user | perms::read | perms::write;
-    return {
+    std::vector<region> out{
         {"GDT", gdt_, page_size, perms::read | perms::write},
         {"TSS", tss_, page_size, perms::read | perms::write},
         {"PEB", peb_, page_size, perms::user | perms::read},
+    };
+    if (kernel_state_size_ != 0) out.push_back({"kernel state", kernel_state_, kernel_state_size_, perms::read | perms::write});
+    out.insert(out.end(), {
         {"page tables", page_tables_, page_table_pages_ * page_size, perms::read | perms::write},
         {"heap", heap_, heap_size_, user_rw},
         {"input buffer", input_, input_size_, perms::user | perms::read},
         {"output buffer", output_, output_size_, user_rw},
         {"stack", stack_, stack_size_, user_rw},
-    };
+    });
+    return out;
 }
 
 }  // namespace hl::mem

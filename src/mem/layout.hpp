@@ -30,20 +30,23 @@ struct region {
 /// Where everything lives in a sandbox's guest memory, computed from the configuration in one place.
 /// From address 0 up:
 ///
-///   null page (unmapped) | GDT | TSS + I/O bitmap | PEB | page tables | guest image | heap |
+///   null page (unmapped) | GDT | TSS + I/O bitmap | PEB | [kernel state] | page tables | guest image | heap |
 ///   input buffer | output buffer | stack guard (unmapped) | stack
 ///
-/// GDT, TSS and page tables are supervisor-only; the PEB and the input buffer are read-only to the
+/// The kernel state (only for Linux programs: the emulated kernel's brk and mmap bookkeeping, kept in
+/// guest memory so that snapshots carry it), GDT, TSS and page tables are supervisor-only; the PEB and the input buffer are read-only to the
 /// guest; nothing but the image's code segments is executable.
 class layout {
 public:
     /// Validates `config` and lays out memory for an image of `image_size` bytes (page-rounded).
     /// Throws hl::error(errc::invalid_config) naming the field that is out of range.
-    static layout compute(const sandbox_config& config, std::uint64_t image_size);
+    static layout compute(const sandbox_config& config, std::uint64_t image_size, std::uint64_t kernel_state_size = 0);
 
     gpa gdt() const noexcept { return gdt_; }
     gpa tss() const noexcept { return tss_; }
     gpa peb() const noexcept { return peb_; }
+    gpa kernel_state() const noexcept { return kernel_state_; }
+    std::uint64_t kernel_state_size() const noexcept { return kernel_state_size_; }
     gpa page_tables() const noexcept { return page_tables_; }
     std::uint64_t page_table_pages() const noexcept { return page_table_pages_; }
     gpa image() const noexcept { return image_; }
@@ -69,8 +72,8 @@ public:
 private:
     layout() = default;
 
-    gpa gdt_, tss_, peb_, page_tables_, image_, heap_, input_, output_, stack_guard_, stack_;
-    std::uint64_t page_table_pages_ = 0, image_size_ = 0, heap_size_ = 0, input_size_ = 0, output_size_ = 0,
+    gpa gdt_, tss_, peb_, kernel_state_, page_tables_, image_, heap_, input_, output_, stack_guard_, stack_;
+    std::uint64_t kernel_state_size_ = 0, page_table_pages_ = 0, image_size_ = 0, heap_size_ = 0, input_size_ = 0, output_size_ = 0,
                   stack_size_ = 0, total_size_ = 0;
 };
 

@@ -60,4 +60,15 @@ struct fault_report {
 /// only what the callables throw, or std::bad_alloc. Thread-safe: it keeps no state between calls.
 fault_report classify_fault(const fault_context& ctx);
 
+/// Where a trapped `syscall` returns to, and the RFLAGS it saved.
+struct system_call_site {
+    std::uint64_t return_rip;
+    std::uint64_t saved_rflags;
+};
+
+/// The system call the guest made, when the vCPU stopped (KVM_EXIT_SHUTDOWN) because of one: under
+/// PVM at vmm::syscall_entry with RCX after a `syscall` instruction, on hardware KVM at the `syscall`
+/// (#UD) with no page fault. Nothing else the guest can do stops in either state.
+std::optional<system_call_site> trapped_system_call(const fault_context& ctx);
+
 }  // namespace hl::detail

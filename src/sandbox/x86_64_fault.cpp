@@ -40,8 +40,14 @@ bool in_guard(const fault_context& ctx, std::uint64_t addr) {
 }
 
 constexpr std::uint64_t rflags_tf = 1u << 8, rflags_ac = 1u << 18;
-// The VM leaves MSR LSTAR at 0: where syscall enters CPL0 when the CPU does not raise #UD for it.
-constexpr std::uint64_t syscall_entry = 0;
+using vmm::syscall_entry;
+
+/// True when the two bytes at `at` are a `syscall` (0f 05) the guest may execute.
+bool is_syscall_at(const fault_context& ctx, std::uint64_t at) {
+    std::array<std::byte, 2> bytes{};
+    return at + 2 > at && guest_can_execute(ctx.page(at)) && guest_can_execute(ctx.page(at + 1)) &&
+           ctx.read(at, bytes) == 2 && bytes == std::array{std::byte{0x0f}, std::byte{0x05}};
+}
 
 /// One legacy opcode that 64-bit mode removed (push es, pusha, aaa, into, jmp far, ...), after any
 /// prefixes: the CPU raises #UD for it, so capstone failing to decode it is no surprise.
@@ -113,12 +119,8 @@ private:
 // raises #UD at the syscall itself, which special_instruction names.)
 std::optional<fault_report> classifier::system_call() const {
     const cpu_state& cpu = ctx_.cpu;
-    if (cpu.rip != syscall_entry || cpu.rcx < 2) return std::nullopt;
+    if (cpu.rip != syscall_entry || cpu.rcx < 2 || !is_syscall_at(ctx_, cpu.rcx - 2)) return std::nullopt;
     const std::uint64_t at = cpu.rcx - 2;
-    std::array<std::byte, 2> bytes{};
-    if (!guest_can_execute(ctx_.page(at)) || !guest_can_execute(ctx_.page(at + 1)) || ctx_.read(at, bytes) != 2 ||
-        bytes != std::array{std::byte{0x0f}, std::byte{0x05}})
-        return std::nullopt;
     return report_at(at, "syscall", "system call", std::nullopt,
                      "the guest made system call " + std::to_string(cpu.rax), "guests cannot make system calls");
 }
@@ -387,6 +389,19 @@ fault_report classifier::run() {
 }
 
 }  // namespace
+
+std::optional<system_call_site> trapped_system_call(const fault_context& ctx) {
+    const cpu_state& cpu = ctx.cpu;
+    // PVM: the CPU went to LSTAR, RCX and R11 hold what `syscall` saved.
+    if (cpu.rip == syscall_entry) {
+        if (cpu.rcx >= 2 && is_syscall_at(ctx, cpu.rcx - 2)) return system_call_site{cpu.rcx, cpu.r11};
+        return std::nullopt;
+    }
+    // Hardware KVM with EFER.SCE clear: #UD at the `syscall` itself. Nothing else stops at those two
+    // bytes with no page fault recorded (a fetch fault there would have set CR2).
+    if (cpu.cr2 == 0 && is_syscall_at(ctx, cpu.rip)) return system_call_site{cpu.rip + 2, cpu.rflags};
+    return std::nullopt;
+}
 
 fault_report classify_fault(const fault_context& ctx) { return classifier(ctx).run(); }
 

@@ -7,6 +7,13 @@
 
 namespace hl::vmm {
 
+/// Where `syscall` at CPL3 enters CPL0: MSR LSTAR, which the VM sets to this unmapped, canonical
+/// user-half address. Under this machine's KVM (PVM) the CPU goes there even with EFER.SCE clear, the
+/// fetch faults, and the vCPU stops with RIP here, RCX the return address, R11 the saved RFLAGS and
+/// RAX the call number. No other run of a guest ends at this address by accident: a null or wild
+/// pointer does not land on it. (Hardware KVM raises #UD at the `syscall` itself instead.)
+inline constexpr std::uint64_t syscall_entry = 0x7fff'0000'0000ull;
+
 /// The vCPU's registers as the host reads them: the general registers (the first eighteen fields,
 /// in KVM's order), CR2, and the FS and GS bases, which the guest may have changed with
 /// wrfsbase/wrgsbase. The host resets CR2 to 0 before every run, so a non-zero CR2 means a page

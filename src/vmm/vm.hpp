@@ -58,6 +58,9 @@ public:
     /// only).
     cpu_state read_cpu_state() const;
 
+    /// After a system call trapped (RIP == syscall_entry, or #UD at a `syscall`), puts the vCPU back
+    /// at CPL3 with the general registers and FS base of `r` for the next run (one ioctl).
+    void return_from_syscall(const cpu_state& r);
     /// Puts the special registers, FPU/SSE state and CR2 back to their initial values, after a fault.
     void reset_cpu();
 

@@ -3,8 +3,10 @@
 // the registers as KVM keeps them (sync regs, special registers, XSAVE, pending events).
 #include <sys/ioctl.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <system_error>
 #include <vector>
 
 #include "vmm/kvm_api.hpp"
@@ -62,6 +64,18 @@ kvm_segment user_segment(std::uint16_t selector, bool code) {
 
 void vm::setup_vcpu() {
     checked_ioctl(vcpu_fd_.get(), KVM_SET_CPUID2, supported_cpuid().data(), "KVM_SET_CPUID2");
+    // `syscall` at CPL3 enters CPL0 at LSTAR; an unmapped LSTAR makes that fetch fault, so the vCPU
+    // stops with RIP == syscall_entry and the host can serve the call (see cpu_state.hpp).
+    struct {
+        kvm_msrs header;
+        kvm_msr_entry entry;
+    } msrs{};
+    msrs.header.nmsrs = 1;
+    msrs.entry.index = 0xc0000082;  // MSR_LSTAR
+    msrs.entry.data = syscall_entry;
+    if (::ioctl(vcpu_fd_.get(), KVM_SET_MSRS, &msrs) != 1) {
+        throw std::system_error(errno, std::generic_category(), "KVM_SET_MSRS (LSTAR)");
+    }
     set_initial_cpu_state();
     run_state()->kvm_valid_regs = KVM_SYNC_X86_REGS;
 }
@@ -144,6 +158,23 @@ cpu_state vm::read_cpu_state() const {
     state.fs_base = s.fs.base;
     state.gs_base = s.gs.base;
     return state;
+}
+
+void vm::return_from_syscall(const cpu_state& r) {
+    kvm_sregs s{};
+    checked_ioctl(vcpu_fd_.get(), KVM_GET_SREGS, &s, "KVM_GET_SREGS");
+    // The trap left the vCPU at CPL0 in shutdown: CPL3 segments again (FS and GS keep their bases,
+    // which the program set), and nothing of the fault.
+    const std::uint64_t fs_base = r.fs_base, gs_base = s.gs.base;
+    s.cs = user_segment(x86_64::user_code_selector, true);
+    s.ds = s.es = s.fs = s.gs = s.ss = user_segment(x86_64::user_data_selector, false);
+    s.fs.base = fs_base;
+    s.gs.base = gs_base;
+    s.cr2 = 0;
+    kvm_run* run = run_state();
+    std::memcpy(&run->s.regs.sregs, &s, sizeof s);
+    std::memcpy(&run->s.regs.regs, &r, sizeof(kvm_regs));
+    run->kvm_dirty_regs |= KVM_SYNC_X86_SREGS | KVM_SYNC_X86_REGS;
 }
 
 void vm::drop_pending_events() {

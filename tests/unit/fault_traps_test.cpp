@@ -211,9 +211,9 @@ TEST_F(FaultClassifier, KeepsTheForbiddenPortOfOutsWhenNoPageFaultHappened) {
     expect_mentions(r, {"I/O to port 0x80 not permitted"});
 }
 
-TEST_F(FaultClassifier, NamesASystemCallThatEnteredLstarAtTheNullPage) {
+TEST_F(FaultClassifier, NamesASystemCallThatEnteredLstar) {
     guest.write(entry, {0x0f, 0x05});
-    cpu.rip = 0;
+    cpu.rip = vmm::syscall_entry;
     cpu.rcx = entry + 2;
     cpu.r11 = 0x202;
     cpu.rax = 39;
@@ -224,6 +224,41 @@ TEST_F(FaultClassifier, NamesASystemCallThatEnteredLstarAtTheNullPage) {
     EXPECT_EQ(r.address, std::nullopt);
     EXPECT_EQ(r.instruction, "syscall");
     EXPECT_EQ(r.message, "the guest made system call 39 at rip 0x201000: syscall (guests cannot make system calls)");
+}
+
+// A call through a null pointer just after a libc system call wrapper returned: RCX still follows
+// that syscall. LSTAR is not at 0, so this is the page fault it is, never a system call.
+TEST_F(FaultClassifier, KeepsANullCallAfterASyscallWrapperAPageFault) {
+    guest.write(entry, {0x0f, 0x05});
+    cpu.rip = 0;
+    cpu.rcx = entry + 2;
+    EXPECT_EQ(classify().kind, "page fault (execute)");
+    EXPECT_FALSE(trapped_system_call(guest.context(cpu)));
+}
+
+TEST_F(FaultClassifier, TellsATrappedSystemCallByItsTwoPossibleStates) {
+    guest.write(entry, {0x0f, 0x05});
+    // PVM: at LSTAR with RCX after the syscall.
+    cpu.rip = vmm::syscall_entry;
+    cpu.rcx = entry + 2;
+    cpu.r11 = 0x246;
+    auto site = trapped_system_call(guest.context(cpu));
+    ASSERT_TRUE(site);
+    EXPECT_EQ(site->return_rip, entry + 2);
+    EXPECT_EQ(site->saved_rflags, 0x246u);
+    // Hardware KVM, EFER.SCE clear: #UD at the syscall, no page fault recorded.
+    cpu.rip = entry;
+    cpu.rflags = 0x202;
+    site = trapped_system_call(guest.context(cpu));
+    ASSERT_TRUE(site);
+    EXPECT_EQ(site->return_rip, entry + 2);
+    // A fetch fault at those bytes (CR2 set) is not one; nor is LSTAR with RCX after other bytes.
+    cpu.cr2 = entry;
+    EXPECT_FALSE(trapped_system_call(guest.context(cpu)));
+    cpu.cr2 = 0;
+    cpu.rip = vmm::syscall_entry;
+    cpu.rcx = entry + 1;
+    EXPECT_FALSE(trapped_system_call(guest.context(cpu)));
 }
 
 TEST_F(FaultClassifier, KeepsAJumpToTheNullPageWhenRcxDoesNotFollowASyscall) {

@@ -37,6 +37,13 @@
 #define HL_STATUS_OK 0u
 #define HL_STATUS_INIT_FAILED 1u
 
+/* The ELF note (in a PT_NOTE) that marks a guest as a Linux program: owner HL_NOTE_NAME, type
+ * HL_NOTE_GUEST_KIND, a 4-byte description holding HL_GUEST_KIND_LINUX. A guest without it is
+ * freestanding. */
+#define HL_NOTE_NAME "Hyperlight"
+#define HL_NOTE_GUEST_KIND 1u
+#define HL_GUEST_KIND_LINUX 2u
+
 /* Every input and output buffer starts with this header: the size in bytes of the message that
  * follows it (a FlatBuffer, 8-byte aligned). A size larger than the buffer's capacity is a protocol
  * error. */
