@@ -80,7 +80,10 @@ void sandbox_core::begin(call_state& c, std::uint64_t op, std::string_view name,
 
     vmm::cpu_state r;
     r.rip = image_->entry.value;
-    r.rsp = layout_.stack_top().value - 8;  // as if called: the ABI wants rsp + 8 16-byte aligned
+    // A Linux program starts at its initial stack (RSP at argc); every other entry is as if called
+    // (the ABI wants rsp + 8 16-byte aligned), below that stack.
+    const bool exec = image_->kind == loader::guest_kind::linux_program && op == HL_OP_INIT;
+    r.rsp = exec ? image_->start_stack.value : image_->call_stack_top.value - 8;
     r.rdi = layout_.peb().value;
     r.rsi = op;
     r.rflags = rflags_reserved;
@@ -203,7 +206,9 @@ guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
             poison_and_throw(errc::protocol_error,
                              util::strfmt("the guest wrote 0x%x to I/O port 0x%x, which the library does not serve",
                                           exit.value, exit.port));
-        case vmm::vm_exit::kind::shutdown: throw_fault();
+        case vmm::vm_exit::kind::shutdown:
+            if (image_->kind == loader::guest_kind::linux_program && serve_system_call(c)) continue;
+            throw_fault();
         case vmm::vm_exit::kind::interrupted: continue;  // stop_reason() tells why, or it was a stray signal
         case vmm::vm_exit::kind::io_in:
             settle_vcpu();

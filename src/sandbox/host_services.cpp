@@ -150,6 +150,18 @@ void host_services::run_handler(const char* which, Handler&& handler) {
     }
 }
 
+void host_services::print(std::string_view text) {
+    const auto handler = print_;
+    run_handler("print", [&] { handler ? (*handler)(text) : default_print(text); });
+}
+
+void host_services::notice(log_level level, std::string_view message) {
+    if (level < level_) return;
+    const log_record record{level, message, "system call", 0};
+    const auto handler = log_;
+    run_handler("log", [&] { handler ? (*handler)(record) : default_log(record); });
+}
+
 void host_services::deliver_output(const call_buffers& buffers, std::uint32_t kind) {
     if (kind == HL_OUTPUT_PRINT) {
         const auto text = buffers.message("output");

@@ -44,6 +44,11 @@ public:
     /// Writes the answer `c` holds for its pending host call, and puts `c` back to ready.
     void answer(call_buffers& buffers, call_state& c);
 
+    /// Hands text the guest wrote with a system call (write to fd 1 or 2) to the print handler.
+    void print(std::string_view text);
+    /// Hands a record about the guest (file "system call") to the log handler, when at or above the level.
+    void notice(log_level level, std::string_view message);
+
     /// Delivers the guest's text (HL_OUTPUT_PRINT) or log record (HL_OUTPUT_LOG) in the output buffer.
     void deliver_output(const call_buffers& buffers, std::uint32_t kind);
 

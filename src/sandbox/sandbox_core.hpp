@@ -158,6 +158,9 @@ private:
     [[noreturn]] void poison_and_throw(errc code, const std::string& message);
     [[noreturn]] void poison_and_throw(const poisoning& failure);
     [[noreturn]] void throw_fault();
+    /// For a Linux program stopped by a system call: serves it and readies the vCPU to go on. False
+    /// when the stop was not a system call (a fault). Throws (poisoning) when the program exited.
+    bool serve_system_call(call_state& c);
     [[noreturn]] void throw_abort(std::uint32_t code);
 
     std::shared_ptr<const sandbox_image> image_;

@@ -9,6 +9,7 @@
 #include "hl/log.hpp"
 #include "loader/elf_image.hpp"
 #include "sandbox/interrupt.hpp"
+#include "sandbox/linux_process.hpp"
 #include "vmm/x86_64_tables.hpp"
 
 namespace hl::detail {
@@ -65,7 +66,13 @@ sandbox_image::built sandbox_image::build(std::vector<std::byte> elf, const sand
     // its bss.
     const std::uint64_t guest_hash = hash_bytes(elf);
     const auto image = loader::elf_image::parse(std::move(elf));
-    const auto layout = mem::layout::compute(config, image.image_size());
+    const bool linux_program = image.kind() == loader::guest_kind::linux_program;
+    // Computed once without the kernel state first: that validates the heap size it depends on.
+    const auto layout =
+        linux_program ? mem::layout::compute(config, image.image_size(),
+                                             linux_kernel::state_bytes_for(
+                                                 mem::layout::compute(config, image.image_size()).heap_size()))
+                      : mem::layout::compute(config, image.image_size());
     auto memory = mem::guest_memory::create(layout.total_size());
 
     image.load(memory, layout.image());  // fresh memory is zero: only the pages with file bytes are written
@@ -82,8 +89,17 @@ sandbox_image::built sandbox_image::build(std::vector<std::byte> elf, const sand
     memory.write(layout.peb(), make_peb(layout));
 
     const int signal = install_interrupt_signal(config.interrupt_signal_offset);
-    auto shared = std::make_shared<sandbox_image>(
-        sandbox_image{layout, std::move(regions), layout.image() + image.entry_offset(), setup, guest_hash, signal});
+    auto shared = std::make_shared<sandbox_image>(sandbox_image{layout, std::move(regions),
+                                                                layout.image() + image.entry_offset(), image.kind(),
+                                                                layout.stack_top(), layout.stack_top(), setup,
+                                                                guest_hash, signal});
+    if (linux_program) {
+        const auto stack = write_start_stack(memory, layout, image);
+        shared->start_stack = stack.argc;
+        shared->call_stack_top = stack.call_stack_top;
+        auto view = kernel_view(memory, *shared);
+        linux_kernel::initialize(view);
+    }
     return {std::move(shared), std::move(memory)};
 }
 

@@ -9,6 +9,7 @@
 
 #include "hl/config.hpp"
 #include "mem/guest_memory.hpp"
+#include "loader/elf_image.hpp"
 #include "mem/layout.hpp"
 #include "sandbox/fault.hpp"
 #include "vmm/cpu_state.hpp"
@@ -31,6 +32,13 @@ struct sandbox_image {
     mem::layout layout;
     std::vector<mem::region> regions;  // every mapped region, sorted by address
     mem::gpa entry;
+    loader::guest_kind kind = loader::guest_kind::freestanding;
+    /// Where a Linux program's initialisation starts: RSP at argc of its initial stack (argv, envp,
+    /// auxv above it). For a freestanding guest, the stack top.
+    mem::gpa start_stack;
+    /// The stack top for every other operation: below the initial stack, which stays intact (the
+    /// libc keeps pointers into it: environ, the auxv).
+    mem::gpa call_stack_top;
     vmm::cpu_setup setup;
     std::uint64_t guest_hash = 0;  // of the guest ELF file: tells snapshots of other guests apart
     int interrupt_signal = 0;

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: Apache-2.0
+// The slow path of a Linux program: a system call stops the vCPU (see vmm::syscall_entry), the
+// emulated kernel serves it against the sandbox's memory, and the guest goes on after its `syscall`.
+#include <ctime>
+#include <string>
+
+#include "hl/abi/hl_abi.h"
+#include "sandbox/linux_process.hpp"
+#include "sandbox/poisoning.hpp"
+#include "sandbox/sandbox_core.hpp"
+#include "util/strfmt.hpp"
+
+namespace hl::detail {
+namespace {
+
+// The flags a program may keep across a system call: the arithmetic ones, DF, AC and ID. IF, IOPL,
+// TF, NT and RF stay as the host runs guests (off).
+constexpr std::uint64_t user_rflags = 0x1u | 0x4u | 0x10u | 0x40u | 0x80u | 0x400u | 0x800u | 0x40000u | 0x200000u;
+constexpr std::uint64_t rflags_reserved = 0x2;
+
+std::int64_t clock_ns(clockid_t id) {
+    timespec t{};
+    ::clock_gettime(id, &t);
+    return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
+}
+
+}  // namespace
+
+bool sandbox_core::serve_system_call(call_state& c) {
+    vmm::cpu_state cpu;
+    std::optional<system_call_site> site;
+    try {
+        cpu = vm_->read_cpu_state();
+        site = trapped_system_call(image_->fault_view(memory_, cpu));
+    } catch (const std::exception& e) {
+        poison_and_throw(errc::vm_error, std::string("the guest stopped and its state could not be read: ") + e.what());
+    }
+    if (!site) return false;
+
+    const syscall_request request{cpu.rax, {cpu.rdi, cpu.rsi, cpu.rdx, cpu.r10, cpu.r8, cpu.r9}};
+    const linux_kernel::hooks hooks{
+        [this](int, std::string_view bytes) { services_.print(bytes); },
+        [this](std::string_view message) { services_.notice(log_level::warning, message); },
+        [](std::span<std::byte> out) { host_random(out); },
+        [] { return clock_ns(CLOCK_REALTIME); },
+        [] { return clock_ns(CLOCK_MONOTONIC); },
+    };
+    syscall_result result;
+    try {
+        auto view = kernel_view(memory_, *image_);
+        result = linux_kernel::serve(view, hooks, request, cpu.fs_base);
+    } catch (const poisoning& p) {
+        poison_and_throw(p);
+    } catch (const std::exception& e) {
+        poison_and_throw(errc::vm_error, util::strfmt("serving system call %llu failed: %s",
+                                                      static_cast<unsigned long long>(request.number), e.what()));
+    }
+    if (result.what == syscall_result::kind::exited) {
+        try {
+            vm_->reset_cpu();
+        } catch (const std::exception&) {
+            // poisoned below either way; restore() puts the vCPU back
+        }
+        poison_and_throw(errc::guest_aborted,
+                         c.op == HL_OP_INIT
+                             ? util::strfmt("the guest exited with status %lld during initialisation (its main "
+                                            "returned, or it called exit)",
+                                            static_cast<long long>(result.value))
+                             : util::strfmt("the guest exited with status %lld during the call to '%s'",
+                                            static_cast<long long>(result.value), c.name.c_str()));
+    }
+    cpu.rax = static_cast<std::uint64_t>(result.value);
+    cpu.rip = site->return_rip;
+    cpu.rflags = (site->saved_rflags & user_rflags) | rflags_reserved;
+    if (result.new_fs_base) cpu.fs_base = *result.new_fs_base;
+    try {
+        vm_->return_from_syscall(cpu);
+    } catch (const std::exception& e) {
+        poison_and_throw(errc::vm_error, std::string("the vCPU could not go on after a system call: ") + e.what());
+    }
+    return true;
+}
+
+}  // namespace hl::detail
