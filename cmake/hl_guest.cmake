@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-# hl_add_guest(<name> SOURCES <files...> [COMPILE_OPTIONS <opts...>] [LINK_OPTIONS <opts...>] [UNCHECKED])
+# hl_add_guest(<name> SOURCES <files...> [LIBC none|glibc] [COMPILE_OPTIONS <opts...>] [LINK_OPTIONS <opts...>]
+#              [UNCHECKED])
 #
 # A static-PIE guest linked against the guest SDK (hl::guest_sdk); host code finds it with
 # $<TARGET_FILE:name> (it is named <name>.elf). The guest is compiled with the SDK's flags only: none
@@ -9,8 +10,18 @@
 # COMPILE_OPTIONS / LINK_OPTIONS, then target_compile_options() on the guest afterwards. C sources
 # need no C enabled by the caller. The build fails for a guest that uses thread-local storage
 # (hl_check_guest.cmake); UNCHECKED skips that, for tests of the loader.
+#
+# LIBC none (the default) builds a freestanding guest on the SDK's own small libc. LIBC glibc builds
+# an ordinary static-PIE Linux program on Debian's glibc with the whole C++ runtime (exceptions, RTTI,
+# thread_local, iostream, ...); the host starts it like a process and serves its system calls.
 function(hl_add_guest name)
-  cmake_parse_arguments(PARSE_ARGV 1 ARG "UNCHECKED" "" "SOURCES;COMPILE_OPTIONS;LINK_OPTIONS")
+  cmake_parse_arguments(PARSE_ARGV 1 ARG "UNCHECKED" "LIBC" "SOURCES;COMPILE_OPTIONS;LINK_OPTIONS")
+  if(NOT ARG_LIBC)
+    set(ARG_LIBC none)
+  endif()
+  if(NOT ARG_LIBC MATCHES "^(none|glibc)$")
+    message(FATAL_ERROR "hl_add_guest(${name}): LIBC ${ARG_LIBC} is not one of: none (freestanding), glibc")
+  endif()
   if(NOT ARG_SOURCES)
     message(FATAL_ERROR "hl_add_guest(${name}): no SOURCES given")
   endif()
@@ -25,6 +36,7 @@ function(hl_add_guest name)
   endforeach()
   set(HL_GUEST_NAME ${name})
   set(HL_GUEST_UNCHECKED ${ARG_UNCHECKED})
+  set(HL_GUEST_LIBC ${ARG_LIBC})
   set(HL_GUEST_EXTRA_COMPILE_OPTIONS ${HL_GUEST_COMPILE_OPTIONS} ${ARG_COMPILE_OPTIONS})
   set(HL_GUEST_EXTRA_LINK_OPTIONS ${ARG_LINK_OPTIONS})
   set(HL_GUEST_CMAKE_DIR "${CMAKE_CURRENT_FUNCTION_LIST_DIR}")

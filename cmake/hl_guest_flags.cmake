@@ -17,3 +17,8 @@ set(HL_GUEST_CLANG_CXX_FLAGS -D__NO_INLINE__)
 # The compile options for a target, by language and compiler.
 set(HL_GUEST_SDK_OPTIONS ${HL_GUEST_COMMON_FLAGS} "$<$<COMPILE_LANGUAGE:CXX>:${HL_GUEST_CXX_FLAGS}>"
   "$<$<COMPILE_LANG_AND_ID:CXX,Clang>:${HL_GUEST_CLANG_CXX_FLAGS}>")
+
+# The Linux flavours (LIBC glibc / musl): ordinary hosted code, position independent, linked
+# -static-pie against the libc; the ELF entry is still the SDK's hl_entry, which starts the libc.
+set(HL_GUEST_LINUX_OPTIONS -O2 -fpie -fno-plt -fcf-protection=none)
+set(HL_GUEST_LINUX_LINK_FLAGS -static-pie -Wl,-u,hl_entry -Wl,-e,hl_entry -Wl,-z,noexecstack -Wl,--gc-sections)

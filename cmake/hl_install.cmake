@@ -14,7 +14,7 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/hl ${PROJECT_SOURCE_DIR}/guests/
 install(TARGETS hyperlight hl_runtime EXPORT hyperlight_cppTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(TARGETS hl_abi EXPORT hyperlight_cppTargets)
 # The guest SDK is freestanding code: kept out of the host's library directory.
-install(TARGETS hl_guest_sdk EXPORT hyperlight_cppTargets ARCHIVE DESTINATION ${HL_GUEST_LIB_INSTALL_DIR})
+install(TARGETS hl_guest_sdk hl_guest_sdk_glibc EXPORT hyperlight_cppTargets ARCHIVE DESTINATION ${HL_GUEST_LIB_INSTALL_DIR})
 install(EXPORT hyperlight_cppTargets NAMESPACE hl:: DESTINATION ${HL_CMAKE_INSTALL_DIR})
 
 configure_package_config_file(${CMAKE_CURRENT_LIST_DIR}/hyperlight_cppConfig.cmake.in

@@ -2,6 +2,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#ifdef HL_GUEST_HOSTED
+#include <exception>
+#endif
 
 #include "hl/abi/hl_generated.h"
 #include "hl/guest.h"
@@ -167,7 +170,27 @@ void dispatch_call() {
     builder.ForceDefaults(true);  // or -0.0 would be dropped as equal to the default and come back +0.0
     hl_result result;
     result.builder = &builder;
+#ifdef HL_GUEST_HOSTED
+    // With the whole C++ runtime (the glibc flavour) a guest function may throw: the caller gets a
+    // guest error with what() as its message, and the guest goes on.
+    try {
+        f->fn(args, nargs, &result);
+    } catch (const std::exception& e) {
+        result.failed = true;
+        result.error_kind = fb::ErrorKind::User;
+        result.error_code = 0;
+        std::snprintf(message, sizeof message, "'%s' threw: %s", f->name, e.what());
+        result.error_message = builder.CreateString(message);
+    } catch (...) {
+        result.failed = true;
+        result.error_kind = fb::ErrorKind::User;
+        result.error_code = 0;
+        std::snprintf(message, sizeof message, "'%s' threw an exception that is not a std::exception", f->name);
+        result.error_message = builder.CreateString(message);
+    }
+#else
     f->fn(args, nargs, &result);
+#endif
     // The function's host calls and printing reused the output buffer; flush what it printed last.
     flush_output();
     if (result.failed) {

@@ -15,9 +15,8 @@ namespace hl::guest::detail {
 
 void dispatch_call();
 
-namespace {
+// Set by hl_entry at HL_OP_INIT (freestanding), or by the Linux flavour's entry (linux_entry.cpp).
 const hl_peb* boot_info = nullptr;
-}
 
 const hl_peb& peb() { return *boot_info; }
 
@@ -34,6 +33,7 @@ bool write_output(const void* data, std::size_t size) {
 
 void finish(std::uint32_t status) {
     flush_output();
+    flush_libc_output();
     for (;;) out32(HL_PORT_DONE, status);
 }
 
@@ -50,6 +50,9 @@ extern "C" void hl_abort(std::uint32_t code, const char* message) {
     hl::guest::detail::write_output(text, len);
     for (;;) hl::guest::detail::out32(HL_PORT_ABORT, code);
 }
+
+#ifndef HL_GUEST_LINUX
+void hl::guest::detail::flush_libc_output() {}
 
 // The host enters here at CPL3 with a fresh stack for every operation; nothing returns from it.
 extern "C" void hl_entry(const hl_peb* peb, std::uint64_t op) {
@@ -68,3 +71,4 @@ extern "C" void hl_entry(const hl_peb* peb, std::uint64_t op) {
     }
     hl_abort(HL_ABORT_PROTOCOL, "unknown operation requested by the host");
 }
+#endif  // HL_GUEST_LINUX

@@ -21,6 +21,15 @@ bool write_output(const void* data, std::size_t size);
 /// Sends pending printf text to the host. Called before every other use of the output buffer.
 void flush_output();
 
+/// The PEB the host entered the guest with (HL_OP_INIT).
+extern const hl_peb* boot_info;
+
+/// Flushes the libc's stdout and stderr (a Linux flavour); nothing in the freestanding one.
+void flush_libc_output();
+
+/// Runs the registered functions' dispatch for HL_OP_DISPATCH.
+void dispatch_call();
+
 /// Tells the host the operation is over. The host re-enters the guest for the next one, never here.
 [[noreturn]] void finish(std::uint32_t status);
 

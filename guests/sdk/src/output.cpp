@@ -66,6 +66,7 @@ extern "C" {
 
 void hl_flush_output(void) { hl::guest::detail::flush_output(); }
 
+#ifndef HL_GUEST_LINUX  // a Linux flavour's printf is the libc's, to stdout (a system call to the host)
 int vprintf(const char* fmt, va_list args) { return format(fmt, args, put); }
 
 int printf(const char* fmt, ...) {
@@ -88,6 +89,7 @@ int putchar(int c) {
     put(&ch, 1);
     return static_cast<unsigned char>(ch);
 }
+#endif
 
 bool hl_log_enabled(hl_log_level level) {
     return static_cast<std::uint32_t>(level) >= hl::guest::detail::peb().log_level;

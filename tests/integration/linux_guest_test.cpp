@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: Apache-2.0
+// Guests that are ordinary static-PIE Linux programs (glibc, musl): the C++ language and library
+// inside a sandbox, their system calls served by the host, snapshots and restores as for any guest.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include "guest_paths.hpp"
+#include "hl/hl.hpp"
+
+namespace {
+
+using hl::errc;
+
+struct captured {
+    std::string text;
+};
+
+// glibc's malloc wants a few MiB: its first arena is a 1 MiB mmap.
+hl::sandbox_config linux_config() {
+    hl::sandbox_config c;
+    c.heap_size = 16u << 20;
+    return c;
+}
+
+hl::multi_use_sandbox make(const char* guest, captured* out = nullptr) {
+    auto u = hl::uninitialized_sandbox::from_file(guest, linux_config());
+    u.register_host_function("HostAdd", [](std::int32_t a, std::int32_t b) { return a + b; });
+    if (out) u.set_print_handler([out](std::string_view text) { out->text += text; });
+    return std::move(u).evolve();
+}
+
+class LinuxGuest : public ::testing::Test {
+protected:
+    void SetUp() override { HL_REQUIRE_KVM(); }
+};
+
+TEST_F(LinuxGuest, TodaysGuestBuildsUnchangedWithGlibc) {
+    auto sb = make(HL_SIMPLEGUEST_GLIBC);
+    EXPECT_EQ(sb.call<std::string>("Echo", std::string("hello")), "hello");
+    EXPECT_EQ(sb.call<std::int32_t>("Add", 40, 2), 42);
+    EXPECT_EQ(sb.call<double>("EchoDouble", 2.5), 2.5);
+}
+
+TEST_F(LinuxGuest, TodaysCGuestBuildsUnchangedWithGlibc) {
+    for (const char* guest : {HL_C_SIMPLEGUEST_GLIBC}) {
+        auto sb = make(guest);
+        EXPECT_EQ(sb.call<std::string>("Echo", std::string("hi")), "hi") << guest;
+        EXPECT_EQ(sb.call<std::int32_t>("Add", 1, 2), 3) << guest;
+    }
+}
+
+TEST_F(LinuxGuest, AnExceptionBecomesAGuestErrorWithItsMessageAndTheSandboxGoesOn) {
+    auto sb = make(HL_LINUXGUEST);
+    try {
+        sb.call<std::int32_t>("ThrowIt", std::string("the disk is on fire"));
+        FAIL() << "no error";
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), make_error_code(errc::guest_error)) << e.what();
+        EXPECT_NE(std::string(e.what()).find("the disk is on fire"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(sb.poisoned());
+    EXPECT_EQ(sb.call<std::int32_t>("CatchIt"), 42);
+}
+
+TEST_F(LinuxGuest, TheStandardLibraryWorks) {
+    auto sb = make(HL_LINUXGUEST);
+    EXPECT_NE(sb.call<std::string>("Rtti").find("Derived"), std::string::npos);
+    EXPECT_GT(sb.call<std::int32_t>("Containers"), 0);
+    const double x = 0.75;
+    const double expected = std::sin(x) + std::exp(x) + std::log(x + 1) + std::pow(x, 3) + std::fmod(7.5, x) +
+                            std::hypot(x, 2.0) + std::round(x * 10);
+    EXPECT_NEAR(sb.call<double>("Math", x), expected, 1e-9);
+    EXPECT_DOUBLE_EQ(sb.call<double>("ParseDouble", std::string("6.02214076e23")), 6.02214076e23);
+    EXPECT_EQ(sb.call<std::string>("ToChars", 0.1), "0.1");
+    EXPECT_TRUE(sb.call<bool>("Regex", std::string("2026-12-02")));
+    EXPECT_FALSE(sb.call<bool>("Regex", std::string("not a date")));
+    EXPECT_GT(sb.call<std::int32_t>("Qsort"), 0);
+}
+
+TEST_F(LinuxGuest, ThreadLocalWorksAndRestoreResetsIt) {
+    auto sb = make(HL_LINUXGUEST);
+    auto snap = sb.snapshot();
+    EXPECT_EQ(sb.call<std::int32_t>("ThreadLocal"), 1);
+    EXPECT_EQ(sb.call<std::int32_t>("ThreadLocal"), 2);
+    sb.restore(snap);
+    EXPECT_EQ(sb.call<std::int32_t>("ThreadLocal"), 1);
+}
+
+TEST_F(LinuxGuest, CoutAndPrintfGoToThePrintHandler) {
+    captured out;
+    auto sb = make(HL_LINUXGUEST, &out);
+    sb.call<std::int32_t>("Cout", std::string("from cout"));
+    EXPECT_NE(out.text.find("from cout\n"), std::string::npos) << out.text;
+    sb.call<std::int32_t>("Printf", 3.14159);
+    EXPECT_NE(out.text.find("3.142\n"), std::string::npos) << out.text;
+}
+
+TEST_F(LinuxGuest, ClocksAndRandomnessComeFromTheHost) {
+    auto sb = make(HL_LINUXGUEST);
+    const auto now = static_cast<std::int64_t>(std::time(nullptr));
+    const auto guest_now = sb.call<std::int64_t>("Clock");
+    EXPECT_LE(std::llabs(guest_now - now), 5);
+    const auto a = sb.call<std::int64_t>("Random");
+    const auto b = sb.call<std::int64_t>("Random");
+    EXPECT_NE(a, b);
+}
+
+TEST_F(LinuxGuest, AThreadFailsWithAClearErrorNotACrash) {
+    auto sb = make(HL_LINUXGUEST);
+    const auto what = sb.call<std::string>("Thread");
+    EXPECT_FALSE(what.empty());
+    EXPECT_FALSE(sb.poisoned());
+    EXPECT_EQ(sb.call<std::int32_t>("CatchIt"), 42);
+}
+
+TEST_F(LinuxGuest, AllocationsComeFromTheHeapAndExhaustionIsAnErrorNotAHostAllocation) {
+    auto sb = make(HL_LINUXGUEST);
+    EXPECT_EQ(sb.call<std::int64_t>("Alloc", std::int64_t{1} << 20), std::int64_t{1} << 20);
+    EXPECT_EQ(sb.call<std::int64_t>("Alloc", std::int64_t{1} << 40), -1);
+    EXPECT_EQ(sb.call<std::int64_t>("Alloc", std::int64_t{4} << 20), std::int64_t{4} << 20);
+}
+
+TEST_F(LinuxGuest, RestoreBringsBackTheHeapBookkeeping) {
+    auto sb = make(HL_LINUXGUEST);
+    auto snap = sb.snapshot();
+    for (int round = 0; round < 20; ++round) {
+        // 4 MiB mmap'd each round: without restore carrying the kernel state, the heap would run out.
+        EXPECT_EQ(sb.call<std::int64_t>("Alloc", std::int64_t{4} << 20), std::int64_t{4} << 20) << round;
+        sb.restore(snap);
+    }
+}
+
+}  // namespace
+
+namespace {
+
+class LinuxGuestAttack : public ::testing::Test {
+protected:
+    void SetUp() override { HL_REQUIRE_KVM(); }
+};
+
+std::int64_t sys(hl::multi_use_sandbox& sb, std::int64_t nr, std::uint64_t a = 0, std::uint64_t b = 0,
+                 std::uint64_t c = 0, std::uint64_t d = 0) {
+    return sb.call<std::int64_t>("RawSyscall", nr, static_cast<std::int64_t>(a), static_cast<std::int64_t>(b),
+                                 static_cast<std::int64_t>(c), static_cast<std::int64_t>(d));
+}
+
+constexpr std::uint64_t prot_rw = 3, map_anon_private = 0x22;
+
+TEST_F(LinuxGuestAttack, EveryNumberWithHostileArgumentsGetsAnErrorCodeAndTheSandboxSurvives) {
+    std::vector<std::string> logged;
+    auto u = hl::uninitialized_sandbox::from_file(HL_LINUXGUEST, linux_config());
+    u.set_log_handler([&](const hl::log_record& r) { logged.emplace_back(r.message); });
+    auto sb = std::move(u).evolve();
+    auto snap = sb.snapshot();
+    // Pointers into supervisor pages (page tables at 0x4000 and up), the null page, outside guest
+    // memory, non-canonical, and lengths near 2^64.
+    const std::uint64_t hostile[] = {0, 0x1000, 0x5000, 0xfff, 1ull << 40, 0x8000'0000'0000'0000ull,
+                                     ~0ull, ~0ull - 4095, 0x7fff'0000'0000ull};
+    std::uint64_t seed = 12345;
+    const auto next = [&] {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        return seed;
+    };
+    const std::int64_t exiting[] = {60, 231};  // exit and exit_group end the program: tested below
+    int answered = 0;
+    for (std::int64_t nr = 0; nr < 1024; ++nr) {
+        if (nr == exiting[0] || nr == exiting[1]) continue;
+        const std::uint64_t a = hostile[next() % std::size(hostile)];
+        const std::uint64_t b = next() % 3 == 0 ? hostile[next() % std::size(hostile)] : next();
+        const std::uint64_t c = hostile[next() % std::size(hostile)];
+        const std::uint64_t d = next() % 2 ? hostile[next() % std::size(hostile)] : next();
+        try {
+            const auto r = sys(sb, nr, a, b, c, d);
+            (void)r;
+            ++answered;
+        } catch (const hl::error& e) {
+            // A call may make the guest fault (a hostile brk or mmap pulling the heap from under
+            // malloc): an error, never a host crash; restore brings it back.
+            EXPECT_TRUE(sb.poisoned()) << nr << ": " << e.what();
+            sb.restore(snap);
+        }
+        if (sb.poisoned()) sb.restore(snap);
+    }
+    EXPECT_GT(answered, 900);
+    sb.restore(snap);
+    EXPECT_EQ(sb.call<std::int32_t>("CatchIt"), 42);
+    EXPECT_FALSE(logged.empty());
+    EXPECT_LE(logged.size(), 16u);  // rate-limited
+}
+
+TEST_F(LinuxGuestAttack, PointersOutsideUserMemoryGetEfault) {
+    auto sb = make(HL_LINUXGUEST);
+    constexpr std::int64_t efault = -14;
+    EXPECT_EQ(sys(sb, 1, 1, 0x5000, 16), efault);           // write from a supervisor page
+    EXPECT_EQ(sys(sb, 1, 1, 1ull << 40, 16), efault);       // outside guest memory
+    EXPECT_EQ(sys(sb, 1, 1, 0x1000, ~0ull), efault);        // length near 2^64
+    EXPECT_EQ(sys(sb, 228, 1, 0x5000), efault);             // clock_gettime into a supervisor page
+    EXPECT_EQ(sys(sb, 318, 0x1000, 64, 0), efault);         // getrandom into the GDT
+    EXPECT_EQ(sys(sb, 1, 7, 0x1000, 1), -9);                // EBADF
+    EXPECT_EQ(sys(sb, 158, 0x1002, 0x8000'0000'0000'0000ull), -1);  // arch_prctl non-canonical: EPERM
+    EXPECT_EQ(sb.call<std::int32_t>("CatchIt"), 42);
+}
+
+TEST_F(LinuxGuestAttack, MprotectAndMmapNeverGrantWriteAndExecute) {
+    auto sb = make(HL_LINUXGUEST);
+    constexpr std::int64_t eacces = -13;
+    const auto page = sys(sb, 9, 0, 4096, prot_rw, map_anon_private);
+    ASSERT_GT(page, 0);
+    EXPECT_EQ(page % 4096, 0);
+    EXPECT_EQ(sys(sb, 10, page, 4096, 7), eacces);  // write + execute
+    EXPECT_EQ(sys(sb, 10, page, 4096, 4), eacces);  // execute outside the ELF's code
+    EXPECT_EQ(sys(sb, 10, page, 4096, 1), 0);       // a reduction is accepted
+    EXPECT_EQ(sys(sb, 9, 0, 4096, 7, map_anon_private), eacces);
+    EXPECT_EQ(sys(sb, 11, page, 4096), 0);  // munmap
+    EXPECT_EQ(sb.call<std::int32_t>("CatchIt"), 42);
+}
+
+TEST_F(LinuxGuestAttack, ExitEndsTheCallWithAClearErrorAndRestoreBringsItBack) {
+    auto sb = make(HL_LINUXGUEST);
+    auto snap = sb.snapshot();
+    try {
+        sys(sb, 231, 3);
+        FAIL() << "exit_group returned";
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), make_error_code(errc::guest_aborted));
+        EXPECT_NE(std::string(e.what()).find("exited with status 3"), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(sb.poisoned());
+    sb.restore(snap);
+    EXPECT_EQ(sb.call<std::int32_t>("CatchIt"), 42);
+}
+
+TEST_F(LinuxGuestAttack, MmapUntilExhaustionIsEnomemAndRestoreGivesTheHeapBack) {
+    auto sb = make(HL_LINUXGUEST);
+    auto snap = sb.snapshot();
+    constexpr std::int64_t enomem = -12;
+    constexpr std::uint64_t mib = 1u << 20;
+    int maps = 0;
+    while (sys(sb, 9, 0, mib, prot_rw, map_anon_private) > 0) ASSERT_LT(++maps, 64);
+    EXPECT_GT(maps, 4);
+    EXPECT_EQ(sys(sb, 9, 0, mib, prot_rw, map_anon_private), enomem);
+    EXPECT_EQ(sys(sb, 9, 0, ~0ull - 4095, prot_rw, map_anon_private), enomem);
+    const auto brk = sys(sb, 12, 0);
+    EXPECT_EQ(sys(sb, 12, 1ull << 40), brk);  // brk past the heap stays where it is
+    sb.restore(snap);
+    // The kernel state came back with the memory: the heap is whole again.
+    EXPECT_GT(sys(sb, 9, 0, 4 * mib, prot_rw, map_anon_private), 0);
+    EXPECT_EQ(sb.call<std::int64_t>("Alloc", std::int64_t{4} << 20), std::int64_t{4} << 20);
+}
+
+}  // namespace
