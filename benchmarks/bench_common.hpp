@@ -23,6 +23,10 @@ struct size_case {
 inline constexpr size_case sizes[] = {
     {"default", 128 * 1024}, {"small", 8ull << 20}, {"medium", 64ull << 20}, {"large", 256ull << 20}};
 
+/// The Linux-program (glibc) cases: the same call on simpleguest built with LIBC glibc. glibc's
+/// malloc starts with a 1 MiB arena, so these sandboxes get a 16 MiB heap.
+inline constexpr size_case glibc_size{"default_glibc", 16ull << 20};
+
 inline hl::sandbox_config config_for(const size_case& s) {
     hl::sandbox_config c;
     c.heap_size = s.heap;

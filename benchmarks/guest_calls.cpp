@@ -14,6 +14,17 @@ void call(benchmark::State& state, size_case s) {
     for (auto _ : state) benchmark::DoNotOptimize(sb.call<std::string>("Echo", hello));
 }
 
+void call_glibc(benchmark::State& state) {
+    auto sb = hl::bench::make(hl::bench::glibc_size, HL_SIMPLEGUEST_GLIBC);
+    for (auto _ : state) benchmark::DoNotOptimize(sb.call<std::string>("Echo", hello));
+}
+
+// A guest function making one clock_gettime system call: a call plus the system call's slow path.
+void syscall_call(benchmark::State& state) {
+    auto sb = hl::bench::make(hl::bench::glibc_size, HL_LINUXGUEST);
+    for (auto _ : state) benchmark::DoNotOptimize(sb.call<std::int64_t>("ClockGettime"));
+}
+
 void call_with_restore(benchmark::State& state, size_case s) {
     auto sb = hl::bench::make(s);
     const auto snap = sb.snapshot();
@@ -66,6 +77,8 @@ void interrupt_latency(benchmark::State& state) {
 
 const int registered = [] {
     for (const auto& s : hl::bench::sizes) hl::bench::add(std::string("guest_calls/call/") + s.name, call, s);
+    hl::bench::add("guest_calls/call/default_glibc", call_glibc);
+    hl::bench::add("guest_calls/syscall", syscall_call);
     for (const auto& s : hl::bench::sizes) {
         hl::bench::add(std::string("guest_calls/call_with_restore/") + s.name, call_with_restore, s);
     }

@@ -23,6 +23,10 @@ struct baseline_rule {
 const std::vector<baseline_rule>& rules() {
     static const std::vector<baseline_rule> r = {
         {std::regex("guest_calls/call/default"), "baseline/kvm_exit_roundtrip_cpl3", "<= 1.3"},
+        {std::regex("guest_calls/call/default_glibc"), "baseline/kvm_exit_roundtrip_cpl3", "<= 1.1"},
+        {std::regex("guest_calls/syscall"), "baseline/kvm_exit_roundtrip_cpl3", "reported"},
+        {std::regex("sandboxes/create_initialized/glibc"), "sandboxes/create_initialized/default", "reported"},
+        {std::regex("sandboxes/create_from_snapshot/glibc"), "sandboxes/create_from_snapshot/default", "reported"},
         {std::regex("guest_calls/call_with_restore/large"), "guest_calls/call_with_restore/default", "<= 1.3"},
         {std::regex("snapshots/restore/large"), "snapshots/restore/default", "<= 1.3"},
         {std::regex("sandboxes/create_initialized/default"), "baseline/kvm_create_vm_vcpu", "<= 2"},

@@ -30,6 +30,22 @@ void create_initialized_and_drop(benchmark::State& state, size_case s) {
     for (auto _ : state) benchmark::DoNotOptimize(hl::bench::make(s));
 }
 
+void create_initialized_glibc(benchmark::State& state) {
+    for (auto _ : state) {
+        std::optional<hl::multi_use_sandbox> sb;
+        state.SetIterationTime(hl::bench::seconds(
+            [&] { sb.emplace(hl::bench::make(hl::bench::glibc_size, HL_SIMPLEGUEST_GLIBC)); }));
+    }
+}
+
+void create_from_snapshot_glibc(benchmark::State& state) {
+    const auto snap = hl::bench::make(hl::bench::glibc_size, HL_SIMPLEGUEST_GLIBC).snapshot();
+    for (auto _ : state) {
+        std::optional<hl::multi_use_sandbox> sb;
+        state.SetIterationTime(hl::bench::seconds([&] { sb.emplace(hl::multi_use_sandbox::from_snapshot(snap)); }));
+    }
+}
+
 void create_from_snapshot(benchmark::State& state, size_case s) {
     const auto snap = hl::bench::make(s).snapshot();
     for (auto _ : state) {
@@ -47,6 +63,8 @@ const int registered = [] {
         hl::bench::add("sandboxes/create_initialized_and_drop/" + n, create_initialized_and_drop, s);
         hl::bench::add_manual("sandboxes/create_from_snapshot/" + n, create_from_snapshot, s);
     }
+    hl::bench::add_manual("sandboxes/create_initialized/glibc", create_initialized_glibc);
+    hl::bench::add_manual("sandboxes/create_from_snapshot/glibc", create_from_snapshot_glibc);
     return 0;
 }();
 
