@@ -6,14 +6,19 @@
 #include <span>
 
 #include "hl/abi/hl_abi.h"
+#include "hl/error.hpp"
 #include "hl/log.hpp"
 #include "loader/elf_image.hpp"
 #include "sandbox/interrupt.hpp"
 #include "sandbox/linux_process.hpp"
+#include "util/strfmt.hpp"
 #include "vmm/x86_64_tables.hpp"
 
 namespace hl::detail {
 namespace {
+
+// Below this, glibc's start-up allocations fail and it dies in its own error path.
+constexpr std::uint64_t min_linux_heap = 1u << 20;
 
 mem::perms region_perms(loader::access a) {
     mem::perms p = mem::perms::user;
@@ -67,6 +72,14 @@ sandbox_image::built sandbox_image::build(std::vector<std::byte> elf, const sand
     const std::uint64_t guest_hash = hash_bytes(elf);
     const auto image = loader::elf_image::parse(std::move(elf));
     const bool linux_program = image.kind() == loader::guest_kind::linux_program;
+    if (linux_program && config.heap_size < min_linux_heap) {
+        throw error(errc::invalid_config,
+                    util::strfmt("heap_size is %llu bytes, and this guest is a Linux program (the SDK's glibc "
+                                 "flavour), whose libc's malloc starts with requests of about 1 MiB: set "
+                                 "sandbox_config::heap_size to at least %llu (a few MiB is typical)",
+                                 static_cast<unsigned long long>(config.heap_size),
+                                 static_cast<unsigned long long>(min_linux_heap)));
+    }
     // Computed once without the kernel state first: that validates the heap size it depends on.
     const auto layout =
         linux_program ? mem::layout::compute(config, image.image_size(),

@@ -53,6 +53,16 @@ TEST_F(LinuxGuest, TodaysCGuestBuildsUnchangedWithGlibc) {
     }
 }
 
+TEST_F(LinuxGuest, AHeapTooSmallForTheLibcIsAClearConfigurationError) {
+    try {
+        hl::uninitialized_sandbox::from_file(HL_LINUXGUEST);  // the default 128 KiB heap
+        FAIL() << "accepted";
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), make_error_code(errc::invalid_config));
+        EXPECT_NE(std::string(e.what()).find("heap_size"), std::string::npos) << e.what();
+    }
+}
+
 TEST_F(LinuxGuest, AnExceptionBecomesAGuestErrorWithItsMessageAndTheSandboxGoesOn) {
     auto sb = make(HL_LINUXGUEST);
     try {
