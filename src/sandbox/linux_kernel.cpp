@@ -24,6 +24,9 @@ constexpr std::uint64_t state_magic = 0x6c6e786b65726e31ull;  // "lnxkern1"
 constexpr std::size_t max_logged = 16;
 constexpr std::uint64_t max_random = 32u << 20;
 constexpr std::uint64_t max_iov = 1024;
+// One write hands the print handler at most this much (a short write, as a pipe gives; the libc
+// writes the rest): the handler may copy what it gets, and guest memory can be gigabytes.
+constexpr std::uint64_t max_write = 64 * 1024;
 constexpr std::uint64_t arch_set_fs = 0x1002, arch_get_fs = 0x1003;
 constexpr std::uint64_t tcgets = 0x5401;
 constexpr std::uint64_t at_empty_path = 0x1000;
@@ -199,11 +202,12 @@ std::int64_t do_mremap(kernel& k, const syscall_request& r) {
     if (!found) return err(ENOMEM);
     k.set_mapped(*found, new_count, true);
     const std::uint64_t to = k.heap() + *found * page;
+    // The new pages were free and the old ones mapped: the ranges do not overlap, and nothing is
+    // copied through the host's own memory.
     const auto from = k.view().memory.span(mem::gpa{old_addr}, old_count * page);
-    std::vector<std::byte> copy(from.begin(), from.end());
     auto dest = k.view().memory.writable(mem::gpa{to}, new_count * page);
-    std::memcpy(dest.data(), copy.data(), copy.size());
-    std::memset(dest.data() + copy.size(), 0, dest.size() - copy.size());
+    std::memcpy(dest.data(), from.data(), from.size());
+    std::memset(dest.data() + from.size(), 0, dest.size() - from.size());
     k.set_mapped(first, old_count, false);
     return static_cast<std::int64_t>(to);
 }
@@ -245,6 +249,7 @@ std::int64_t do_write(kernel& k, std::uint64_t fd, std::uint64_t buf, std::uint6
     if (fd != 1 && fd != 2) return err(EBADF);
     if (count == 0) return 0;
     if (!k.readable(buf, count)) return err(EFAULT);
+    count = std::min(count, max_write);
     k.hooks().output(static_cast<int>(fd), k.bytes(buf, count));
     return static_cast<std::int64_t>(count);
 }
@@ -262,9 +267,14 @@ std::int64_t do_writev(kernel& k, std::uint64_t fd, std::uint64_t iov, std::uint
         parts.emplace_back(v[0], v[1]);
         total += v[1];
     }
-    for (const auto& [base, len] : parts)
-        if (len != 0) k.hooks().output(static_cast<int>(fd), k.bytes(base, len));
-    return static_cast<std::int64_t>(total);
+    std::uint64_t written = 0;
+    for (const auto& [base, len] : parts) {
+        const std::uint64_t n = std::min(len, max_write - written);
+        if (n != 0) k.hooks().output(static_cast<int>(fd), k.bytes(base, n));
+        written += n;
+        if (written == max_write) break;
+    }
+    return static_cast<std::int64_t>(written);
 }
 
 std::int64_t fill_stat(kernel& k, std::uint64_t fd, std::uint64_t out) {

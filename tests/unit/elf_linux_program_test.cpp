@@ -61,7 +61,9 @@ TEST(ElfLinuxProgram, TheNoteMakesALinuxProgramThatRelocatesItself) {
     EXPECT_EQ(image.phdr_count(), note_builder{}.phdrs.size());
     // The RELRO page keeps its PT_LOAD's write permission: the program's own relocation writes it.
     for (const auto& s : image.segments()) {
-        if (s.offset == 0x3000) EXPECT_TRUE(has(s.perms, access::write));
+        if (s.offset == 0x3000) {
+            EXPECT_TRUE(has(s.perms, access::write));
+        }
     }
 }
 

@@ -47,7 +47,9 @@ hl_entry:
     .popsection
 )");
 
-extern "C" const hl_peb* hl_linux_boot_peb = nullptr;
+extern "C" {
+const hl_peb* hl_linux_boot_peb = nullptr;
+}
 
 namespace hl::guest::detail {
 

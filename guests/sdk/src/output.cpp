@@ -18,7 +18,8 @@ std::size_t pending = 0;  // bytes of text waiting in the output buffer
 unsigned char* text_area() { return reinterpret_cast<unsigned char*>(peb().output_addr + HL_BUFFER_HEADER_SIZE); }
 std::size_t text_capacity() { return peb().output_size - HL_BUFFER_HEADER_SIZE; }
 
-void put(const char* data, std::size_t len) {
+// The SDK's own printf (the freestanding flavour); a Linux flavour prints through the libc.
+[[maybe_unused]] void put(const char* data, std::size_t len) {
     const std::size_t capacity = text_capacity();
     for (std::size_t i = 0; i < len; ++i) {
         text_area()[pending++] = static_cast<unsigned char>(data[i]);
