@@ -63,6 +63,18 @@ TEST_F(LinuxGuest, AHeapTooSmallForTheLibcIsAClearConfigurationError) {
     }
 }
 
+TEST_F(LinuxGuest, APlainGlibcProgramThatIsNotAStaticPieIsRefusedWithHowToBuildIt) {
+    for (const char* program : {HL_PLAIN_DYNAMIC_PROGRAM, HL_PLAIN_STATIC_PROGRAM}) {
+        try {
+            hl::uninitialized_sandbox::from_file(program, linux_config());
+            FAIL() << program << " was accepted";
+        } catch (const hl::error& e) {
+            EXPECT_EQ(e.code(), make_error_code(errc::invalid_guest)) << e.what();
+            EXPECT_NE(std::string(e.what()).find("-static-pie"), std::string::npos) << e.what();
+        }
+    }
+}
+
 TEST_F(LinuxGuest, AnExceptionBecomesAGuestErrorWithItsMessageAndTheSandboxGoesOn) {
     auto sb = make(HL_LINUXGUEST);
     try {
