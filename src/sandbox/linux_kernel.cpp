@@ -248,8 +248,8 @@ std::int64_t do_mprotect(kernel& k, std::uint64_t addr, std::uint64_t length, st
 std::int64_t do_write(kernel& k, std::uint64_t fd, std::uint64_t buf, std::uint64_t count) {
     if (fd != 1 && fd != 2) return err(EBADF);
     if (count == 0) return 0;
-    if (!k.readable(buf, count)) return err(EFAULT);
     count = std::min(count, max_write);
+    if (!k.readable(buf, count)) return err(EFAULT);
     k.hooks().output(static_cast<int>(fd), k.bytes(buf, count));
     return static_cast<std::int64_t>(count);
 }

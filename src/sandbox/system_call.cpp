@@ -72,6 +72,9 @@ bool sandbox_core::serve_system_call(call_state& c) {
     cpu.rax = static_cast<std::uint64_t>(result.value);
     cpu.rip = site->return_rip;
     cpu.rflags = (site->saved_rflags & user_rflags) | rflags_reserved;
+    // What `syscall` leaves in them on Linux, whichever way the call trapped (#UD sets neither).
+    cpu.rcx = site->return_rip;
+    cpu.r11 = site->saved_rflags;
     if (result.new_fs_base) cpu.fs_base = *result.new_fs_base;
     try {
         vm_->return_from_syscall(cpu);

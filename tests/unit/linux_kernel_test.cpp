@@ -136,6 +136,9 @@ TEST_F(LinuxKernel, WriteAndWritevReachTheOutputHookWithEveryPointerChecked) {
 
 TEST_F(LinuxKernel, AHugeWriteIsShortAndNeverMoreThan64KiBReachTheHandler) {
     EXPECT_EQ(sys(__NR_write, 1, heap, heap_size), 64 * 1024);
+    out.clear();
+    EXPECT_EQ(sys(__NR_write, 1, heap + heap_size - 8, ~0ull >> 1), -EFAULT);  // the first 64 KiB are not all readable
+    EXPECT_EQ(sys(__NR_write, 1, heap, ~0ull >> 1), 64 * 1024);  // only what is written is checked
     EXPECT_EQ(out.size(), 64u * 1024);
     const std::uint64_t iov[4] = {heap, 48 * 1024, heap + 48 * 1024, 48 * 1024};
     memory.write(mem::gpa{data}, iov);
