@@ -156,6 +156,11 @@ std::int64_t clock_gettime_once() {
     return ::syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &t) == 0 ? t.tv_sec : -1;
 }
 
+// Never returns, and spends its time in system calls: a deadline or a kill must still end it.
+std::int64_t syscall_spin() {
+    for (;;) ::syscall(SYS_getpid);
+}
+
 // Any system call with any arguments, for the hostile tests: the host must answer every one.
 std::int64_t raw_syscall(std::int64_t number, std::int64_t a, std::int64_t b, std::int64_t c, std::int64_t d) {
     long result;
@@ -192,4 +197,5 @@ extern "C" void hl_guest_init() {
     register_function<alloc>("Alloc");
     register_function<clock_gettime_once>("ClockGettime");
     register_function<raw_syscall>("RawSyscall");
+    register_function<syscall_spin>("SyscallSpin");
 }

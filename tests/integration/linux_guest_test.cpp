@@ -5,7 +5,9 @@
 
 #include <cmath>
 #include <ctime>
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "guest_paths.hpp"
@@ -239,6 +241,34 @@ TEST_F(LinuxGuestAttack, MprotectAndMmapNeverGrantWriteAndExecute) {
     EXPECT_EQ(sys(sb, 10, page, 4096, 1), 0);       // a reduction is accepted
     EXPECT_EQ(sys(sb, 9, 0, 4096, 7, map_anon_private), eacces);
     EXPECT_EQ(sys(sb, 11, page, 4096), 0);  // munmap
+    EXPECT_EQ(sb.call<std::int32_t>("CatchIt"), 42);
+}
+
+TEST_F(LinuxGuestAttack, ADeadlineAndAKillEndAGuestThatLivesInSystemCalls) {
+    auto sb = make(HL_LINUXGUEST);
+    auto snap = sb.snapshot();
+    try {
+        sb.call_for<std::int64_t>(std::chrono::milliseconds(50), "SyscallSpin");
+        FAIL() << "SyscallSpin returned";
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), make_error_code(errc::timed_out)) << e.what();
+    }
+    sb.restore(snap);
+    EXPECT_EQ(sb.call<std::int32_t>("CatchIt"), 42);
+    const auto handle = sb.interrupt_handle();
+    std::thread killer([&] {
+        while (!handle.running()) std::this_thread::yield();
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        handle.kill();
+    });
+    try {
+        sb.call<std::int64_t>("SyscallSpin");
+        FAIL() << "SyscallSpin returned";
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), make_error_code(errc::cancelled)) << e.what();
+    }
+    killer.join();
+    sb.restore(snap);
     EXPECT_EQ(sb.call<std::int32_t>("CatchIt"), 42);
 }
 
