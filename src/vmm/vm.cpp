@@ -214,6 +214,7 @@ bool leaves_completion_pending(const kvm_run* run) {
 
 void vm::complete_pending() {
     if (!pending_) return;
+    last_sregs_valid_ = false;
     kvm_run* run = run_state();
     const std::size_t run_size = run_.size();
     // Each round hands KVM zeroed data and lets it finish; an MMIO access split across pages asks
@@ -247,6 +248,7 @@ void vm::complete_pending() {
 
 vm_exit vm::run() {
     kvm_run* run = run_state();
+    last_sregs_valid_ = false;  // the guest may change them
     if (pending_) {
         throw error(errc::vm_error, "the vCPU still holds a half-done instruction; complete_pending() must run first");
     }

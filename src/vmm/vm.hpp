@@ -59,7 +59,8 @@ public:
     cpu_state read_cpu_state() const;
 
     /// After a system call trapped (RIP == syscall_entry, or #UD at a `syscall`), puts the vCPU back
-    /// at CPL3 with the general registers and FS base of `r` for the next run (one ioctl).
+    /// at CPL3 with the general registers and FS base of `r` for the next run. No ioctl when
+    /// read_cpu_state() read the special registers since the last run (the system-call path does).
     void return_from_syscall(const cpu_state& r);
     /// Puts the special registers, FPU/SSE state and CR2 back to their initial values, after a fault.
     void reset_cpu();
@@ -97,6 +98,9 @@ private:
     std::uint64_t pages_;
     bool manual_protect_;  // KVM_CLEAR_DIRTY_LOG re-arms only the pages fetched
     bool pending_ = false;  // see has_pending_completion()
+    // The special registers (kvm_sregs) read_cpu_state() read since the last run or staging, if any.
+    mutable std::byte last_sregs_[312]{};
+    mutable bool last_sregs_valid_ = false;
 };
 
 }  // namespace hl::vmm

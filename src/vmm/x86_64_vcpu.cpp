@@ -81,6 +81,7 @@ void vm::setup_vcpu() {
 }
 
 void vm::set_initial_cpu_state() {
+    last_sregs_valid_ = false;
     kvm_sregs s{};
     checked_ioctl(vcpu_fd_.get(), KVM_GET_SREGS, &s, "KVM_GET_SREGS");
     s.cs = user_segment(x86_64::user_code_selector, true);
@@ -143,6 +144,7 @@ saved_cpu vm::save_cpu() const {
 }
 
 void vm::restore_cpu(const saved_cpu& state) {
+    last_sregs_valid_ = false;
     checked_ioctl(vcpu_fd_.get(), KVM_SET_XSAVE, state.xsave, "KVM_SET_XSAVE");
     kvm_run* run = run_state();
     std::memcpy(&run->s.regs.sregs, state.sregs, sizeof state.sregs);
@@ -150,9 +152,13 @@ void vm::restore_cpu(const saved_cpu& state) {
     run->kvm_dirty_regs |= KVM_SYNC_X86_SREGS | KVM_SYNC_X86_REGS;
 }
 
+static_assert(sizeof(kvm_sregs) == 312, "vm::last_sregs_ holds a kvm_sregs");
+
 cpu_state vm::read_cpu_state() const {
     kvm_sregs s{};
     checked_ioctl(vcpu_fd_.get(), KVM_GET_SREGS, &s, "KVM_GET_SREGS");
+    std::memcpy(last_sregs_, &s, sizeof s);
+    last_sregs_valid_ = true;
     cpu_state state = regs();
     state.cr2 = s.cr2;
     state.fs_base = s.fs.base;
@@ -162,7 +168,12 @@ cpu_state vm::read_cpu_state() const {
 
 void vm::return_from_syscall(const cpu_state& r) {
     kvm_sregs s{};
-    checked_ioctl(vcpu_fd_.get(), KVM_GET_SREGS, &s, "KVM_GET_SREGS");
+    if (last_sregs_valid_) {
+        std::memcpy(&s, last_sregs_, sizeof s);
+    } else {
+        checked_ioctl(vcpu_fd_.get(), KVM_GET_SREGS, &s, "KVM_GET_SREGS");
+    }
+    last_sregs_valid_ = false;
     // The trap left the vCPU at CPL0 in shutdown: CPL3 segments again (FS and GS keep their bases,
     // which the program set), and nothing of the fault.
     const std::uint64_t fs_base = r.fs_base, gs_base = s.gs.base;
