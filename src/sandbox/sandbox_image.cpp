@@ -80,12 +80,10 @@ sandbox_image::built sandbox_image::build(std::vector<std::byte> elf, const sand
                                  static_cast<unsigned long long>(config.heap_size),
                                  static_cast<unsigned long long>(min_linux_heap)));
     }
-    // Computed once without the kernel state first: that validates the heap size it depends on.
-    const auto layout =
-        linux_program ? mem::layout::compute(config, image.image_size(),
-                                             linux_kernel::state_bytes_for(
-                                                 mem::layout::compute(config, image.image_size()).heap_size()))
-                      : mem::layout::compute(config, image.image_size());
+    auto layout = mem::layout::compute(config, image.image_size());  // validates the heap size first
+    if (linux_program) {
+        layout = mem::layout::compute(config, image.image_size(), linux_kernel::state_bytes_for(layout.heap_size()));
+    }
     auto memory = mem::guest_memory::create(layout.total_size());
 
     image.load(memory, layout.image());  // fresh memory is zero: only the pages with file bytes are written
