@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-# hl_add_guest(<name> SOURCES <files...> [LIBC none|glibc] [COMPILE_OPTIONS <opts...>] [LINK_OPTIONS <opts...>]
+# hl_add_guest(<name> SOURCES <files...> [LIBC none|glibc|musl] [COMPILE_OPTIONS <opts...>] [LINK_OPTIONS <opts...>]
 #              [UNCHECKED])
 #
 # A static-PIE guest linked against the guest SDK (hl::guest_sdk); host code finds it with
@@ -14,16 +14,31 @@
 # LIBC none (the default) builds a freestanding guest on the SDK's own small libc. LIBC glibc builds
 # an ordinary static-PIE Linux program on Debian's glibc with the whole C++ runtime (exceptions, RTTI,
 # thread_local, iostream, ...); the host starts it like a process and serves its system calls.
+# LIBC musl builds a C guest the same way on Debian's musl (musl-dev); there is no C++ library for
+# musl, so C++ guests use glibc.
 function(hl_add_guest name)
   cmake_parse_arguments(PARSE_ARGV 1 ARG "UNCHECKED" "LIBC" "SOURCES;COMPILE_OPTIONS;LINK_OPTIONS")
   if(NOT ARG_LIBC)
     set(ARG_LIBC none)
   endif()
-  if(NOT ARG_LIBC MATCHES "^(none|glibc)$")
-    message(FATAL_ERROR "hl_add_guest(${name}): LIBC ${ARG_LIBC} is not one of: none (freestanding), glibc")
+  if(NOT ARG_LIBC MATCHES "^(none|glibc|musl)$")
+    message(FATAL_ERROR "hl_add_guest(${name}): LIBC ${ARG_LIBC} is not one of: none (freestanding), glibc, musl")
   endif()
   if(NOT ARG_SOURCES)
     message(FATAL_ERROR "hl_add_guest(${name}): no SOURCES given")
+  endif()
+  if(ARG_LIBC STREQUAL "musl")
+    set(cxx_sources ${ARG_SOURCES})
+    list(FILTER cxx_sources EXCLUDE REGEX "\\.c$")
+    if(cxx_sources)
+      message(FATAL_ERROR "hl_add_guest(${name}): LIBC musl builds C guests only (Debian has no C++ library "
+                          "for musl), and these sources are not C: ${cxx_sources}; use LIBC glibc for C++")
+    endif()
+    # The cache entries of hl_guest_flags.cmake: this function may run in a scope that never included it.
+    if(NOT TARGET hl::guest_sdk_musl OR NOT HL_MUSL_INCLUDE_DIR OR NOT HL_MUSL_LIB_DIR)
+      message(FATAL_ERROR "hl_add_guest(${name}): LIBC musl needs musl's headers, rcrt1.o and libc.a "
+                          "(Debian: apt-get install musl-dev), both here and when hyperlight-cpp was built")
+    endif()
   endif()
   if(NOT TARGET hl::guest_sdk)
     message(FATAL_ERROR "hl_add_guest(${name}): the guest SDK target hl::guest_sdk is missing; "

@@ -15,6 +15,9 @@ install(TARGETS hyperlight hl_runtime EXPORT hyperlight_cppTargets ARCHIVE DESTI
 install(TARGETS hl_abi EXPORT hyperlight_cppTargets)
 # The guest SDK is freestanding code: kept out of the host's library directory.
 install(TARGETS hl_guest_sdk hl_guest_sdk_glibc EXPORT hyperlight_cppTargets ARCHIVE DESTINATION ${HL_GUEST_LIB_INSTALL_DIR})
+if(TARGET hl_guest_sdk_musl)
+  install(TARGETS hl_guest_sdk_musl EXPORT hyperlight_cppTargets ARCHIVE DESTINATION ${HL_GUEST_LIB_INSTALL_DIR})
+endif()
 install(EXPORT hyperlight_cppTargets NAMESPACE hl:: DESTINATION ${HL_CMAKE_INSTALL_DIR})
 
 configure_package_config_file(${CMAKE_CURRENT_LIST_DIR}/hyperlight_cppConfig.cmake.in
@@ -68,4 +71,6 @@ set(CPACK_DEBIAN_PACKAGE_SECTION libdevel)
 # Static libraries: what a consumer links and compiles with is a dependency of this package.
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "libcapstone-dev, liburing-dev, libasio-dev (>= 1:1.22), pkg-config")
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "cmake (>= 3.25), g++ (>= 4:12)")
+# The musl flavour of the guest SDK links musl's libc.a from there.
+set(CPACK_DEBIAN_PACKAGE_SUGGESTS "musl-dev")
 include(CPack)

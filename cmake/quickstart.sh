@@ -14,7 +14,8 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${HL_BUILD_DIR:-$top/build}
 
 packages=(cmake ninja-build g++ pkg-config flatbuffers-compiler flatbuffers-compiler-dev libflatbuffers-dev
-          libgtest-dev libbenchmark-dev libcapstone-dev libasio-dev liburing-dev libcli11-dev libhttp-parser-dev)
+          libgtest-dev libbenchmark-dev libcapstone-dev libasio-dev liburing-dev libcli11-dev libhttp-parser-dev
+          musl-dev musl-tools)
 # shellcheck disable=SC2206 # HL_EXTRA_PACKAGES is a list of names
 packages+=(${HL_EXTRA_PACKAGES:-})
 missing=()

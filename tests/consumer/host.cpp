@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// The consumer's host: one synchronous call and one async call of its guest (argv[1], or the guest
-// its build made). Exits 0 on the expected answers, 77 without a usable /dev/kvm, 1 otherwise.
+// The consumer's host: one synchronous call and one async call of each guest (the arguments, or the
+// guests its build made). Exits 0 on the expected answers, 77 without a usable /dev/kvm, 1 otherwise.
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include <hl/hl.hpp>
 #include <hl/runtime/async_sandbox.hpp>
@@ -16,16 +17,23 @@
 
 namespace {
 
+// Enough heap for a guest on a libc (musl's malloc), and more than a freestanding one needs.
+hl::sandbox_config config() {
+    hl::sandbox_config c;
+    c.heap_size = 4u << 20;
+    return c;
+}
+
 asio::awaitable<int> async_add(asio::any_io_executor ex, std::string guest) {
-    auto sb = co_await hl::async_sandbox::async_create(ex, guest, hl::sandbox_config{}, [](hl::uninitialized_sandbox&) {},
+    auto sb = co_await hl::async_sandbox::async_create(ex, guest, config(), [](hl::uninitialized_sandbox&) {},
                                                        asio::use_awaitable);
     co_return co_await sb.async_call<int>("Add", 40, 2);
 }
 
 int run(const std::string& guest) {
-    auto sb = hl::uninitialized_sandbox::from_file(guest).evolve();
+    auto sb = hl::uninitialized_sandbox::from_file(guest, config()).evolve();
     const std::string greeting = sb.call<std::string>("Greet", std::string("consumer"));
-    std::printf("sync:  Greet -> \"%s\"\n", greeting.c_str());
+    std::printf("%s\nsync:  Greet -> \"%s\"\n", guest.c_str(), greeting.c_str());
 
     asio::io_context io;
     int sum = 0;
@@ -43,9 +51,18 @@ int run(const std::string& guest) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    const std::string guest = argc > 1 ? argv[1] : CONSUMER_GUEST;
+    std::vector<std::string> guests(argv + 1, argv + argc);
+    if (guests.empty()) {
+        guests.emplace_back(CONSUMER_GUEST);
+#ifdef CONSUMER_C_GUEST
+        guests.emplace_back(CONSUMER_C_GUEST);
+#endif
+    }
     try {
-        return run(guest);
+        for (const auto& guest : guests) {
+            if (run(guest) != 0) return 1;
+        }
+        return 0;
     } catch (const std::system_error& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return e.code() == hl::errc::kvm_unavailable ? 77 : 1;

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The pieces of the C and C++ runtime that g++-generated guest code and libstdc++'s headers call into.
 // Guests have no exceptions: every failure that would throw aborts the guest with a code and message.
+// The musl flavour (HL_GUEST_LINUX) links it too, for the SDK's own C++ (there is no libstdc++ for
+// musl); there the libc already has atexit and the stack protector, and keeps them.
 #include <cstdarg>
 #include <cstddef>
 #include <cstdint>
@@ -12,14 +14,20 @@
 
 extern "C" {
 
-void* __dso_handle = nullptr;
-
-// Guests never exit, so static destructors never need to run.
-int __cxa_atexit(void (*)(void*), void*, void*) { return 0; }
+// Weak: a program linked with the toolchain's crtbegin has its own.
+__attribute__((weak, visibility("hidden"))) void* __dso_handle = nullptr;
 
 void __cxa_pure_virtual() { hl_abort(HL_ABORT_PURE_VIRTUAL, "pure virtual function called"); }
 
+#ifndef HL_GUEST_LINUX
+// Guests never exit, so static destructors never need to run.
+int __cxa_atexit(void (*)(void*), void*, void*) { return 0; }
+
 void __stack_chk_fail() { hl_abort(HL_ABORT_STACK_PROTECTOR, "stack smashing detected"); }
+#endif
+
+// musl's own assert() and abort() would raise SIGABRT, which the host never delivers; these end the
+// call with the message instead.
 
 void __assert_fail(const char* expr, const char* file, unsigned line, const char* function) {
     char message[512];
