@@ -158,6 +158,23 @@ TEST_F(LinuxGuest, RestoreBringsBackTheHeapBookkeeping) {
     }
 }
 
+// The SDK keeps its result builder from one call to the next; one that a large result grew is given
+// back after the call. Large and small results alternate, in each flavour and in C and C++.
+TEST_F(LinuxGuest, LargeAndSmallResultsAlternateInEveryFlavour) {
+    for (const char* guest : {HL_SIMPLEGUEST, HL_C_SIMPLEGUEST, HL_SIMPLEGUEST_GLIBC, HL_C_SIMPLEGUEST_GLIBC,
+                              HL_C_SIMPLEGUEST_MUSL}) {
+        auto config = linux_config();
+        config.input_buffer_size = config.output_buffer_size = 512u << 10;
+        auto sb = hl::uninitialized_sandbox::from_file(guest, config).evolve();
+        for (const std::size_t size : {std::size_t{200} << 10, std::size_t{16}, std::size_t{100} << 10, std::size_t{1}}) {
+            std::vector<std::uint8_t> bytes(size);
+            for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<std::uint8_t>(i * 7 + size);
+            EXPECT_EQ(sb.call<std::vector<std::uint8_t>>("EchoBytes", bytes), bytes) << guest << " " << size;
+            EXPECT_EQ(sb.call<std::string>("Echo", std::string("small")), "small") << guest;
+        }
+    }
+}
+
 // C on musl: stdio, math, strtod, qsort, time, malloc and getrandom are musl's.
 TEST_F(LinuxGuest, TheCLibraryWorksOnMusl) {
     auto sb = make(HL_MUSLGUEST);

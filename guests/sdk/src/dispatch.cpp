@@ -6,6 +6,7 @@
 #include <exception>
 #endif
 
+#include "builder.hpp"
 #include "hl/abi/hl_generated.h"
 #include "hl/guest.h"
 #include "io.hpp"
@@ -166,7 +167,9 @@ void dispatch_call() {
         return send_error(fb::ErrorKind::ReturnTypeMismatch, message);
     }
 
-    flatbuffers::FlatBufferBuilder builder(1024);
+    static flatbuffers::FlatBufferBuilder kept(1024);
+    reused_builder lease(kept);
+    flatbuffers::FlatBufferBuilder& builder = lease.get();
     builder.ForceDefaults(true);  // or -0.0 would be dropped as equal to the default and come back +0.0
     hl_result result;
     result.builder = &builder;

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "builder.hpp"
 #include "hl/abi/hl_generated.h"
 #include "hl/guest.h"
 #include "io.hpp"
@@ -84,7 +85,9 @@ extern "C" int hl_call_host(const char* name, hl_type return_type, const hl_valu
         return fail(error, HL_ERROR_MALFORMED_CALL, 0, "hl_call_host: invalid arguments");
     }
     {
-        flatbuffers::FlatBufferBuilder b(256);
+        static flatbuffers::FlatBufferBuilder kept(256);
+        reused_builder lease(kept);
+        flatbuffers::FlatBufferBuilder& b = lease.get();
         b.ForceDefaults(true);  // keeps -0.0 (equal to the default 0.0) on the wire
         flatbuffers::Offset<fb::Parameter> params[HL_MAX_PARAMETERS];
         for (std::size_t i = 0; i < nargs; ++i) {
