@@ -14,8 +14,9 @@ void call(benchmark::State& state, size_case s) {
     for (auto _ : state) benchmark::DoNotOptimize(sb.call<std::string>("Echo", hello));
 }
 
-void call_glibc(benchmark::State& state) {
-    auto sb = hl::bench::make(hl::bench::glibc_size, HL_SIMPLEGUEST_GLIBC);
+// The same call on a Linux program: simpleguest on glibc, c_simpleguest on musl.
+void call_linux(benchmark::State& state, const char* guest) {
+    auto sb = hl::bench::make(hl::bench::glibc_size, guest);
     for (auto _ : state) benchmark::DoNotOptimize(sb.call<std::string>("Echo", hello));
 }
 
@@ -77,7 +78,10 @@ void interrupt_latency(benchmark::State& state) {
 
 const int registered = [] {
     for (const auto& s : hl::bench::sizes) hl::bench::add(std::string("guest_calls/call/") + s.name, call, s);
-    hl::bench::add("guest_calls/call/default_glibc", call_glibc);
+    hl::bench::add("guest_calls/call/default_glibc", call_linux, HL_SIMPLEGUEST_GLIBC);
+#ifdef HL_C_SIMPLEGUEST_MUSL
+    hl::bench::add("guest_calls/call/default_musl", call_linux, HL_C_SIMPLEGUEST_MUSL);
+#endif
     hl::bench::add("guest_calls/syscall", syscall_call);
     for (const auto& s : hl::bench::sizes) {
         hl::bench::add(std::string("guest_calls/call_with_restore/") + s.name, call_with_restore, s);
