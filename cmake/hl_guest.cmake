@@ -34,8 +34,8 @@ function(hl_add_guest name)
       message(FATAL_ERROR "hl_add_guest(${name}): LIBC musl builds C guests only (Debian has no C++ library "
                           "for musl), and these sources are not C: ${cxx_sources}; use LIBC glibc for C++")
     endif()
-    # The cache entries of hl_guest_flags.cmake: this function may run in a scope that never included it.
-    if(NOT TARGET hl::guest_sdk_musl OR NOT HL_MUSL_INCLUDE_DIR OR NOT HL_MUSL_LIB_DIR)
+    include("${CMAKE_CURRENT_FUNCTION_LIST_DIR}/hl_guest_flags.cmake")  # finds musl: HL_MUSL_FOUND
+    if(NOT TARGET hl::guest_sdk_musl OR NOT HL_MUSL_FOUND)
       message(FATAL_ERROR "hl_add_guest(${name}): LIBC musl needs musl's headers, rcrt1.o and libc.a "
                           "(Debian: apt-get install musl-dev), both here and when hyperlight-cpp was built")
     endif()

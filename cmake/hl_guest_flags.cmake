@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 # The guest SDK's compiler and linker flags: one list for the SDK itself, hl_add_guest and the
 # hyperlight-guest pkg-config file. Guests are freestanding static-PIE binaries: no OS, no stack
-# protector (there is no TLS canary), no unwind tables, no exceptions, no RTTI.
+# protector (there is no TLS canary), no unwind tables, no exceptions, no RTTI, and no _FORTIFY_SOURCE
+# (some distributions' compilers define it; no libc here has its __*_chk functions).
 set(HL_GUEST_COMMON_FLAGS
   -O2 -ffreestanding -fno-stack-protector -fpie -fno-plt -fstack-clash-protection -fcf-protection=none
-  -fno-asynchronous-unwind-tables -fno-common)
+  -fno-asynchronous-unwind-tables -fno-common -U_FORTIFY_SOURCE)
 set(HL_GUEST_CXX_FLAGS -fno-exceptions -fno-rtti -fno-threadsafe-statics)
 # The entry point comes from the SDK (-u pulls it out of the archive); libgcc supplies compiler
 # helpers (128-bit division and such) and is linked after the SDK.

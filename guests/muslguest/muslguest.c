@@ -2,6 +2,7 @@
 /* A C guest that is an ordinary static-PIE program on musl: stdio, math, strtod, qsort, time and
  * malloc are musl's, its system calls are served by the host. Each function returns a value the host
  * test checks. */
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -130,6 +131,15 @@ static void print(const hl_value *a, size_t n, hl_result *r) {
     hl_return_int32(r, len);
 }
 
+/* Prints without a newline, then abort()s or fails an assert(): the text still reaches the host. */
+static void print_then_abort(const hl_value *a, size_t n, hl_result *r) {
+    (void)n;
+    (void)r;
+    printf("last words");
+    if (a[0].as.b) abort();
+    assert(a[0].as.b);
+}
+
 /* A raw system call: the number and four arguments, the kernel's return value (-errno, not the libc's
  * -1), for the hostile tests: the host must answer every one. */
 static void raw_syscall(const hl_value *a, size_t n, hl_result *r) {
@@ -159,6 +169,7 @@ void hl_guest_init(void) {
     static const hl_type str[] = {HL_TYPE_STRING};
     static const hl_type i32[] = {HL_TYPE_INT32};
     static const hl_type i64[] = {HL_TYPE_INT64};
+    static const hl_type boolean[] = {HL_TYPE_BOOL};
     static const hl_type sys[] = {HL_TYPE_INT64, HL_TYPE_INT64, HL_TYPE_INT64, HL_TYPE_INT64, HL_TYPE_INT64};
     hl_register_function("Format", HL_TYPE_STRING, f64, 1, format);
     hl_register_function("Math", HL_TYPE_DOUBLE, f64, 1, math);
@@ -171,4 +182,5 @@ void hl_guest_init(void) {
     hl_register_function("Print", HL_TYPE_INT32, str, 1, print);
     hl_register_function("RawSyscall", HL_TYPE_INT64, sys, 5, raw_syscall);
     hl_register_function("SyscallSpin", HL_TYPE_INT64, NULL, 0, syscall_spin);
+    hl_register_function("PrintThenAbort", HL_TYPE_VOID, boolean, 1, print_then_abort);
 }

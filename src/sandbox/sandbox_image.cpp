@@ -74,8 +74,8 @@ sandbox_image::built sandbox_image::build(std::vector<std::byte> elf, const sand
     const bool linux_program = image.kind() == loader::guest_kind::linux_program;
     if (linux_program && config.heap_size < min_linux_heap) {
         throw error(errc::invalid_config,
-                    util::strfmt("heap_size is %llu bytes, and this guest is a Linux program (the SDK's glibc "
-                                 "flavour), whose libc's malloc starts with requests of about 1 MiB: set "
+                    util::strfmt("heap_size is %llu bytes, and this guest is a Linux program (the SDK's glibc or "
+                                 "musl flavour), whose libc's malloc starts with requests of about 1 MiB: set "
                                  "sandbox_config::heap_size to at least %llu (a few MiB is typical)",
                                  static_cast<unsigned long long>(config.heap_size),
                                  static_cast<unsigned long long>(min_linux_heap)));

@@ -148,6 +148,17 @@ vm vm::create(const mem::guest_memory& memory, const cpu_setup& setup) {
         manual_protect = ::ioctl(vm_fd.get(), KVM_ENABLE_CAP, &cap) == 0;
     }
 
+    // A kick can stop KVM_RUN between a triple fault and the exit it makes (a Linux guest's system-call
+    // trap is one): the fault stays pending and would end the next run at once. Only with this
+    // capability can the host see and drop it (vm::drop_pending_events).
+    bool triple_fault_events = false;
+    if (::ioctl(hv.fd.get(), KVM_CHECK_EXTENSION, KVM_CAP_X86_TRIPLE_FAULT_EVENT) > 0) {
+        kvm_enable_cap cap{};
+        cap.cap = KVM_CAP_X86_TRIPLE_FAULT_EVENT;
+        cap.args[0] = 1;
+        triple_fault_events = ::ioctl(vm_fd.get(), KVM_ENABLE_CAP, &cap) == 0;
+    }
+
     kvm_userspace_memory_region slot{};
     slot.slot = 0;
     slot.flags = KVM_MEM_LOG_DIRTY_PAGES;
@@ -162,6 +173,7 @@ vm vm::create(const mem::guest_memory& memory, const cpu_setup& setup) {
     if (run == MAP_FAILED) throw_errno("mmap of the vCPU's kvm_run");
 
     vm v(std::move(vm_fd), std::move(vcpu_fd), util::mapping(run, hv.run_size), setup, memory.pages(), manual_protect);
+    v.triple_fault_events_ = triple_fault_events;
     v.setup_vcpu();
     return v;
 }
@@ -253,9 +265,13 @@ vm_exit vm::run() {
         throw error(errc::vm_error, "the vCPU still holds a half-done instruction; complete_pending() must run first");
     }
     if (::ioctl(vcpu_fd_.get(), KVM_RUN, 0) < 0) {
-        if (errno == EINTR || errno == EAGAIN) return {.what = vm_exit::kind::interrupted};
+        if (errno == EINTR || errno == EAGAIN) {
+            interrupted_ = true;
+            return {.what = vm_exit::kind::interrupted};
+        }
         throw_errno("KVM_RUN");
     }
+    interrupted_ = false;  // whatever KVM was delivering, the guest has taken
     pending_ = leaves_completion_pending(run);
     vm_exit e;
     switch (run->exit_reason) {

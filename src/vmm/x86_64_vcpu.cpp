@@ -145,6 +145,10 @@ saved_cpu vm::save_cpu() const {
 
 void vm::restore_cpu(const saved_cpu& state) {
     last_sregs_valid_ = false;
+    if (interrupted_) {
+        drop_pending_events();
+        interrupted_ = false;
+    }
     checked_ioctl(vcpu_fd_.get(), KVM_SET_XSAVE, state.xsave, "KVM_SET_XSAVE");
     kvm_run* run = run_state();
     std::memcpy(&run->s.regs.sregs, state.sregs, sizeof state.sregs);
@@ -189,18 +193,23 @@ void vm::return_from_syscall(const cpu_state& r) {
 }
 
 void vm::drop_pending_events() {
-    // Finishing a half-done instruction may have raised an exception (an `ins` into read-only memory queues a #PF). On
-    // this machine's KVM, staging new special registers happens to drop it too; KVM documents no
-    // such thing, so drop it here rather than let it be delivered into whatever state runs next.
+    // Finishing a half-done instruction may have raised an exception (an `ins` into read-only memory
+    // queues a #PF), and a KVM_RUN ended by EINTR may have stopped in the middle of delivering one.
+    // Staging new special registers does not drop it (a #PF stayed injected across a restore), so
+    // drop it here rather than let it be delivered into whatever state runs next.
     kvm_vcpu_events events{};
     checked_ioctl(vcpu_fd_.get(), KVM_GET_VCPU_EVENTS, &events, "KVM_GET_VCPU_EVENTS");
+    // A triple fault KVM had not turned into its exit yet ends the next run at once, wherever it starts.
+    const bool triple_fault = triple_fault_events_ && (events.flags & KVM_VCPUEVENT_VALID_TRIPLE_FAULT) &&
+                              events.triple_fault.pending;
     if (events.exception.injected || events.exception.pending || events.interrupt.injected || events.nmi.injected ||
-        events.nmi.pending) {
+        events.nmi.pending || triple_fault) {
         events.exception = {};
         events.interrupt.injected = 0;
         events.nmi.injected = 0;
         events.nmi.pending = 0;
-        events.flags = KVM_VCPUEVENT_VALID_NMI_PENDING;
+        events.triple_fault.pending = 0;
+        events.flags = KVM_VCPUEVENT_VALID_NMI_PENDING | (triple_fault_events_ ? KVM_VCPUEVENT_VALID_TRIPLE_FAULT : 0);
         checked_ioctl(vcpu_fd_.get(), KVM_SET_VCPU_EVENTS, &events, "KVM_SET_VCPU_EVENTS");
     }
 }

@@ -11,6 +11,7 @@
 #include <new>
 
 #include "hl/guest.h"
+#include "io.hpp"
 
 extern "C" {
 
@@ -27,15 +28,29 @@ void __stack_chk_fail() { hl_abort(HL_ABORT_STACK_PROTECTOR, "stack smashing det
 #endif
 
 // musl's own assert() and abort() would raise SIGABRT, which the host never delivers; these end the
-// call with the message instead.
+// call with the message instead. On musl, what the program printed without a newline yet reaches the
+// print handler first (once: a failure while flushing must not come back here).
+static void flush_before_abort() {
+#ifdef HL_GUEST_LINUX
+    static bool flushing = false;
+    if (!flushing) {
+        flushing = true;
+        hl::guest::detail::flush_libc_output();
+    }
+#endif
+}
 
 void __assert_fail(const char* expr, const char* file, unsigned line, const char* function) {
+    flush_before_abort();
     char message[512];
     std::snprintf(message, sizeof message, "assertion failed: %s (%s:%u, %s)", expr, file, line, function);
     hl_abort(HL_ABORT_ASSERTION, message);
 }
 
-void abort() noexcept { hl_abort(HL_ABORT_UNREACHABLE, "abort() called"); }
+void abort() noexcept {
+    flush_before_abort();
+    hl_abort(HL_ABORT_UNREACHABLE, "abort() called");
+}
 
 void hl_heap_corrupted() { hl_abort(HL_ABORT_OUT_OF_MEMORY, "heap corruption detected"); }
 }
