@@ -51,7 +51,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const auto code = hl::fuzz::assemble({data + nsel, size - nsel}, code_room);
     std::vector<std::byte> elf = hl::fuzz::fuzzguest_elf();
     std::memset(elf.data() + code_offset(), 0x90, code_room);
-    std::memcpy(elf.data() + code_offset(), code.data(), code.size());
+    if (!code.empty()) std::memcpy(elf.data() + code_offset(), code.data(), code.size());  // empty: data() may be null
 
     auto sb = hl::fuzz::make_sandbox(elf);
     const auto clean = sb.snapshot();
