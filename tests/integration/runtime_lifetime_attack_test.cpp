@@ -31,12 +31,32 @@ using asio::use_awaitable;
 using asio::experimental::as_tuple;
 using hl::errc;
 
-// Shared with host functions, which run on vCPU threads.
+// Shared with host functions, which run on vCPU threads. The test starts a call and only then
+// hands the slot its lease or pool; the host function waits for that (a worker can reach it first,
+// and then it dropped nothing and the test hung in the drain).
 struct host_slot {
     std::mutex mutex;
+    std::condition_variable filled;
     std::optional<hl::pool_lease> lease;
     std::optional<hl::sandbox_pool> pool;
     std::atomic<int> dropped{0};
+
+    template <class T>
+    std::optional<T> take(std::optional<T>& what) {
+        std::optional<T> gone;
+        std::unique_lock lock(mutex);
+        filled.wait_for(lock, std::chrono::seconds(10), [&] { return what.has_value(); });
+        gone.swap(what);
+        return gone;
+    }
+    template <class T>
+    void fill(std::optional<T>& what, T value) {
+        {
+            std::lock_guard lock(mutex);
+            what.emplace(std::move(value));
+        }
+        filled.notify_all();
+    }
 };
 
 using RuntimeAttack = hl::test::pool_attack_test;
@@ -51,11 +71,7 @@ TEST_F(RuntimeAttack, ALeaseDroppedInsideItsOwnSandboxsHostFunction) {
         // A named function, not a temporary in the co_await: GCC 12 destroys such a temporary twice.
         std::function<void(hl::multi_use_sandbox&)> bind = [slot](hl::multi_use_sandbox& sb) {
             sb.register_host_function("HostAdd", [slot](std::int32_t a, std::int32_t b) {
-                std::optional<hl::pool_lease> gone;
-                {
-                    std::lock_guard lock(slot->mutex);
-                    gone.swap(slot->lease);
-                }
+                std::optional<hl::pool_lease> gone = slot->take(slot->lease);
                 if (gone) ++slot->dropped;
                 gone.reset();  // here, on this sandbox's vCPU thread, in the middle of its call
                 return a + b;
@@ -71,10 +87,7 @@ TEST_F(RuntimeAttack, ALeaseDroppedInsideItsOwnSandboxsHostFunction) {
                 outcome = ec;
                 sum = r;
             });
-            {
-                std::lock_guard lock(slot->mutex);
-                slot->lease.emplace(std::move(lease));
-            }
+            slot->fill(slot->lease, std::move(lease));
             if (round == 1) pool.close();  // then the drop destroys the sandbox, on its own thread
             co_await until([&] { return outcome.has_value() || dog.fired(); });
             if (!outcome) {
@@ -103,11 +116,7 @@ TEST_F(RuntimeAttack, ThePoolDestroyedInsideAHostFunctionWithTasksWaiting) {
         // A named function, not a temporary in the co_await: GCC 12 destroys such a temporary twice.
         std::function<void(hl::multi_use_sandbox&)> bind = [slot](hl::multi_use_sandbox& sb) {
             sb.register_host_function("HostAdd", [slot](std::int32_t a, std::int32_t b) {
-                std::optional<hl::sandbox_pool> gone;
-                {
-                    std::lock_guard lock(slot->mutex);
-                    gone.swap(slot->pool);
-                }
+                std::optional<hl::sandbox_pool> gone = slot->take(slot->pool);
                 if (gone) ++slot->dropped;
                 gone.reset();
                 return a + b;
@@ -118,10 +127,7 @@ TEST_F(RuntimeAttack, ThePoolDestroyedInsideAHostFunctionWithTasksWaiting) {
         for (int i = 0; i < 4; ++i) {
             pool.async_call<std::int32_t>("Add", 1, 2, [&outcomes, i](std::error_code ec, std::int32_t) { outcomes[i] = ec; });
         }
-        {
-            std::lock_guard lock(slot->mutex);
-            slot->pool.emplace(std::move(pool));
-        }
+        slot->fill(slot->pool, std::move(pool));
         co_await until([&] {
             return std::all_of(outcomes.begin(), outcomes.end(), [](const auto& o) { return o.has_value(); }) || dog.fired();
         });
