@@ -74,11 +74,12 @@ void concurrent_calls(benchmark::State& state, int coroutines) {
 // A prewarmed pool of `size` sandboxes spread over rt's workers.
 hl::sandbox_pool make_pool(hl::runtime& rt, std::size_t size) {
     const hl::pool_options options{.min_size = size, .max_size = size, .max_waiters = 4096, .runtime = &rt};
-    auto [pool] = hl::bench::wait<hl::sandbox_pool>([&](auto handler) {
+    auto [created] = hl::bench::wait<hl::sandbox_pool>([&](auto handler) {
         hl::sandbox_pool::async_create(rt.get_executor(0), HL_SIMPLEGUEST, {}, {}, options, std::move(handler));
     });
+    hl::sandbox_pool pool = std::move(created);  // a variable, not a binding: lambdas capture it (clang 14)
     hl::bench::wait<>([&](auto handler) { pool.async_drain(std::move(handler)); });
-    return std::move(pool);
+    return pool;
 }
 
 // Echo tasks (acquire, call, release and restore) through a pool of two sandboxes per worker.

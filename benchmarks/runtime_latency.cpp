@@ -66,8 +66,9 @@ void slice_latency(benchmark::State& state) {
 void cancel_latency(benchmark::State& state) {
     hl::runtime rt({.workers = 1});
     auto sb = make_on(rt.get_executor(0));
-    const auto [clean] = hl::bench::wait<std::shared_ptr<const hl::snapshot>>(
+    const auto [taken] = hl::bench::wait<std::shared_ptr<const hl::snapshot>>(
         [&](auto handler) { sb.async_snapshot(std::move(handler)); });
+    const std::shared_ptr<const hl::snapshot> clean = taken;  // lambdas capture a variable, not a binding (clang 14)
     for (auto _ : state) {
         asio::io_context io;
         asio::cancellation_signal signal;

@@ -52,7 +52,8 @@ struct Derived : Base {};
 std::string rtti() {
     std::unique_ptr<Base> b = std::make_unique<Derived>();
     const bool cast = dynamic_cast<Derived*>(b.get()) != nullptr;
-    return std::string(cast ? "cast " : "no cast ") + typeid(*b).name();
+    const Base& object = *b;  // typeid of the dynamic type, through a reference (no side effects)
+    return std::string(cast ? "cast " : "no cast ") + typeid(object).name();
 }
 
 std::int32_t containers() {
@@ -144,8 +145,12 @@ std::string start_thread() {
 std::int64_t alloc(std::int64_t bytes) {
     if (bytes < 0) return -1;
     auto* p = static_cast<unsigned char*>(std::malloc(static_cast<std::size_t>(bytes)));
+    // The compiler may drop a malloc whose memory nobody reads, and take it as a success (clang
+    // does): the pointer escapes here, so the allocation happens.
+    __asm__ volatile("" : : "r"(p) : "memory");
     if (p == nullptr) return -1;
     for (std::int64_t i = 0; i < bytes; i += 4096) p[i] = 1;
+    __asm__ volatile("" : : "r"(p) : "memory");
     std::free(p);
     return bytes;
 }

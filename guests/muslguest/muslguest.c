@@ -114,11 +114,15 @@ static void alloc(const hl_value *a, size_t n, hl_result *r) {
     (void)n;
     size_t size = (size_t)a[0].as.i64;
     unsigned char *p = malloc(size);
+    /* The compiler may drop a malloc whose memory nobody reads, and take it as a success (clang
+     * does): the pointer escapes here, so the allocation happens. */
+    __asm__ volatile("" : : "r"(p) : "memory");
     if (p == NULL) {
         hl_return_int64(r, -1);
         return;
     }
     for (size_t i = 0; i < size; i += 4096) p[i] = (unsigned char)i;
+    __asm__ volatile("" : : "r"(p) : "memory");
     free(p);
     hl_return_int64(r, (int64_t)size);
 }

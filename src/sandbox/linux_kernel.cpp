@@ -28,7 +28,6 @@ constexpr std::uint64_t max_iov = 1024;
 // writes the rest): the handler may copy what it gets, and guest memory can be gigabytes.
 constexpr std::uint64_t max_write = 64 * 1024;
 constexpr std::uint64_t arch_set_fs = 0x1002, arch_get_fs = 0x1003;
-constexpr std::uint64_t tcgets = 0x5401;
 constexpr std::uint64_t at_empty_path = 0x1000;
 
 /// The state region: this header, then one bit per heap page (set: handed out by mmap).
