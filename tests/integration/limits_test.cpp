@@ -33,6 +33,9 @@ protected:
 // Each step of creation that opens a descriptor (the guest file, /dev/kvm, the VM, the memory
 // file, the vCPU, ...) fails in turn as the limit rises one at a time.
 TEST_F(Limits, AtTheFileDescriptorLimitCreationFailsClearlyAtEveryStepAndLeaksNothing) {
+    if (hl::test::vptr_check_needs_descriptors) {
+        GTEST_SKIP() << "clang's UBSan checks each vptr through a pipe, which the descriptor limit refuses";
+    }
     ASSERT_EQ(try_sandbox(), "");
     const hl::test::packed_descriptors packed;
     const int baseline = hl::test::open_fd_count();

@@ -29,6 +29,9 @@ protected:
 };
 
 TEST_F(PoolLimits, AtTheFileDescriptorLimitThePoolServesWithWhatItHasAndGrowsLater) {
+    if (hl::test::vptr_check_needs_descriptors) {
+        GTEST_SKIP() << "clang's UBSan checks each vptr through a pipe, which the descriptor limit refuses";
+    }
     hl::test::run_coroutine(io, [&]() -> awaitable<void> {
         auto pool = co_await hl::sandbox_pool::async_create(io.get_executor(), hl::test::simpleguest(), {}, {},
                                                              {.min_size = 1, .max_size = 2, .acquire_timeout = std::chrono::seconds(10)});

@@ -96,4 +96,12 @@ inline constexpr bool sanitized_build = false;
 inline constexpr bool sanitized_build = false;
 #endif
 
+// clang's UBSan (vptr) opens a pipe to check each vtable it sees; a test at the descriptor limit
+// cannot run under it.
+#ifdef HL_TEST_VPTR_CHECK_NEEDS_DESCRIPTORS
+inline constexpr bool vptr_check_needs_descriptors = true;
+#else
+inline constexpr bool vptr_check_needs_descriptors = false;
+#endif
+
 }  // namespace hl::test
