@@ -266,12 +266,14 @@ vm_exit vm::run() {
     }
     if (::ioctl(vcpu_fd_.get(), KVM_RUN, 0) < 0) {
         if (errno == EINTR || errno == EAGAIN) {
-            interrupted_ = true;
+            events_suspect_ = true;
             return {.what = vm_exit::kind::interrupted};
         }
         throw_errno("KVM_RUN");
     }
-    interrupted_ = false;  // whatever KVM was delivering, the guest has taken
+    // Only an `out` (a call, result, host call or print) stops the guest between two instructions
+    // with nothing in delivery; after any other exit, the next restore looks.
+    events_suspect_ = !(run->exit_reason == KVM_EXIT_IO && run->io.direction == KVM_EXIT_IO_OUT);
     pending_ = leaves_completion_pending(run);
     vm_exit e;
     switch (run->exit_reason) {

@@ -68,8 +68,8 @@ public:
     /// The vCPU's state, for a snapshot (two ioctls).
     saved_cpu save_cpu() const;
     /// Puts a saved state back: general and special registers go in with the next run (no ioctl),
-    /// FPU/SSE state (including MXCSR) with one ioctl; after a run that ended in EINTR, also drops
-    /// any exception KVM was delivering (one or two more).
+    /// FPU/SSE state (including MXCSR) with one ioctl; after a run that ended other than at an
+    /// `out`, also drops any event KVM was delivering (one or two more).
     void restore_cpu(const saved_cpu& state);
 
     /// Fetches into `dirty` (one bit per page of the slot) the pages the guest wrote since tracking
@@ -99,10 +99,11 @@ private:
     std::uint64_t pages_;
     bool manual_protect_;  // KVM_CLEAR_DIRTY_LOG re-arms only the pages fetched
     bool pending_ = false;  // see has_pending_completion()
-    // The last KVM_RUN ended in EINTR: KVM may have stopped while delivering an exception (the page
-    // fault of a system call's trap at LSTAR, seen here), which stays injected or pending in the
-    // vCPU. restore_cpu() drops it, or the next call would take it at its first instruction.
-    bool interrupted_ = false;
+    // The last KVM_RUN ended other than at an `out` (EINTR, a fault, an internal error ...): KVM may
+    // have stopped while delivering an event (the page fault of a system call's trap at LSTAR, seen
+    // here, or the triple fault it became), which stays in the vCPU. restore_cpu() drops it, or the
+    // next call would take it at its first instruction.
+    bool events_suspect_ = false;
     bool triple_fault_events_ = false;  // KVM_CAP_X86_TRIPLE_FAULT_EVENT is on: events show a pending one
     // The special registers (kvm_sregs) read_cpu_state() read since the last run or staging, if any.
     mutable std::byte last_sregs_[312]{};

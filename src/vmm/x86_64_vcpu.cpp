@@ -145,9 +145,9 @@ saved_cpu vm::save_cpu() const {
 
 void vm::restore_cpu(const saved_cpu& state) {
     last_sregs_valid_ = false;
-    if (interrupted_) {
+    if (events_suspect_) {
         drop_pending_events();
-        interrupted_ = false;
+        events_suspect_ = false;
     }
     checked_ioctl(vcpu_fd_.get(), KVM_SET_XSAVE, state.xsave, "KVM_SET_XSAVE");
     kvm_run* run = run_state();
@@ -203,13 +203,15 @@ void vm::drop_pending_events() {
     const bool triple_fault = triple_fault_events_ && (events.flags & KVM_VCPUEVENT_VALID_TRIPLE_FAULT) &&
                               events.triple_fault.pending;
     if (events.exception.injected || events.exception.pending || events.interrupt.injected || events.nmi.injected ||
-        events.nmi.pending || triple_fault) {
+        events.nmi.pending || events.interrupt.shadow || triple_fault) {
         events.exception = {};
         events.interrupt.injected = 0;
+        events.interrupt.shadow = 0;  // a `mov ss` or `sti` of the last call must not shield the next one
         events.nmi.injected = 0;
         events.nmi.pending = 0;
         events.triple_fault.pending = 0;
-        events.flags = KVM_VCPUEVENT_VALID_NMI_PENDING | (triple_fault_events_ ? KVM_VCPUEVENT_VALID_TRIPLE_FAULT : 0);
+        events.flags = KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SHADOW |
+                       (triple_fault_events_ ? KVM_VCPUEVENT_VALID_TRIPLE_FAULT : 0);
         checked_ioctl(vcpu_fd_.get(), KVM_SET_VCPU_EVENTS, &events, "KVM_SET_VCPU_EVENTS");
     }
 }

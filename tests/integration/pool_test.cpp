@@ -85,6 +85,7 @@ TEST_F(Pool, RecoversFromFaultsAbortsAndCancelledSpins) {
             // no call and records no latency (a 5 ms timer from the start raced the acquire under TSan).
             asio::cancellation_signal cancel;
             std::optional<std::error_code> spun;
+            const auto handed = pool.stats().acquired;  // in_use may still count the last task's sandbox
             asio::co_spawn(
                 io,
                 [&]() -> awaitable<void> {
@@ -93,7 +94,7 @@ TEST_F(Pool, RecoversFromFaultsAbortsAndCancelledSpins) {
                     spun = e;
                 },
                 asio::detached);
-            co_await until([&] { return pool.stats().in_use == 1; });
+            co_await until([&] { return pool.stats().acquired > handed; });
             asio::steady_timer timer(io, 5ms);
             co_await timer.async_wait(use_awaitable);
             cancel.emit(asio::cancellation_type::terminal);

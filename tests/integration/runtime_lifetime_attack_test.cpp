@@ -33,19 +33,26 @@ using hl::errc;
 
 // Shared with host functions, which run on vCPU threads. The test starts a call and only then
 // hands the slot its lease or pool; the host function waits for that (a worker can reach it first,
-// and then it dropped nothing and the test hung in the drain).
+// and then it dropped nothing and the test hung in the drain). Only the call the test announced
+// (expect()) waits: any other host call that a regression let through finds the slot empty at once.
 struct host_slot {
     std::mutex mutex;
     std::condition_variable filled;
+    bool expected = false;
     std::optional<hl::pool_lease> lease;
     std::optional<hl::sandbox_pool> pool;
     std::atomic<int> dropped{0};
 
+    void expect() {
+        std::lock_guard lock(mutex);
+        expected = true;
+    }
     template <class T>
     std::optional<T> take(std::optional<T>& what) {
         std::optional<T> gone;
         std::unique_lock lock(mutex);
-        filled.wait_for(lock, std::chrono::seconds(10), [&] { return what.has_value(); });
+        if (expected) filled.wait_for(lock, std::chrono::seconds(10), [&] { return what.has_value(); });
+        expected = false;
         gone.swap(what);
         return gone;
     }
@@ -83,6 +90,7 @@ TEST_F(RuntimeAttack, ALeaseDroppedInsideItsOwnSandboxsHostFunction) {
             co_await lease.async_call<void>("StoreSecret", std::string("the dropping holder's secret"));
             std::optional<std::error_code> outcome;
             std::int32_t sum = 0;
+            slot->expect();
             lease.async_call<std::int32_t>("Add", 1, 2, [&](std::error_code ec, std::int32_t r) {
                 outcome = ec;
                 sum = r;
@@ -124,6 +132,7 @@ TEST_F(RuntimeAttack, ThePoolDestroyedInsideAHostFunctionWithTasksWaiting) {
         };
         auto pool = co_await make({.min_size = 1, .max_size = 1}, &dog, bind);
         std::vector<std::optional<std::error_code>> outcomes(4);
+        slot->expect();
         for (int i = 0; i < 4; ++i) {
             pool.async_call<std::int32_t>("Add", 1, 2, [&outcomes, i](std::error_code ec, std::int32_t) { outcomes[i] = ec; });
         }
