@@ -15,8 +15,6 @@
 namespace hl::detail {
 namespace {
 
-constexpr std::uint64_t rflags_reserved = 0x2;  // bit 1 is always set; IOPL 0, interrupts off
-
 errc errc_for(protocol::guest_error_kind kind) {
     switch (kind) {
     case protocol::guest_error_kind::user: return errc::guest_error;
@@ -86,7 +84,7 @@ void sandbox_core::begin(call_state& c, std::uint64_t op, std::string_view name,
     r.rsp = exec ? image_->start_stack.value : image_->call_stack_top.value - 8;
     r.rdi = layout_.peb().value;
     r.rsi = op;
-    r.rflags = rflags_reserved;
+    r.rflags = vmm::rflags_reserved;
     vm_->set_registers(r);
 
     interrupt_->begin_call();

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "hl/abi/hl_abi.h"
+#include "sandbox/interrupt.hpp"
 #include "sandbox/linux_process.hpp"
 #include "sandbox/poisoning.hpp"
 #include "sandbox/sandbox_core.hpp"
@@ -16,11 +17,9 @@ namespace {
 // The flags a program may keep across a system call: the arithmetic ones, DF, AC and ID. IF, IOPL,
 // TF, NT and RF stay as the host runs guests (off).
 constexpr std::uint64_t user_rflags = 0x1u | 0x4u | 0x10u | 0x40u | 0x80u | 0x400u | 0x800u | 0x40000u | 0x200000u;
-constexpr std::uint64_t rflags_reserved = 0x2;
-
-std::int64_t clock_ns(clockid_t id) {
+std::int64_t realtime_ns() {
     timespec t{};
-    ::clock_gettime(id, &t);
+    ::clock_gettime(CLOCK_REALTIME, &t);
     return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
 }
 
@@ -42,8 +41,8 @@ bool sandbox_core::serve_system_call(call_state& c) {
         [this](int, std::string_view bytes) { services_.print(bytes); },
         [this](std::string_view message) { services_.notice(log_level::warning, message); },
         [](std::span<std::byte> out) { host_random(out); },
-        [] { return clock_ns(CLOCK_REALTIME); },
-        [] { return clock_ns(CLOCK_MONOTONIC); },
+        [] { return realtime_ns(); },
+        [] { return monotonic_ns(); },
     };
     syscall_result result;
     try {
@@ -71,7 +70,7 @@ bool sandbox_core::serve_system_call(call_state& c) {
     }
     cpu.rax = static_cast<std::uint64_t>(result.value);
     cpu.rip = site->return_rip;
-    cpu.rflags = (site->saved_rflags & user_rflags) | rflags_reserved;
+    cpu.rflags = (site->saved_rflags & user_rflags) | vmm::rflags_reserved;
     // What `syscall` leaves in them on Linux, whichever way the call trapped (#UD sets neither).
     cpu.rcx = site->return_rip;
     cpu.r11 = site->saved_rflags;

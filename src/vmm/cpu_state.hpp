@@ -14,6 +14,9 @@ namespace hl::vmm {
 /// pointer does not land on it. (Hardware KVM raises #UD at the `syscall` itself instead.)
 inline constexpr std::uint64_t syscall_entry = 0x7fff'0000'0000ull;
 
+/// RFLAGS as the host enters a guest: bit 1 (always set), IOPL 0, interrupts and traps off.
+inline constexpr std::uint64_t rflags_reserved = 0x2;
+
 /// The vCPU's registers as the host reads them: the general registers (the first eighteen fields,
 /// in KVM's order), CR2, and the FS and GS bases, which the guest may have changed with
 /// wrfsbase/wrgsbase. The host resets CR2 to 0 before every run, so a non-zero CR2 means a page
