@@ -65,12 +65,18 @@ void on_signal(int, siginfo_t* info, void*) {
         // The innermost frame, the one that runs a guest, may have relied on this arming (a
         // dedicated thread's, made for an earlier call or an outer frame): with no timer left for
         // it, its next KVM_RUN stops at once, and its loop arms one (run_frame::stop_reason()).
+        bool guest_kicked = false;
         if (depth > 0) {
             active_call& inner = current.frames[depth - 1];
             if (inner.expiry != 0 && inner.timer_hit == 0 && !thread_timer::covers(inner.expiry)) {
                 set_immediate_exit(inner.immediate_exit, 1);
             }
+            guest_kicked = inner.in_guest && inner.expiry != 0 && (inner.timer_hit != 0 || !thread_timer::covers(inner.expiry));
         }
+        // The arming repeats until the guest it kicked has stopped and its loop has seen why (it
+        // re-arms or ends its frame then); a host function, which runs outside the guest, is not
+        // interrupted again and again.
+        if (!guest_kicked) thread_timer::stop_repeating();
         return;
     }
     // A kill: the killer already set immediate_exit; the signal only has to end KVM_RUN.
@@ -252,7 +258,6 @@ run_frame::run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t
 run_frame::~run_frame() { pop(); }
 
 void run_frame::pop() noexcept {
-    const bool fired = current.frames[depth_].timer_hit != 0;
     current.depth = depth_;
     std::atomic_signal_fence(std::memory_order_seq_cst);
     current.frames[depth_] = active_call{};
@@ -263,8 +268,8 @@ void run_frame::pop() noexcept {
     try {
         if (outer >= 0) {
             thread_timer::arm(current.frames[outer].signal, current.frames[outer].expiry);
-        } else if (armed_ && !fired) {
-            thread_timer::disarm();
+        } else if (armed_) {
+            thread_timer::disarm();  // gone off or not: it would go off (again) for no one
         }
     } catch (const std::exception&) {
         // The timer existed a moment ago, so re-arming cannot run out of timers. Should it fail all
@@ -310,8 +315,7 @@ run_frame::reason run_frame::stop_reason() noexcept {
         }
         return reason::none;
     }
-    frame.timer_hit = 0;
-    armed_ = false;
+    frame.timer_hit = 0;  // armed_ stays: the arming repeats until disarmed or replaced
     const std::int64_t now = monotonic_ns();
     if (deadline_ != 0 && now >= deadline_) return reason::timed_out;
     if (slice_end_ != 0 && now >= slice_end_) {

@@ -103,7 +103,7 @@ private:
     std::int64_t slice_;
     std::int64_t slice_end_ = 0;
     bool entered_ = false;   // the guest was entered in this frame
-    bool armed_ = false;     // the thread's timer is set for this frame and has not fired
+    bool armed_ = false;     // this frame set the thread's timer, which may yet go off (or off again)
     bool unblocked_ = false;  // the signal was blocked on this thread; block it again at the end
 };
 

@@ -7,8 +7,9 @@
 
 namespace hl::detail::thread_timer {
 
-/// Arms the calling thread's timer to send `signal` to this thread once, at `expiry`
-/// (CLOCK_MONOTONIC nanoseconds; a time already past fires at once). Replaces any earlier arming,
+/// Arms the calling thread's timer to send `signal` to this thread at `expiry` (CLOCK_MONOTONIC
+/// nanoseconds; a time already past fires at once), then every millisecond until stop_repeating()
+/// or the next arm() or disarm(): a kick that a guest did not see is sent again. Replaces any earlier arming,
 /// except on a dedicated thread (set_dedicated()), where an arming already pending for `expiry` or
 /// earlier is left to fire: whoever relied on it re-arms then (see covers()).
 /// Throws std::system_error when the kernel refuses a timer.
@@ -23,6 +24,10 @@ bool covers(std::int64_t expiry) noexcept;
 /// From the thread's signal handler, for the timer's signal: the pending arming is over if it was
 /// due by `now` (a signal of an earlier, replaced arming finds the newer one still pending).
 void expired(std::int64_t now) noexcept;
+
+/// From the thread's signal handler, once no guest on the thread still has to be kicked: ends the
+/// repetition of an arming that went off, unless a newer arming is pending. Async-signal-safe.
+void stop_repeating() noexcept;
 
 /// For a thread that exists to run guest calls back to back (a scheduler's worker): calls arm the
 /// timer only when no earlier arming is pending, and leave it running when they end, so that short

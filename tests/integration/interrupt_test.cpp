@@ -225,6 +225,41 @@ TEST_F(Interrupt, RefusesASignalTheApplicationAlreadyHandles) {
     EXPECT_EQ(current.sa_handler, action.sa_handler) << "the application's handler is left alone";
 }
 
+TEST_F(Interrupt, ADeadlineWhoseSignalAHostFunctionSwallowedStillEndsTheCall) {
+    // The thread's timer goes off while a host function holds the interrupt signal blocked, and the
+    // host function takes the signal with sigtimedwait: the library's handler never sees it. The
+    // arming goes off again, so the call ends at its deadline, not after its billion host calls.
+    std::atomic<int> host_calls{0};
+    auto u = hl::uninitialized_sandbox::from_file(hl::test::simpleguest());
+    u.register_host_function("HostAdd", [&](std::int32_t a, std::int32_t b) {
+        if (host_calls.fetch_add(1) == 0) {
+            sigset_t ours;
+            sigemptyset(&ours);
+            sigaddset(&ours, SIGRTMIN);
+            ::pthread_sigmask(SIG_BLOCK, &ours, nullptr);
+            std::this_thread::sleep_for(60ms);  // past the deadline
+            const timespec now{};
+            siginfo_t info{};
+            EXPECT_EQ(::sigtimedwait(&ours, &info, &now), SIGRTMIN);
+            EXPECT_EQ(info.si_code, SI_TIMER);
+            ::pthread_sigmask(SIG_UNBLOCK, &ours, nullptr);
+        }
+        return a + b;
+    });
+    auto sb = std::move(u).evolve();
+    // Should the call go on regardless, it ends as cancelled, and the test fails rather than hangs.
+    std::atomic<bool> over{false};
+    std::thread watchdog([&, handle = sb.interrupt_handle()] {
+        for (int i = 0; i < 1000 && !over.load(); ++i) std::this_thread::sleep_for(10ms);
+        if (!over.load()) handle.kill();
+    });
+    const errc ended = error_of([&] { sb.call_for<std::int64_t>(20ms, "CallHostManyTimes", 1'000'000'000); });
+    over = true;
+    watchdog.join();
+    EXPECT_EQ(ended, errc::timed_out);
+    EXPECT_GE(host_calls.load(), 1);
+}
+
 TEST_F(Interrupt, CountsSignalsThatFoundNoGuestRunning) {
     auto sb = make();  // installs the handler
     const std::uint64_t before = hl::stale_interrupt_signals();
