@@ -46,6 +46,10 @@ void set_immediate_exit(std::uint8_t* flag, std::uint8_t value) noexcept {
 }
 
 void on_signal(int, siginfo_t* info, void*) {
+    struct keep_errno {  // for the code the signal interrupted: timer_settime may set it
+        int saved = errno;
+        ~keep_errno() { errno = saved; }
+    } kept;
     const int depth = current.depth;
     if (info->si_code == SI_TIMER) {
         // The thread's one timer: every frame whose time has come stops when its guest runs again.
@@ -293,7 +297,12 @@ void run_frame::entering_guest() noexcept {
 
 void run_frame::left_guest() noexcept {
     state_.in_guest.store(false);
-    current.frames[depth_].in_guest = 0;
+    active_call& frame = current.frames[depth_];
+    frame.in_guest = 0;
+    // The timer went off for this guest, which has stopped: its repetition would only interrupt
+    // what the thread does next (a host function, the worker's event loop). One system call, only
+    // after a slice end or a deadline.
+    if (frame.timer_hit != 0) thread_timer::stop_repeating();
 }
 
 run_frame::reason run_frame::stop_reason() noexcept {

@@ -25,9 +25,11 @@ namespace {
 // KVM_RUN with a spinning guest never returns unless a later signal ends it.
 constexpr long repeat_ns = 1'000'000;
 
-// The timer, for the signal handler: initial-exec TLS, as above.
-[[gnu::tls_model("initial-exec")]] thread_local timer_t handler_timer{};
-[[gnu::tls_model("initial-exec")]] thread_local bool handler_timer_exists = false;
+// The timer, for the signal handler: initial-exec TLS, as above, and lock-free atomics that are
+// written in order (the id before it is said to exist).
+[[gnu::tls_model("initial-exec")]] thread_local std::atomic<timer_t> handler_timer{};
+[[gnu::tls_model("initial-exec")]] thread_local std::atomic<bool> handler_timer_exists{false};
+static_assert(std::atomic<timer_t>::is_always_lock_free && std::atomic<bool>::is_always_lock_free);
 
 struct timer {
     timer_t id{};
@@ -35,7 +37,8 @@ struct timer {
     bool created = false;
 
     ~timer() {
-        handler_timer_exists = false;
+        handler_timer_exists.store(false, std::memory_order_relaxed);
+        std::atomic_signal_fence(std::memory_order_seq_cst);
         if (created) ::timer_delete(id);
     }
 
@@ -45,7 +48,8 @@ struct timer {
         if (created && signal == sig) return;
         // Its arming goes with it: should the new timer be refused, no call may count on it.
         pending_at.store(0, std::memory_order_relaxed);
-        handler_timer_exists = false;
+        handler_timer_exists.store(false, std::memory_order_relaxed);
+        std::atomic_signal_fence(std::memory_order_seq_cst);
         if (created) ::timer_delete(id);
         created = false;
         sigevent event{};
@@ -57,8 +61,9 @@ struct timer {
         }
         created = true;
         signal = sig;
-        handler_timer = id;
-        handler_timer_exists = true;
+        handler_timer.store(id, std::memory_order_relaxed);
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        handler_timer_exists.store(true, std::memory_order_relaxed);
     }
 };
 
@@ -106,9 +111,10 @@ void expired(std::int64_t now) noexcept {
 
 void stop_repeating() noexcept {
     // An arming still pending was made after the one that went off, and replaced its repetition.
-    if (!handler_timer_exists || pending_at.load(std::memory_order_relaxed) != 0) return;
+    if (!handler_timer_exists.load(std::memory_order_relaxed) || pending_at.load(std::memory_order_relaxed) != 0) return;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
     const itimerspec off{};
-    ::timer_settime(handler_timer, 0, &off, nullptr);  // async-signal-safe
+    ::timer_settime(handler_timer.load(std::memory_order_relaxed), 0, &off, nullptr);  // async-signal-safe
 }
 
 void set_dedicated(bool on) noexcept {

@@ -25,8 +25,9 @@ bool covers(std::int64_t expiry) noexcept;
 /// due by `now` (a signal of an earlier, replaced arming finds the newer one still pending).
 void expired(std::int64_t now) noexcept;
 
-/// From the thread's signal handler, once no guest on the thread still has to be kicked: ends the
-/// repetition of an arming that went off, unless a newer arming is pending. Async-signal-safe.
+/// Once no guest on the thread still has to be kicked (from the signal handler, or when a call's
+/// loop has seen its timer go off): ends the repetition of an arming that went off, unless a newer
+/// arming is pending. Async-signal-safe; on a dedicated thread too.
 void stop_repeating() noexcept;
 
 /// For a thread that exists to run guest calls back to back (a scheduler's worker): calls arm the
