@@ -269,6 +269,14 @@ vm_exit vm::run() {
             events_suspect_ = true;
             return {.what = vm_exit::kind::interrupted};
         }
+        if (errno == EFAULT) {
+            // Guest memory is always mapped, so the kernel could not back a page the guest touched:
+            // a memory cgroup at its limit with its OOM killer off refuses it this way.
+            throw std::system_error(EFAULT, std::system_category(),
+                                    "KVM_RUN (the kernel could not back a page of guest memory: most likely out of "
+                                    "memory, a cgroup memory limit with its OOM killer off; use smaller sandbox_config "
+                                    "sizes or fewer sandboxes)");
+        }
         throw_errno("KVM_RUN");
     }
     // Only an `out` (a call, result, host call or print) stops the guest between two instructions
