@@ -116,6 +116,25 @@ TEST_F(Async, WorksWithUseFuture) {
     loop.join();
 }
 
+TEST_F(Async, AUseFutureCompletionRunsOnTheWorkerNotThroughTheSystemContext) {
+    // use_future's handlers may run on any thread: the sandbox's worker sets the promise itself.
+    // Deferred through asio::system_context it would take one more hop, and a worker (which may
+    // outlive main()) could post into that context while the process's exit destroys it.
+    hl::runtime rt({.workers = 1});
+    const auto ex = rt.get_executor(0);
+    std::promise<std::thread::id> worker;
+    asio::post(ex, [&] { worker.set_value(std::this_thread::get_id()); });
+    const auto worker_thread = worker.get_future().get();
+    auto sb = hl::async_sandbox::async_create(ex, hl::test::simpleguest(), {}, {}, asio::use_future).get();
+    auto echoed = sb.async_call<std::string>("Echo", std::string("where"),
+                                             asio::use_future([](std::error_code ec, std::string s) {
+                                                 return std::make_pair(ec ? std::string() : s, std::this_thread::get_id());
+                                             }));
+    const auto [text, ran_on] = echoed.get();
+    EXPECT_EQ(text, "where");
+    EXPECT_EQ(ran_on, worker_thread);
+}
+
 TEST_F(Async, RunsAThousandConcurrentCoroutinesOverEightSandboxes) {
     std::vector<hl::async_sandbox> boxes;
     run([&]() -> awaitable<void> {
