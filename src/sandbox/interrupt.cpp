@@ -75,7 +75,8 @@ void on_signal(int, siginfo_t* info, void*) {
             if (inner.expiry != 0 && inner.timer_hit == 0 && !thread_timer::covers(inner.expiry)) {
                 set_immediate_exit(inner.immediate_exit, 1);
             }
-            guest_kicked = inner.in_guest && inner.expiry != 0 && (inner.timer_hit != 0 || !thread_timer::covers(inner.expiry));
+            guest_kicked = inner.in_guest && inner.expiry != 0 &&
+                           (inner.timer_hit != 0 || !thread_timer::covers(inner.expiry));
         }
         // The arming repeats until the guest it kicked has stopped and its loop has seen why (it
         // re-arms or ends its frame then); a host function, which runs outside the guest, is not

@@ -16,7 +16,9 @@ namespace {
 // When the pending arming goes off (monotonic ns), 0 for none. The signal handler clears it, so it
 // is initial-exec TLS (no allocation on first use in the handler) and written only before the
 // timer_settime it describes: an arming that fires at once is then cleared, never left standing
-// for a timer that no longer runs. A stale value errs on the safe side: one arming too many.
+// for a timer that no longer runs. A value left standing by a signal the handler never saw (a
+// host function took it) would make covers() skip an arming on a dedicated thread; the arming's
+// repetition (below) is what then reaches the handler.
 [[gnu::tls_model("initial-exec")]] thread_local std::atomic<std::int64_t> pending_at{0};
 
 // After it goes off, an arming goes off again every millisecond until the signal handler finds no
@@ -111,7 +113,8 @@ void expired(std::int64_t now) noexcept {
 
 void stop_repeating() noexcept {
     // An arming still pending was made after the one that went off, and replaced its repetition.
-    if (!handler_timer_exists.load(std::memory_order_relaxed) || pending_at.load(std::memory_order_relaxed) != 0) return;
+    if (!handler_timer_exists.load(std::memory_order_relaxed)) return;
+    if (pending_at.load(std::memory_order_relaxed) != 0) return;
     std::atomic_signal_fence(std::memory_order_seq_cst);
     const itimerspec off{};
     ::timer_settime(handler_timer.load(std::memory_order_relaxed), 0, &off, nullptr);  // async-signal-safe

@@ -265,19 +265,21 @@ vm_exit vm::run() {
         throw error(errc::vm_error, "the vCPU still holds a half-done instruction; complete_pending() must run first");
     }
     if (::ioctl(vcpu_fd_.get(), KVM_RUN, 0) < 0) {
-        if (errno == EINTR || errno == EAGAIN) {
+        const int e = errno;
+        if (e == EINTR || e == EAGAIN) {
             events_suspect_ = true;
             return {.what = vm_exit::kind::interrupted};
         }
-        if (errno == EFAULT) {
-            // Guest memory is always mapped, so the kernel could not back a page the guest touched:
-            // a memory cgroup at its limit with its OOM killer off refuses it this way.
-            throw std::system_error(EFAULT, std::system_category(),
+        if (e == EFAULT) {
+            // Every page of guest memory has a host mapping, so the kernel failed to back the one
+            // the guest touched: a memory cgroup at its limit with its OOM killer off refuses a
+            // page this way (a hardware-poisoned page would too).
+            throw std::system_error(e, std::system_category(),
                                     "KVM_RUN (the kernel could not back a page of guest memory: most likely out of "
                                     "memory, a cgroup memory limit with its OOM killer off; use smaller sandbox_config "
                                     "sizes or fewer sandboxes)");
         }
-        throw_errno("KVM_RUN");
+        throw util::system_error(e, "KVM_RUN");
     }
     // Only an `out` (a call, result, host call or print) stops the guest between two instructions
     // with nothing in delivery; after any other exit, the next restore looks.

@@ -105,6 +105,25 @@ TEST_F(DedicatedThread, TurningDedicationOffLeavesNoArmingToInterruptTheThreadsS
     EXPECT_EQ(r, 0) << "poll failed: " << std::strerror(e);
 }
 
+TEST_F(DedicatedThread, ACallEndedByItsDeadlineLeavesNoRepeatingTimerToInterruptTheThread) {
+    // An arming repeats every millisecond after it goes off, until its guest has stopped; on a
+    // dedicated thread, which never disarms, the call loop must end the repetition itself.
+    const dedication on(true);
+    auto sb = make();
+    const hl::test::call_watchdog dog(sb.interrupt_handle(), 20s);
+    EXPECT_EQ(hl::test::error_of([&] { sb.call_for<void>(20ms, "Spin"); }), hl::errc::timed_out);
+    const std::uint64_t stale = hl::stale_interrupt_signals();
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    pollfd p{.fd = fds[0], .events = POLLIN, .revents = 0};
+    const int r = ::poll(&p, 1, 50);  // fifty repetitions' worth
+    const int e = errno;
+    ::close(fds[0]);
+    ::close(fds[1]);
+    EXPECT_EQ(r, 0) << "poll failed: " << std::strerror(e);
+    EXPECT_EQ(hl::stale_interrupt_signals(), stale);
+}
+
 TEST_F(DedicatedThread, AnArmingThatGoesOffWithNoCallOnTheThreadLeavesTheNextCallsTheirTime) {
     const dedication on(true);
     auto sb = make();
