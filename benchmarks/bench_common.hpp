@@ -62,10 +62,11 @@ benchmark::internal::Benchmark* add_manual(const std::string& name, F fn, A... a
     return benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) { fn(st, args...); })->UseManualTime();
 }
 
-/// A latency case (see latency()) that went wrong: says so on stderr (`failure` names the case) and
-/// in its `failures` counter, which every repetition sets (0 when it went right). Not
-/// SkipWithError(): Google Benchmark 1.7.1, Debian 12's, reads an unset pointer when the first of several repetitions reported only as
-/// aggregates was skipped, and crashes (google/benchmark#1406).
+/// A latency case (see latency()) that went wrong: says so on stderr (`failure` names the case)
+/// and in its `failures` counter, which every repetition sets (0 when it went right);
+/// benchmarks_smoke fails on the message. Not SkipWithError(): Google Benchmark 1.7.1, Debian 12's,
+/// reads an unset pointer when the first of several repetitions reported only as aggregates was
+/// skipped, and crashes (google/benchmark#1406).
 inline void latency_outcome(benchmark::State& state, const std::string& failure = {}) {
     if (!failure.empty()) std::fprintf(stderr, "benchmark failed: %s\n", failure.c_str());
     state.counters["failures"] = failure.empty() ? 0 : 1;

@@ -5,7 +5,9 @@
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <cstdio>
+#include <string>
 #include <system_error>
 #include <vector>
 
@@ -31,6 +33,10 @@ int main(int argc, char** argv) {
     app.add_option("--dirty-pages", dirty_pages, "4 KiB pages each sandbox writes once created (0: none)")
         ->check(CLI::Range(0, 262144));
     CLI11_PARSE(app, argc, argv);
+    if (dirty_pages > heap_mib * 256 * 3 / 4) {  // the guest's heap must hold them, with room to spare
+        std::fprintf(stderr, "--dirty-pages %d does not fit a %d MiB heap; raise --heap-mib\n", dirty_pages, heap_mib);
+        return 2;
+    }
 
     rlimit fds{};
     ::getrlimit(RLIMIT_NOFILE, &fds);
@@ -42,11 +48,12 @@ int main(int argc, char** argv) {
     std::vector<hl::multi_use_sandbox> kept;
     for (;;) {
         try {
-            kept.push_back(make(guest, config));
-            if (dirty_pages > 0) kept.back().call<std::int32_t>("DirtyPages", dirty_pages);
+            auto sb = make(guest, config);
+            if (dirty_pages > 0) sb.call<std::int32_t>("DirtyPages", dirty_pages);
+            kept.push_back(std::move(sb));
         } catch (const std::system_error& e) {
-            std::printf("sandbox %zu failed: [%s:%d] %s\n", kept.size(), e.code().category().name(), e.code().value(),
-                        e.what());
+            std::printf("sandbox %zu failed: [%s:%d] %s\n", kept.size() + 1, e.code().category().name(),
+                        e.code().value(), e.what());
             break;
         }
         if (kept.size() % 25 == 0) {
