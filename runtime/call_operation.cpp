@@ -82,14 +82,18 @@ void call_base::step() {
         return finish({}, {}, std::move(result));
     }
     case guest_call::status::sliced: {
-        // The worker serves what came meanwhile, then the guest goes on. Through the reactor, not a
-        // post: a post would run ahead of the timers and sockets that became ready during the
-        // slice (the reactor is polled once per turn of the queue, after what is queued), so a
-        // request waiting on them would wait a second slice. Timers that are due complete in order
-        // of expiry, and this one is due now, so every one that fell due during the slice goes first.
+        // The worker serves what came meanwhile, then the guest goes on, in two steps:
+        // - Through the reactor first. A post alone would run ahead of the timers and sockets that
+        //   became ready during the slice (the reactor is polled once per turn of the queue, after
+        //   what is queued). Due timers complete in order of expiry and this one is due now, so
+        //   every timer that fell due during the slice goes first (due now, not at
+        //   time_point::min(), which would sort it ahead of all of them).
+        // - Then a post, behind what those handlers queued. A call they make on another sandbox of
+        //   this worker runs inline but posts its completion; without this step the completion
+        //   would wait for the whole next slice of this guest.
         if (!resume_) resume_ = std::make_unique<asio::steady_timer>(state_->home().context());
-        resume_->expires_at(std::chrono::steady_clock::time_point::min());
-        resume_->async_wait([this](std::error_code) { step(); });
+        resume_->expires_at(std::chrono::steady_clock::now());
+        resume_->async_wait([this](std::error_code) { asio::post(state_->home().executor(), [this] { step(); }); });
         return;
     }
     case guest_call::status::host_call: return wait_for_host();

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <ctime>
 #include <optional>
 #include <random>
 #include <thread>
@@ -105,6 +106,43 @@ TEST_F(Workers, AShortCallCompletesWhileARunawayGuestRunsOnTheSameWorker) {
         co_await timer.async_wait(use_awaitable);
         EXPECT_FALSE(spin.has_value()) << "the runaway guest ended by itself?";
         EXPECT_TRUE(runaway.interrupt_handle().running());
+        runaway.interrupt_handle().kill();
+        co_await until_on(ex, [&] { return spin.has_value(); });
+        EXPECT_EQ(spin, errc::cancelled);
+    });
+}
+
+// The worker's CPU clock tells whether the runaway guest ran in between: it runs on this thread.
+std::chrono::nanoseconds thread_cpu_time() {
+    timespec t{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec);
+}
+
+TEST_F(Workers, ACallMadeWhenATimerFiresDuringARunawaysSliceCompletesBeforeTheRunawaysNextSlice) {
+    constexpr auto slice = 200ms;
+    hl::runtime rt({.workers = 1, .slice = slice});
+    const auto ex = rt.get_executor(0);
+    run_on(ex, [&]() -> awaitable<void> {
+        auto runaway = co_await make_sandbox(ex);
+        auto other = co_await make_sandbox(ex);
+        co_await other.async_call<std::int32_t>("AddLocal", 0, 1);  // first-call costs
+        std::optional<std::error_code> spin;
+        // Starts inline: its first slice runs here, and the next begins once this coroutine waits.
+        runaway.async_call<void>("Spin", [&](std::error_code ec) { spin = ec; });
+        for (int round = 0; round < 3; ++round) {
+            // Falls due in the middle of the runaway's slice. The timer's handler, and then the
+            // completion of the call it makes, must both go ahead of the runaway's next slice: from
+            // here to the completion the runaway runs one slice, not two. Counted in this thread's
+            // CPU time (the guest runs on it), which a loaded machine does not stretch.
+            const auto before = thread_cpu_time();
+            asio::steady_timer timer(ex, slice / 2);
+            co_await timer.async_wait(use_awaitable);
+            EXPECT_EQ(co_await other.async_call<std::int32_t>("AddLocal", round, 1), round + 1);
+            const auto spent = thread_cpu_time() - before;
+            EXPECT_LT(spent, slice * 3 / 2) << "round " << round << ": the runaway ran another slice first";
+        }
+        EXPECT_FALSE(spin.has_value());
         runaway.interrupt_handle().kill();
         co_await until_on(ex, [&] { return spin.has_value(); });
         EXPECT_EQ(spin, errc::cancelled);
