@@ -61,7 +61,11 @@ std::int64_t misaligned_with_ac() {
     return value;
 }
 
-void vmcall() { __asm__ volatile("vmcall" : : "a"(0) : "memory"); }
+std::int64_t vmcall() {
+    std::int64_t ret;
+    __asm__ volatile("vmcall" : "=a"(ret) : "a"(0) : "memory");
+    return ret;
+}
 
 std::int64_t vmmcall() {
     std::int64_t ret;

@@ -143,7 +143,6 @@ const hostile_fault hostile_faults[] = {
     {"Sysenter", hl::value_type::void_type, {"system call", ": sysenter ("}, {}},
     {"OutsFromUnmapped", hl::value_type::void_type, {"page fault reading 0x7f0000000000", "rep outsb"},
      {"not permitted"}},
-    {"Vmcall", hl::value_type::void_type, {"hypervisor call at rip 0x", ": vmcall ("}, {"privileged"}},
 };
 
 INSTANTIATE_TEST_SUITE_P(Hostile, HostileFault, ::testing::ValuesIn(hostile_faults),
@@ -179,17 +178,31 @@ TEST(HostileFaultOnSomeCpus, AnInstructionTheDisassemblerDoesNotKnowIsSaidToBeUn
     }
 }
 
-TEST(HostileFaultOnSomeCpus, VmmcallIsRefusedWithoutHarmingTheHost) {
-    HL_REQUIRE_KVM();
-    // KVM answers a hypercall from CPL3 with -KVM_EPERM, or the CPU faults: never more.
+// KVM answers a hypercall from CPL3 with -KVM_EPERM, or the CPU faults: never more. Which one
+// depends on the host (PVM hosts have answered vmcall both ways, on different days).
+void expect_hypercall_refused(const char* function, const char* mnemonic) {
     auto sb = hl::uninitialized_sandbox::from_file(hl::test::hostileguest()).evolve();
     try {
-        EXPECT_LT(sb.call<std::int64_t>("Vmmcall"), 0);
+        EXPECT_LT(sb.call<std::int64_t>(function), 0);
         EXPECT_EQ(sb.call<std::int32_t>("ScribbleThenReturn"), 42);
     } catch (const hl::error& e) {
         EXPECT_EQ(e.code(), errc::guest_fault) << e.what();
-        EXPECT_NE(std::string(e.what()).find("hypervisor call"), std::string::npos) << e.what();
+        const std::string message = e.what();
+        EXPECT_NE(message.find("hypervisor call at rip 0x"), std::string::npos) << message;
+        EXPECT_NE(message.find(std::string(": ") + mnemonic + " ("), std::string::npos) << message;
+        EXPECT_EQ(message.find("privileged"), std::string::npos) << message;
+        EXPECT_TRUE(sb.poisoned());
     }
+}
+
+TEST(HostileFaultOnSomeCpus, VmcallIsRefusedWithoutHarmingTheHost) {
+    HL_REQUIRE_KVM();
+    expect_hypercall_refused("Vmcall", "vmcall");
+}
+
+TEST(HostileFaultOnSomeCpus, VmmcallIsRefusedWithoutHarmingTheHost) {
+    HL_REQUIRE_KVM();
+    expect_hypercall_refused("Vmmcall", "vmmcall");
 }
 
 TEST(HostileFaultOnSomeCpus, AFaultThroughTheFsBaseNamesTheLinearAddress) {
