@@ -172,10 +172,10 @@ guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
         try {
             exit = vm_->run();
         } catch (const std::system_error& e) {
-            frame.left_guest();
+            frame.left_guest(false);
             poison_and_throw(errc::vm_error, std::string("KVM_RUN failed: ") + e.what());
         }
-        frame.left_guest();
+        frame.left_guest(exit.what == vmm::vm_exit::kind::interrupted);
         switch (exit.what) {
         case vmm::vm_exit::kind::io_out:
             if (exit.port == HL_PORT_DONE) {

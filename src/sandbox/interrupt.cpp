@@ -291,15 +291,31 @@ void run_frame::pop() noexcept {
 }
 
 void run_frame::entering_guest() noexcept {
-    entered_ = true;
+    if (slice_ != 0) {
+        entered_at_ = monotonic_ns();
+    } else {
+        ran_ = true;
+    }
     current.frames[depth_].in_guest = 1;
     state_.in_guest.store(true);
 }
 
-void run_frame::left_guest() noexcept {
+void run_frame::left_guest(bool by_signal) noexcept {
     state_.in_guest.store(false);
     active_call& frame = current.frames[depth_];
     frame.in_guest = 0;
+    if (slice_ != 0 && !ran_) {
+        if (!by_signal) {
+            ran_ = true;  // the guest executed up to an exit of its own
+        } else {
+            // The guest's share of this KVM_RUN: from entering it to the slice's end, less what
+            // leaving took after that end, which entering costs about as much again.
+            const std::int64_t now = monotonic_ns();
+            const std::int64_t until = std::min(now, slice_end_);
+            const std::int64_t leaving = now - until;
+            ran_ = until - entered_at_ - leaving >= slice_ / 4;
+        }
+    }
     // The timer went off for this guest, which has stopped: its repetition would only interrupt
     // what the thread does next (a host function, the worker's event loop). One system call, only
     // after a slice end or a deadline.
@@ -329,9 +345,12 @@ run_frame::reason run_frame::stop_reason() noexcept {
     const std::int64_t now = monotonic_ns();
     if (deadline_ != 0 && now >= deadline_) return reason::timed_out;
     if (slice_end_ != 0 && now >= slice_end_) {
-        if (entered_) return reason::slice_over;
-        // The slice was over before the guest ran at all (this thread was slow to get here): it
-        // starts again, or a busy thread would end slice after slice with no progress.
+        if (ran_ || restarts_ == max_slice_restarts) return reason::slice_over;
+        // The slice was over before the guest got much of it (this thread was slow to get here,
+        // or entering the guest took most of it): it starts again, longer, or a slice shorter
+        // than a VM entry would end slice after slice with no progress.
+        ++restarts_;
+        slice_ *= 2;
         slice_end_ = now + slice_;
         frame.expiry = earlier(deadline_, slice_end_);
     }

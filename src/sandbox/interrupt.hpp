@@ -69,14 +69,18 @@ std::int64_t monotonic_ns() noexcept;
 /// Frames nest (a host function calling another sandbox on the same thread); the innermost one has
 /// the thread's timer, armed at the earlier of `deadline` (monotonic_ns(), 0 for none) and the end
 /// of a `slice` of nanoseconds from now (0 for none); popping a frame re-arms it for the one
-/// outside. A slice is at least min_slice_ns, and starts again if it is over before the guest was
-/// entered: below the cost of one VM entry, the guest would make no progress at all. The interrupt
+/// outside. A slice is at least min_slice_ns, and starts again, twice as long, if it is over before
+/// the guest ran for a quarter of it: entering and leaving the guest cost tens to hundreds of
+/// microseconds under PVM, depending on the day, and a slice shorter than that would end slice
+/// after slice with no progress at all (at most max_slice_restarts times, so that a thread that
+/// never gets the guest going still serves its other work). The interrupt
 /// signal is unblocked for the frame if the thread blocks it. The signal is SA_RESTART: a deadline
 /// or slice end that fires while a host function blocks in a restartable system call does not fail
 /// it (calls the kernel never restarts, such as poll or nanosleep, still see EINTR). Tens of
 /// microseconds go into entering and leaving the guest under PVM; a slice must leave the guest some
 /// time beyond that.
 inline constexpr std::int64_t min_slice_ns = 50'000;
+inline constexpr int max_slice_restarts = 10;
 
 class run_frame {
 public:
@@ -87,7 +91,9 @@ public:
     run_frame& operator=(const run_frame&) = delete;
 
     void entering_guest() noexcept;
-    void left_guest() noexcept;
+    /// `by_signal`: KVM_RUN returned EINTR (a kick, a timer, a stray signal) rather than at
+    /// something the guest did.
+    void left_guest(bool by_signal) noexcept;
 
     enum class reason { none, cancelled, timed_out, slice_over };
     /// After KVM_RUN returned EINTR (or before entering it): why the stretch must stop, if it must.
@@ -102,7 +108,9 @@ private:
     std::int64_t deadline_;
     std::int64_t slice_;
     std::int64_t slice_end_ = 0;
-    bool entered_ = false;   // the guest was entered in this frame
+    std::int64_t entered_at_ = 0;  // monotonic_ns() at the last entering_guest(), in a sliced frame
+    int restarts_ = 0;
+    bool ran_ = false;       // the guest ran in this frame (for a slice: long enough for the slice to count)
     bool armed_ = false;     // this frame set the thread's timer, which may yet go off (or off again)
     bool unblocked_ = false;  // the signal was blocked on this thread; block it again at the end
 };
