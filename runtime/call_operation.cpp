@@ -91,9 +91,21 @@ void call_base::step() {
         // - Then a post, behind what those handlers queued. A call they make on another sandbox of
         //   this worker runs inline but posts its completion; without this step the completion
         //   would wait for the whole next slice of this guest.
-        if (!resume_) resume_ = std::make_unique<asio::steady_timer>(state_->home().context());
-        resume_->expires_at(std::chrono::steady_clock::now());
-        resume_->async_wait([this](std::error_code) { asio::post(state_->home().executor(), [this] { step(); }); });
+        // Nothing here may throw past this operation: the worker would drop the exception, and
+        // the call with it.
+        try {
+            if (!resume_) resume_ = std::make_unique<asio::steady_timer>(state_->home().context());
+            resume_->expires_at(std::chrono::steady_clock::now());
+            resume_->async_wait([this](std::error_code) {
+                try {
+                    asio::post(state_->home().executor(), [this] { step(); });
+                } catch (...) {
+                    fail(std::current_exception());
+                }
+            });
+        } catch (...) {
+            return fail(std::current_exception());
+        }
         return;
     }
     case guest_call::status::host_call: return wait_for_host();

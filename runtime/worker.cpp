@@ -5,6 +5,7 @@
 
 #include <asio/execution/context.hpp>
 #include <asio/query.hpp>
+#include <asio/steady_timer.hpp>
 #include <algorithm>
 #include <string>
 
@@ -36,6 +37,10 @@ private:
 worker::worker(std::size_t index, std::chrono::nanoseconds slice)
     : index_(index), slice_(slice), guard_(io_.get_executor()) {
     asio::make_service<owner_service>(io_, this);
+    // The reactor and the timer service now, while descriptors can be had: Asio makes them at the
+    // first timer, and a call's first slice end (or host call) at the process's descriptor limit
+    // would otherwise fail where nothing can report it.
+    { const asio::steady_timer first(io_); }
     thread_ = std::thread([this, index] { loop(index); });
 }
 
