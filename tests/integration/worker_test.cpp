@@ -183,8 +183,12 @@ TEST_F(Workers, DeadlinesShorterEqualAndLongerThanASliceAreHonoured) {
             EXPECT_EQ(ec, errc::timed_out) << timeout.count() << " ns";
             EXPECT_FALSE(d.message.empty());
             co_await sb.async_restore(clean);
-            // A call that ends in time is not affected by its deadline.
-            EXPECT_EQ(co_await sb.async_call_for<std::int32_t>(timeout, "AddLocal", 2, 2), 4);
+            // A call that ends in time is not affected by its deadline. Not asked of 300 us: the
+            // first call after a restore takes longer than that on a slow day under PVM (an exit
+            // alone has cost 106 us), and this test must not depend on the machine's speed.
+            if (timeout >= 2ms) {
+                EXPECT_EQ(co_await sb.async_call_for<std::int32_t>(timeout, "AddLocal", 2, 2), 4);
+            }
         }
         // A call longer than many slices, with a deadline far away, finishes with its result.
         EXPECT_EQ(co_await sb.async_call_for<std::uint64_t>(30s, "LoopFor", std::uint64_t{20'000'000}), 20'000'000u);
