@@ -76,6 +76,30 @@ void interrupt_latency(benchmark::State& state) {
     }
 }
 
+// As interrupt_latency, through the error_code overload of call(), which reports the kill without
+// an exception.
+void interrupt_latency_nothrow(benchmark::State& state) {
+    auto sb = hl::bench::make(hl::bench::sizes[0]);
+    const auto snap = sb.snapshot();
+    const auto handle = sb.interrupt_handle();
+    for (auto _ : state) {
+        std::chrono::steady_clock::time_point returned;
+        std::error_code ec;
+        std::thread vcpu([&] {
+            sb.call<void>(ec, "Spin");
+            returned = std::chrono::steady_clock::now();
+        });
+        while (!handle.running()) std::this_thread::yield();
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));  // let it enter the guest
+        const auto killed = std::chrono::steady_clock::now();
+        handle.kill();
+        vcpu.join();
+        state.SetIterationTime(std::chrono::duration<double>(returned - killed).count());
+        hl::bench::latency_outcome(state, ec == hl::errc::cancelled ? "" : "guest_calls/interrupt_latency_nothrow: Spin ended with " + ec.message());
+        sb.restore(snap);
+    }
+}
+
 const int registered = [] {
     for (const auto& s : hl::bench::sizes) hl::bench::add(std::string("guest_calls/call/") + s.name, call, s);
     hl::bench::add("guest_calls/call/default_glibc", call_linux, HL_SIMPLEGUEST_GLIBC);
@@ -91,6 +115,7 @@ const int registered = [] {
     }
     hl::bench::add_manual("guest_calls/different_thread", different_thread);
     hl::bench::latency(hl::bench::add_manual("guest_calls/interrupt_latency", interrupt_latency));
+    hl::bench::latency(hl::bench::add_manual("guest_calls/interrupt_latency_nothrow", interrupt_latency_nothrow));
     return 0;
 }();
 

@@ -34,6 +34,7 @@ const std::vector<baseline_rule>& rules() {
         {std::regex("snapshots/restore/large"), "snapshots/restore/default", "<= 1.3"},
         {std::regex("sandboxes/create_initialized/default"), "baseline/kvm_create_vm_vcpu", "<= 2"},
         {std::regex("guest_calls/interrupt_latency"), "baseline/kvm_kick_latency", "<= 1.2"},
+        {std::regex("guest_calls/interrupt_latency_nothrow"), "baseline/kvm_kick_latency", "<= 1.2"},
         {std::regex("runtime/cancel_latency"), "baseline/kvm_kick_latency", "<= 1.2"},
         {std::regex("runtime/async_call_inline"), "guest_calls/call/default", "<= 1.05"},
         {std::regex("runtime/async_call"), "guest_calls/call/default", "<= 1.3"},

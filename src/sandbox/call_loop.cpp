@@ -48,6 +48,18 @@ return_value sandbox_core::call(std::string_view name, value_type return_type, s
     return std::move(*c.result);
 }
 
+return_value sandbox_core::call(std::string_view name, value_type return_type, std::span<const argument> args,
+                                std::chrono::nanoseconds timeout, std::error_code& failure, std::string& reason) {
+    call_state c;
+    start(c, name, return_type, args, timeout, call_state::mode::to_the_end);
+    if (run(c, {}) == guest_call::status::failed) {
+        failure = c.failure;
+        reason = std::move(c.failure_reason);
+        return {};
+    }
+    return std::move(*c.result);
+}
+
 void sandbox_core::start(call_state& c, std::string_view name, value_type return_type, std::span<const argument> args,
                          std::chrono::nanoseconds timeout, call_state::mode how) {
     check_not_in_callback("call its guest");
@@ -144,7 +156,7 @@ guest_call::status sandbox_core::interrupted(call_state& c, errc why) {
     c.failure = make_error_code(why);
     c.failure_reason = why == errc::timed_out
                            ? util::strfmt("the guest call exceeded its deadline of %.3f ms", c.timeout.count() / 1e6)
-                           : std::string("the guest call was cancelled by the host");
+                           : std::string("stopped by a kill (interrupt_handle::kill(), or a cancelled async operation)");
     poison_reason_ = c.failure_reason;
     return guest_call::status::failed;
 }

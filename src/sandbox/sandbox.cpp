@@ -237,7 +237,10 @@ return_value multi_use_sandbox::call_dynamic(std::error_code& ec, std::string_vi
         const driving d(core_, "call its guest");
         // Inside the claim: last_error_ is written before another thread may take the sandbox over.
         try {
-            return d->call(name, return_type, args);
+            std::string reason;
+            return_value result = d->call(name, return_type, args, {}, ec, reason);
+            if (ec) last_error_ = error(ec, reason).what();  // a kill: as thrown, but with no exception
+            return result;
         } catch (...) {
             if (d.abandoned()) {  // *this is gone: report through ec alone
                 ec = make_error_code(errc::usage_error);

@@ -6,6 +6,7 @@
 #include <ostream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "guest_paths.hpp"
@@ -70,6 +71,46 @@ TEST_P(ErrorModel, TheErrorCodeOverloadReportsWithoutThrowing) {
     EXPECT_EQ(ec, errc::guest_aborted);
     sb.call<void>(ec, "AddLocal", 1, 1);
     EXPECT_EQ(ec, errc::poisoned);
+}
+
+// A kill reaches the error_code overload by another way than other failures (no exception
+// inside): the same code, message and poisoning as the throwing overload's.
+TEST_P(ErrorModel, TheErrorCodeOverloadReportsAKillAsTheThrowingOneDoes) {
+    auto sb = make();
+    const auto handle = sb.interrupt_handle();
+    const auto clean = sb.snapshot();
+    std::string thrown;
+    for (const bool throwing : {true, false}) {
+        std::error_code ec;
+        std::thread killer([&] {
+            while (!handle.running()) std::this_thread::yield();
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+            handle.kill();
+        });
+        if (throwing) {
+            try {
+                sb.call<void>("Spin");
+            } catch (const hl::error& e) {
+                ec = e.code();
+                thrown = e.what();
+            }
+        } else {
+            sb.call<void>(ec, "Spin");
+        }
+        killer.join();
+        EXPECT_EQ(ec, errc::cancelled) << ec.message();
+        if (!throwing) {
+            EXPECT_EQ(sb.last_error(), thrown);
+        }
+        EXPECT_TRUE(sb.poisoned());
+        sb.call<void>(ec, "AddLocal", 1, 1);
+        EXPECT_EQ(ec, errc::poisoned);
+        EXPECT_NE(sb.last_error().find("stopped by a kill"), std::string::npos) << sb.last_error();
+        sb.restore(clean);
+        EXPECT_EQ(sb.call<std::int32_t>(ec, "AddLocal", 2, 3), 5);
+        EXPECT_FALSE(ec) << sb.last_error();
+    }
+    EXPECT_FALSE(thrown.empty());
 }
 
 TEST_P(ErrorModel, AHugeFunctionNameIsShortenedInTheMessage) {

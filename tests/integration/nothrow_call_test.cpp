@@ -65,7 +65,9 @@ TEST_F(NothrowCall, AKillEndsTheCallWithFailedAndTheErrorRunWouldThrow) {
     EXPECT_TRUE(spin.done());
     const auto failure = spin.failure();
     EXPECT_EQ(failure.code(), errc::cancelled);
-    EXPECT_EQ(std::string(failure.what()), std::string(hl::error(errc::cancelled, "the guest call was cancelled by the host").what()));
+    EXPECT_EQ(std::string(failure.what()),
+              "stopped by a kill (interrupt_handle::kill(), or a cancelled async operation): the guest call was "
+              "cancelled by the host");
     EXPECT_TRUE(sb.poisoned());
     EXPECT_EQ(error_of([&] { spin.run_nothrow(200us); }), errc::usage_error) << "a finished call is not run again";
     sb.restore(snap);
