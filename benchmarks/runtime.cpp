@@ -56,6 +56,16 @@ void async_call(benchmark::State& state) {
     io.run();
 }
 
+// One coroutine on worker 1 co_await'ing Echo on a sandbox of worker 0: a hop to the worker and
+// one back, between two threads of the runtime, which spin a while before they sleep.
+void async_call_from_worker(benchmark::State& state) {
+    hl::runtime rt({.workers = 2});
+    auto sb = make_on(rt.get_executor(0));
+    run_on(rt.get_executor(1), [&]() -> awaitable<void> {
+        for (auto _ : state) benchmark::DoNotOptimize(co_await sb.async_call<std::string>("Echo", hello));
+    }());
+}
+
 // `coroutines` coroutines spread over the workers, each calling Echo in a loop on one of two
 // sandboxes of its own worker; reports calls per second.
 void concurrent_calls(benchmark::State& state, int coroutines) {
@@ -125,6 +135,7 @@ void pool_acquire_idle(benchmark::State& state) {
 const int registered = [] {
     hl::bench::add("runtime/async_call_inline", async_call_inline);
     hl::bench::add("runtime/async_call", async_call);
+    hl::bench::add("runtime/async_call_from_worker", async_call_from_worker);
     for (int n : {1, 16, 256, 1024}) hl::bench::add("runtime/concurrent_calls/" + std::to_string(n), concurrent_calls, n);
     for (int n : {1, 16, 256, 1024}) hl::bench::add("runtime/pool_call/" + std::to_string(n), pool_call, n);
     hl::bench::add("runtime/pool_acquire_idle", pool_acquire_idle);
