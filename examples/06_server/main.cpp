@@ -30,6 +30,7 @@ struct settings {
     std::size_t pool_size = 4;
     std::size_t workers = 0;
     std::uint64_t deadline_ms = 100;
+    std::uint64_t runaway_every = web::load_options{}.runaway_every;
 };
 
 double rate(const web::load_report& r) {
@@ -96,6 +97,7 @@ asio::awaitable<int> run(settings cfg, hl::runtime& rt) {
         load.target = {asio::ip::address_v4::loopback(), server.port()};
         load.requests = cfg.requests;
         load.connections = cfg.connections;
+        load.runaway_every = cfg.runaway_every;
         load.on_progress = [](const web::load_progress& p) {
             std::printf("  [%5.1f s] %llu/%llu requests, %llu errors\n", std::chrono::duration<double>(p.elapsed).count(),
                         static_cast<unsigned long long>(p.done), static_cast<unsigned long long>(p.total),
@@ -133,6 +135,9 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::Range(0, 64));
     app.add_option("--deadline-ms", cfg.deadline_ms, "per-call deadline")->capture_default_str()->check(CLI::Range(1, 600000));
+    app.add_option("--runaway-every", cfg.runaway_every,
+                   "demo: every Nth request calls a guest that spins until the deadline; 0: none")
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
     // The runtime outlives the io_context: the server's last references may go on its workers.
