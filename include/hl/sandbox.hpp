@@ -128,8 +128,8 @@ public:
 
     /// As call(), reporting failure through `ec` (and last_error()) instead of throwing; returns a
     /// default-constructed R on failure. A kill takes no exception on its way here, internally
-    /// either: this overload reports it sooner than call() (by about 10 us here). A usage_error because another thread uses the sandbox
-    /// leaves last_error() alone (it belongs to that thread).
+    /// either: this overload reports it sooner than call() (by about 10 us here). A usage_error
+    /// because another thread uses the sandbox leaves last_error() alone (it belongs to that thread).
     template <class R = void, class... Args>
         requires(detail::return_type<R> && sizeof...(Args) <= max_parameters)
     R call(std::error_code& ec, std::string_view name, const Args&... args) {

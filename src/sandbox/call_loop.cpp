@@ -42,10 +42,11 @@ void sandbox_core::initialize() {
 
 return_value sandbox_core::call(std::string_view name, value_type return_type, std::span<const argument> args,
                                 std::chrono::nanoseconds timeout) {
-    call_state c;
-    start(c, name, return_type, args, timeout, call_state::mode::to_the_end);
-    if (run(c, {}) == guest_call::status::failed) throw failure_of(c);
-    return std::move(*c.result);
+    std::error_code failure;
+    std::string reason;
+    return_value result = call(name, return_type, args, timeout, failure, reason);
+    if (failure) throw error(failure, reason);
+    return result;
 }
 
 return_value sandbox_core::call(std::string_view name, value_type return_type, std::span<const argument> args,
