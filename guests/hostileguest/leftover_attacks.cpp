@@ -39,8 +39,11 @@ std::int64_t read_xmm15() {
     return v;
 }
 
-// AVX-512 state. The guest's CR4.OSXSAVE is clear, so hardware KVM raises #UD here; PVM runs guest
-// code under the host's CR4 and XCR0, where these instructions work.
+// AVX-512 state, where the host has AVX-512: the guest's XCR0 enables what the host's does.
+void write_at(std::int64_t address, std::int64_t value) {
+    *reinterpret_cast<volatile std::int64_t*>(static_cast<std::uintptr_t>(address)) = value;
+}
+
 void set_avx512_state(std::int64_t secret) {
     __asm__ volatile("vpbroadcastq %0, %%zmm31\n\tkmovw %k0, %%k7\n\tvpbroadcastq %0, %%ymm14"
                      : : "r"(secret) : "xmm14", "memory");
@@ -111,6 +114,7 @@ void hostile::register_leftover_attacks() {
     register_function<read_fcw>("ReadFcw");
     register_function<read_fsw>("ReadFsw");
     register_function<read_xmm15>("ReadXmm15");
+    register_function<write_at>("WriteAt");
     register_function<set_avx512_state>("SetAvx512State");
     register_function<read_zmm31_high>("ReadZmm31High");
     register_function<read_k7>("ReadK7");

@@ -46,7 +46,9 @@ layout layout::compute(const sandbox_config& config, std::uint64_t image_size, s
     l.gdt_ = gpa{page_size};
     l.tss_ = l.gdt_ + page_size;
     l.peb_ = l.tss_ + page_size;
-    l.kernel_state_ = l.peb_ + page_size;
+    l.entry_stub_ = l.peb_ + page_size;
+    l.register_image_ = l.entry_stub_ + page_size;
+    l.kernel_state_ = l.register_image_ + page_size;
     l.kernel_state_size_ = page_round_up(kernel_state_size);
     l.page_tables_ = l.kernel_state_ + l.kernel_state_size_;
 
@@ -76,6 +78,8 @@ std::vector<region> layout::fixed_regions() const {
         {"GDT", gdt_, page_size, perms::read | perms::write},
         {"TSS", tss_, page_size, perms::read | perms::write},
         {"PEB", peb_, page_size, perms::user | perms::read},
+        {"entry stub", entry_stub_, page_size, perms::user | perms::read | perms::execute},
+        {"register image", register_image_, page_size, perms::user | perms::read},
     };
     if (kernel_state_size_ != 0) out.push_back({"kernel state", kernel_state_, kernel_state_size_, perms::read | perms::write});
     out.insert(out.end(), {

@@ -30,12 +30,14 @@ struct region {
 /// Where everything lives in a sandbox's guest memory, computed from the configuration in one place.
 /// From address 0 up:
 ///
-///   null page (unmapped) | GDT | TSS + I/O bitmap | PEB | [kernel state] | page tables | guest image | heap |
-///   input buffer | output buffer | stack guard (unmapped) | stack
+///   null page (unmapped) | GDT | TSS + I/O bitmap | PEB | entry stub | register image | [kernel state] |
+///   page tables | guest image | heap | input buffer | output buffer | stack guard (unmapped) | stack
 ///
 /// The kernel state (only for Linux programs: the emulated kernel's brk and mmap bookkeeping, kept in
-/// guest memory so that snapshots carry it), GDT, TSS and page tables are supervisor-only; the PEB and the input buffer are read-only to the
-/// guest; nothing but the image's code segments is executable.
+/// guest memory so that snapshots carry it), GDT, TSS and page tables are supervisor-only; the PEB, the
+/// entry stub, the register image and the input buffer are read-only to the guest; nothing but the
+/// image's code segments and the entry stub (host-written code that a call enters through after a
+/// restore, see vmm::x86_64::write_entry_stub) is executable.
 class layout {
 public:
     /// Validates `config` and lays out memory for an image of `image_size` bytes (page-rounded).
@@ -45,6 +47,9 @@ public:
     gpa gdt() const noexcept { return gdt_; }
     gpa tss() const noexcept { return tss_; }
     gpa peb() const noexcept { return peb_; }
+    gpa entry_stub() const noexcept { return entry_stub_; }
+    /// The extended registers the entry stub loads: the last snapshot's (a page).
+    gpa register_image() const noexcept { return register_image_; }
     gpa kernel_state() const noexcept { return kernel_state_; }
     std::uint64_t kernel_state_size() const noexcept { return kernel_state_size_; }
     gpa page_tables() const noexcept { return page_tables_; }
@@ -72,7 +77,7 @@ public:
 private:
     layout() = default;
 
-    gpa gdt_, tss_, peb_, kernel_state_, page_tables_, image_, heap_, input_, output_, stack_guard_, stack_;
+    gpa gdt_, tss_, peb_, entry_stub_, register_image_, kernel_state_, page_tables_, image_, heap_, input_, output_, stack_guard_, stack_;
     std::uint64_t kernel_state_size_ = 0, page_table_pages_ = 0, image_size_ = 0, heap_size_ = 0, input_size_ = 0, output_size_ = 0,
                   stack_size_ = 0, total_size_ = 0;
 };

@@ -90,7 +90,7 @@ void sandbox_core::begin(call_state& c, std::uint64_t op, std::string_view name,
     c.core = this;
 
     vmm::cpu_state r;
-    r.rip = image_->entry.value;
+    r.rip = registers_pending_ ? layout_.entry_stub().value : image_->entry.value;
     // A Linux program starts at its initial stack (RSP at argc); every other entry is as if called
     // (the ABI wants rsp + 8 16-byte aligned), below that stack.
     const bool exec = image_->kind == loader::guest_kind::linux_program && op == HL_OP_INIT;
@@ -189,6 +189,9 @@ guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
             poison_and_throw(errc::vm_error, std::string("KVM_RUN failed: ") + e.what());
         }
         frame.left_guest(exit.what == vmm::vm_exit::kind::interrupted);
+        // Out of the stub, the guest has its snapshot's registers; a run that stopped inside it (a
+        // kick, a fault) leaves the next call to enter it again.
+        if (registers_pending_ && !in_entry_stub(vm_->regs().rip)) registers_pending_.reset();
         switch (exit.what) {
         case vmm::vm_exit::kind::io_out:
             if (exit.port == HL_PORT_DONE) {

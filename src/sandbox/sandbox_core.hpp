@@ -153,6 +153,10 @@ private:
     /// Creates the VM and hooks it up to the interrupt state.
     void create_vm();
 
+    bool in_entry_stub(std::uint64_t rip) const noexcept {
+        return rip - layout_.entry_stub().value < mem::page_size;
+    }
+
     return_value read_result(std::string_view name, value_type return_type);
 
     /// The exit loop's ways into the host services; they poison on what the services report
@@ -178,6 +182,10 @@ private:
     mem::dirty_tracker dirty_{memory_.pages()};
     std::string poison_reason_;
     bool vcpu_unusable_ = false;  // KVM kept a half-done instruction: no restore may reuse this vCPU
+    // Set by a restore, which leaves the extended registers (x87, SSE, AVX) to the guest: the snapshot
+    // whose registers are still to be loaded. Calls enter through the entry stub, which loads them
+    // from the register image, until a run has left the stub (the load is done).
+    std::shared_ptr<const snapshot> registers_pending_;
     std::shared_ptr<interrupt_state> interrupt_ = std::make_shared<interrupt_state>();
     driving_thread driver_;
     call_state* open_call_ = nullptr;  // under the claim

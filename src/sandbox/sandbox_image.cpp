@@ -2,6 +2,7 @@
 #include "sandbox/sandbox_image.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <span>
 
@@ -64,6 +65,16 @@ hl_peb make_peb(const mem::layout& layout) {
     return peb;
 }
 
+// The entry stub is entered only after a restore, and a snapshot writes its own registers here
+// (sandbox_core::take_snapshot()); until then, the registers' initial state: nothing held, so every
+// component starts clean, and the default MXCSR, which xrstor loads regardless.
+void write_initial_register_image(mem::guest_memory& memory, mem::gpa at) {
+    std::array<std::byte, sizeof(vmm::saved_cpu::xsave)> image{};
+    constexpr std::uint32_t default_mxcsr = 0x1f80;
+    std::memcpy(image.data() + 24, &default_mxcsr, sizeof default_mxcsr);  // the legacy region's MXCSR
+    vmm::x86_64::write_register_image(memory, at, image, /*xcr0=*/0);  // holds no component
+}
+
 }  // namespace
 
 sandbox_image::built sandbox_image::build(std::vector<std::byte> elf, const sandbox_config& config) {
@@ -98,10 +109,13 @@ sandbox_image::built sandbox_image::build(std::vector<std::byte> elf, const sand
                                                                 HL_PORT_LAST);
     setup.cr3 = vmm::x86_64::write_page_tables(memory, layout.page_tables(), layout.page_table_pages(), regions);
     memory.write(layout.peb(), make_peb(layout));
+    const mem::gpa entry = layout.image() + image.entry_offset();
+    vmm::x86_64::write_entry_stub(memory, layout.entry_stub(), layout.register_image(), entry);
+    write_initial_register_image(memory, layout.register_image());
 
     const int signal = install_interrupt_signal(config.interrupt_signal_offset);
     auto shared = std::make_shared<sandbox_image>(sandbox_image{layout, std::move(regions),
-                                                                layout.image() + image.entry_offset(), image.kind(),
+                                                                entry, image.kind(),
                                                                 layout.stack_top(), layout.stack_top(), setup,
                                                                 guest_hash, signal});
     if (linux_program) {

@@ -13,6 +13,7 @@
 #include "sandbox/sandbox_core.hpp"
 #include "sandbox/snapshot_state.hpp"
 #include "util/strfmt.hpp"
+#include "vmm/x86_64_tables.hpp"
 
 namespace hl {
 
@@ -75,14 +76,21 @@ std::shared_ptr<const snapshot> sandbox_core::take_snapshot() {
                     util::strfmt("cannot snapshot a poisoned sandbox (%s); restore it first", poison_reason_.c_str()));
     }
     settle_vcpu();  // a no-op: a sandbox with a half-done instruction is poisoned
+    auto state = std::make_unique<snapshot::state>();
+    state->cpu = vm_->save_cpu();
+    // Right after a restore the vCPU still holds the registers of the task before it: the guest has
+    // not loaded the restored ones yet.
+    if (registers_pending_) {
+        std::memcpy(state->cpu.xsave, registers_pending_->state_->cpu.xsave, sizeof state->cpu.xsave);
+    }
+    // In the snapshot's memory, for the entry stub after every restore of it.
+    vmm::x86_64::write_register_image(memory_, layout_.register_image(), state->cpu.xsave, vmm::vm::xcr0());
     kvm_dirty_log log(*vm_);
     dirty_.prepare_snapshot(log, memory_);
-    auto state = std::make_unique<snapshot::state>();
     state->image = image_;
     state->populated = dirty_.populated();
     state->populated_count = dirty_.populated_count();
     store_memory(*state, memory_);
-    state->cpu = vm_->save_cpu();
     auto snap = std::shared_ptr<const snapshot>(new snapshot(std::move(state)));
     dirty_.now_equals(snap);
     return snap;
@@ -126,7 +134,10 @@ void sandbox_core::restore(const std::shared_ptr<const snapshot>& snap) {
             start = stop;
         }
     });
-    vm_->restore_cpu(s.cpu);
+    // The extended registers come from the register image, which the copy above made the
+    // snapshot's: the next call enters through the entry stub (begin()).
+    vm_->restore_cpu(s.cpu, vmm::vm::fpu_restore::by_guest);
+    registers_pending_ = snap;
     apply_log_level();  // the log level is the host's, not the snapshot's
     poison_reason_.clear();
     dirty_.now_equals(snap);

@@ -70,7 +70,8 @@ system open_system() {
     for (auto [cap, name] : {std::pair{KVM_CAP_SYNC_REGS, "KVM_CAP_SYNC_REGS"},
                              std::pair{KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"},
                              std::pair{KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"},
-                             std::pair{KVM_CAP_XSAVE, "KVM_CAP_XSAVE"}}) {
+                             std::pair{KVM_CAP_XSAVE, "KVM_CAP_XSAVE"},
+                             std::pair{KVM_CAP_XCRS, "KVM_CAP_XCRS"}}) {
         if (::ioctl(h.fd.get(), KVM_CHECK_EXTENSION, cap) <= 0) {
             throw error(errc::kvm_unavailable,
                         util::strfmt("this kernel's KVM lacks %s (Linux 4.16 or later is needed)", name));

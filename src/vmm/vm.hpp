@@ -67,10 +67,20 @@ public:
 
     /// The vCPU's state, for a snapshot (two ioctls).
     saved_cpu save_cpu() const;
+
+    /// How restore_cpu() puts back the extended registers (x87, SSE with MXCSR, AVX, AVX-512).
+    enum class fpu_restore {
+        now,       ///< with KVM_SET_XSAVE (one ioctl)
+        by_guest,  ///< not at all: the caller makes the guest load them first (x86_64::write_entry_stub)
+    };
     /// Puts a saved state back: general and special registers go in with the next run (no ioctl),
-    /// FPU/SSE state (including MXCSR) with one ioctl; after a run that ended other than at an
-    /// `out`, also drops any event KVM was delivering (one or two more).
-    void restore_cpu(const saved_cpu& state);
+    /// the extended registers as `fpu` says; after a run that ended other than at an `out`, also
+    /// drops any event KVM was delivering (one or two more ioctls).
+    void restore_cpu(const saved_cpu& state, fpu_restore fpu = fpu_restore::now);
+
+    /// The XSAVE components the guest has (its XCR0, the same for every vm of the process): those
+    /// KVM offers, the host has enabled, and kvm_xsave holds.
+    static std::uint64_t xcr0();
 
     /// Fetches into `dirty` (one bit per page of the slot) the pages the guest wrote since tracking
     /// was last armed for them. Without selective re-arming, this also re-arms all of them.

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "vmm/x86_64_tables.hpp"
 
+#include <cstddef>
 #include <cstring>
+#include <initializer_list>
 #include <stdexcept>
 
 namespace hl::vmm::x86_64 {
@@ -20,6 +22,11 @@ constexpr std::uint64_t pte_addr_mask = 0x000f'ffff'ffff'f000ull;
 constexpr std::uint64_t table_entry_flags = pte_present | pte_write | pte_user | pte_accessed;
 
 constexpr std::uint64_t tss_size = 0x68;
+
+// The XSAVE area's header follows the 512-byte legacy region: XSTATE_BV, XCOMP_BV, then reserved
+// bytes that must be zero. XCOMP_BV 0 is the standard (uncompacted) format xrstor reads.
+constexpr std::size_t xsave_header = 512, xsave_header_size = 64;
+constexpr std::size_t xsave_area_size = 4096;  // kvm_xsave's region
 constexpr std::uint64_t tss_iomap_offset_field = 0x66;
 
 std::uint64_t segment_descriptor(std::uint8_t type, std::uint8_t dpl, bool long_mode, bool big) {
@@ -116,6 +123,46 @@ std::uint64_t write_page_tables(mem::guest_memory& memory, mem::gpa tables, std:
         for (std::uint64_t a = r.begin.value; a < r.end().value; a += mem::page_size) writer.map(a, leaf);
     }
     return tables.value;
+}
+
+void write_entry_stub(mem::guest_memory& memory, mem::gpa stub, mem::gpa image, mem::gpa entry) {
+    if (image != stub + mem::page_size) throw std::logic_error("the register image must follow the entry stub");
+    // RIP-relative operands: the image one page on, the entry address in the stub's own page.
+    constexpr std::size_t after_xrstor = 18, after_jmp = 34, target = 40;
+    const auto image_disp = static_cast<std::int32_t>(mem::page_size - after_xrstor);
+    const auto target_disp = static_cast<std::int32_t>(target - after_jmp);
+    std::byte code[target + 8] = {};
+    std::size_t at = 0;
+    auto put = [&](std::initializer_list<std::uint8_t> bytes) {
+        for (auto b : bytes) code[at++] = std::byte{b};
+    };
+    auto put32 = [&](std::int32_t v) {
+        std::memcpy(code + at, &v, 4);
+        at += 4;
+    };
+    put({0xb8, 0xff, 0xff, 0xff, 0xff});  // mov eax, -1     every component: xrstor takes
+    put({0xba, 0xff, 0xff, 0xff, 0xff});  // mov edx, -1     those of XCR0
+    put({0x48, 0x0f, 0xae, 0x2d});        // xrstor64 [rip + image]
+    put32(image_disp);
+    put({0xb8, 0, 0, 0, 0});              // mov eax, 0      as the host staged them (no flags
+    put({0xba, 0, 0, 0, 0});              // mov edx, 0      change, unlike xor)
+    put({0xff, 0x25});                    // jmp qword [rip + target]
+    put32(target_disp);
+    if (at != after_jmp) throw std::logic_error("entry stub encoding");
+    std::memcpy(code + target, &entry.value, 8);
+    memory.write_bytes(stub, code);
+}
+
+void write_register_image(mem::guest_memory& memory, mem::gpa image, std::span<const std::byte> xsave,
+                          std::uint64_t xcr0) {
+    if (xsave.size() != xsave_area_size) throw std::logic_error("an XSAVE image is kvm_xsave's 4 KiB");
+    auto out = memory.writable(image, xsave_area_size);
+    std::memcpy(out.data(), xsave.data(), xsave_area_size);
+    std::uint64_t xstate_bv = 0;
+    std::memcpy(&xstate_bv, out.data() + xsave_header, 8);
+    xstate_bv &= xcr0;
+    std::memset(out.data() + xsave_header, 0, xsave_header_size);
+    std::memcpy(out.data() + xsave_header, &xstate_bv, 8);
 }
 
 }  // namespace hl::vmm::x86_64

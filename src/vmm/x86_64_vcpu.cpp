@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// The x86-64 half of the vCPU: CPUID, long mode at CPL3 (segments, control registers, FPU), and
+// The x86-64 half of the vCPU: CPUID, XCR0, long mode at CPL3 (segments, control registers, FPU), and
 // the registers as KVM keeps them (sync regs, special registers, XSAVE, pending events).
+#include <cpuid.h>
 #include <sys/ioctl.h>
 
 #include <cerrno>
@@ -29,7 +30,7 @@ static_assert(sizeof(saved_cpu::sregs) == sizeof(kvm_sregs) && sizeof(saved_cpu:
 
 constexpr std::uint64_t cr0_pe = 1u << 0, cr0_mp = 1u << 1, cr0_et = 1u << 4, cr0_ne = 1u << 5,
                         cr0_wp = 1u << 16, cr0_pg = 1u << 31;
-constexpr std::uint64_t cr4_pae = 1u << 5, cr4_osfxsr = 1u << 9, cr4_osxmmexcpt = 1u << 10;
+constexpr std::uint64_t cr4_pae = 1u << 5, cr4_osfxsr = 1u << 9, cr4_osxmmexcpt = 1u << 10, cr4_osxsave = 1u << 18;
 constexpr std::uint64_t efer_lme = 1u << 8, efer_lma = 1u << 10, efer_nxe = 1u << 11;
 
 // kvm_cpuid2 + entries, as KVM_GET_SUPPORTED_CPUID returned them: read once per process.
@@ -43,6 +44,22 @@ const std::vector<std::byte>& supported_cpuid() {
         return bytes;
     }();
     return cpuid;
+}
+
+const kvm_cpuid_entry2* supported_leaf(std::uint32_t function, std::uint32_t index) {
+    const auto* c = reinterpret_cast<const kvm_cpuid2*>(supported_cpuid().data());
+    for (std::uint32_t i = 0; i < c->nent; ++i) {
+        if (c->entries[i].function == function && c->entries[i].index == index) return &c->entries[i];
+    }
+    return nullptr;
+}
+
+std::uint64_t host_xcr0() {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & bit_OSXSAVE)) return 0x3;  // KVM_CAP_XSAVE rules this out
+    std::uint32_t lo = 0, hi = 0;
+    asm volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0u));
+    return lo | std::uint64_t(hi) << 32;
 }
 
 kvm_segment user_segment(std::uint16_t selector, bool code) {
@@ -62,8 +79,35 @@ kvm_segment user_segment(std::uint16_t selector, bool code) {
 
 }  // namespace
 
+std::uint64_t vm::xcr0() {
+    // The host's own XCR0 where KVM allows it: a guest XCR0 that differs makes KVM switch XCR0 at
+    // every entry and exit, which traps to the outer hypervisor on a nested host such as PVM's.
+    static const std::uint64_t value = [] {
+        const kvm_cpuid_entry2* top = supported_leaf(0xd, 0);
+        std::uint64_t x = host_xcr0() & (top ? top->eax | std::uint64_t(top->edx) << 32 : 0x3);
+        for (unsigned bit = 2; bit < 64; ++bit) {  // only what kvm_xsave holds (AMX's tiles do not fit)
+            if (!(x >> bit & 1)) continue;
+            const kvm_cpuid_entry2* part = supported_leaf(0xd, bit);
+            if (part == nullptr || std::uint64_t(part->ebx) + part->eax > sizeof(kvm_xsave)) x &= ~(1ull << bit);
+        }
+        // AVX-512's three components go together, and need AVX, which needs SSE.
+        constexpr std::uint64_t avx512 = 0xe0, avx = 0x4;
+        if ((x & avx512) != avx512 || !(x & avx)) x &= ~avx512;
+        return x | 0x3;
+    }();
+    return value;
+}
+
 void vm::setup_vcpu() {
     checked_ioctl(vcpu_fd_.get(), KVM_SET_CPUID2, supported_cpuid().data(), "KVM_SET_CPUID2");
+    // XSAVE on for the guest (CR4.OSXSAVE, set below): then `xrstor` at CPL3 can load a restored
+    // snapshot's extended registers, on hardware KVM as on PVM (which lets CPL3 code use AVX-512
+    // without it). The guest sees AVX and AVX-512 enabled where the host has them.
+    kvm_xcrs xcrs{};
+    xcrs.nr_xcrs = 1;
+    xcrs.xcrs[0].xcr = 0;
+    xcrs.xcrs[0].value = xcr0();
+    checked_ioctl(vcpu_fd_.get(), KVM_SET_XCRS, &xcrs, "KVM_SET_XCRS");
     // `syscall` at CPL3 enters CPL0 at LSTAR; an unmapped LSTAR makes that fetch fault, so the vCPU
     // stops with RIP == syscall_entry and the host can serve the call (see cpu_state.hpp).
     struct {
@@ -101,7 +145,7 @@ void vm::set_initial_cpu_state() {
     s.cr0 = cr0_pe | cr0_mp | cr0_et | cr0_ne | cr0_wp | cr0_pg;
     s.cr2 = 0;
     s.cr3 = setup_.cr3;
-    s.cr4 = cr4_pae | cr4_osfxsr | cr4_osxmmexcpt;
+    s.cr4 = cr4_pae | cr4_osfxsr | cr4_osxmmexcpt | cr4_osxsave;
     s.efer = efer_lme | efer_lma | efer_nxe;
     checked_ioctl(vcpu_fd_.get(), KVM_SET_SREGS, &s, "KVM_SET_SREGS");
 
@@ -143,13 +187,13 @@ saved_cpu vm::save_cpu() const {
     return state;
 }
 
-void vm::restore_cpu(const saved_cpu& state) {
+void vm::restore_cpu(const saved_cpu& state, fpu_restore fpu) {
     last_sregs_valid_ = false;
     if (events_suspect_) {
         drop_pending_events();
         events_suspect_ = false;
     }
-    checked_ioctl(vcpu_fd_.get(), KVM_SET_XSAVE, state.xsave, "KVM_SET_XSAVE");
+    if (fpu == fpu_restore::now) checked_ioctl(vcpu_fd_.get(), KVM_SET_XSAVE, state.xsave, "KVM_SET_XSAVE");
     kvm_run* run = run_state();
     std::memcpy(&run->s.regs.sregs, state.sregs, sizeof state.sregs);
     std::memcpy(&run->s.regs.regs, &state.regs, sizeof(kvm_regs));

@@ -63,8 +63,8 @@ TEST_F(Attack, FpuStateDoesNotReachASandboxCreatedFromTheSnapshot) {
     EXPECT_NE(twin.call<std::int64_t>("ReadXmm15"), secret);
 }
 
-// AVX-512 registers that SSE/AVX state does not cover: zmm31's top quadword and the opmask k7. PVM
-// lets CPL3 code use them although the guest never enabled XSAVE; hardware KVM raises #UD.
+// AVX-512 registers that SSE/AVX state does not cover: zmm31's top quadword and the opmask k7, where
+// the host has AVX-512 (the guest's XCR0 follows the host's).
 TEST_F(Attack, Avx512StateDoesNotReachTheNextTaskOrAnotherSandbox) {
     auto sb = make();
     auto snap = sb.snapshot();
@@ -86,6 +86,59 @@ TEST_F(Attack, Avx512StateDoesNotReachTheNextTaskOrAnotherSandbox) {
     EXPECT_EQ(other.call<std::int64_t>("ReadK7"), 0);
     auto twin = hl::multi_use_sandbox::from_snapshot(snap);
     EXPECT_EQ(twin.call<std::int64_t>("ReadZmm31High"), 0);
+}
+
+// A restore leaves the extended registers to the next call's entry stub, so right after one the vCPU
+// still holds the last task's. A snapshot taken then must hold the restored registers all the same.
+TEST_F(Attack, ASnapshotTakenRightAfterARestoreHoldsTheRestoredRegistersNotTheLastTasks) {
+    auto sb = make();
+    auto clean = sb.snapshot();
+    const auto xmm15 = sb.call<std::int64_t>("ReadXmm15");
+    sb.restore(clean);
+    const auto mxcsr = sb.call<std::int64_t>("ReadMxcsr");
+    sb.restore(clean);
+    ASSERT_NE(xmm15, secret);
+    std::error_code no_avx512;
+    sb.call<void>("SetFpuState", secret);
+    sb.call<void>(no_avx512, "SetAvx512State", secret);
+    if (no_avx512) {  // its fault poisoned the sandbox
+        sb.restore(clean);
+        sb.call<void>("SetFpuState", secret);
+    }
+    sb.restore(clean);
+    auto again = sb.snapshot();  // before any call
+    sb.call<void>("SetFpuState", secret);
+    auto twin = hl::multi_use_sandbox::from_snapshot(again);
+    for (auto* box : {&sb, &twin}) {
+        if (box == &sb) sb.restore(again);
+        EXPECT_EQ(box->call<std::int64_t>("ReadXmm15"), xmm15);
+        EXPECT_EQ(box->call<std::int64_t>("ReadMxcsr"), mxcsr);
+        if (!no_avx512) {
+            EXPECT_EQ(box->call<std::int64_t>("ReadZmm31High"), 0);
+            EXPECT_EQ(box->call<std::int64_t>("ReadK7"), 0);
+        }
+    }
+}
+
+// The entry stub (the code a call enters through after a restore) and the register image it loads
+// are the host's: 0x4000 and 0x5000, fixed by mem::layout. The guest may read them, never write them.
+TEST_F(Attack, TheEntryStubAndItsRegisterImageAreReadOnlyToTheGuest) {
+    auto sb = make();
+    auto snap = sb.snapshot();
+    const auto xmm15 = sb.call<std::int64_t>("ReadXmm15");
+    sb.restore(snap);
+    for (const std::int64_t page : {0x4000, 0x5000}) {
+        std::error_code ec;
+        sb.call<void>(ec, "WriteAt", page + 0x20, secret);
+        EXPECT_EQ(ec, errc::guest_fault) << std::hex << page;
+        EXPECT_NE(sb.last_error().find(page == 0x4000 ? "entry stub" : "register image"), std::string::npos)
+            << sb.last_error();
+        sb.restore(snap);
+        sb.call<void>("SetFpuState", secret);
+        sb.restore(snap);
+        EXPECT_EQ(sb.call<std::int64_t>("ReadXmm15"), xmm15) << std::hex << page;  // the stub still does its work
+        sb.restore(snap);
+    }
 }
 
 TEST_F(Attack, FsAndGsBasesDoNotReachTheNextTask) {

@@ -266,9 +266,9 @@ TEST_P(LinuxGuestAttack, EveryNumberWithHostileArgumentsGetsAnErrorCodeAndTheSan
     u.set_log_handler([&](const hl::log_record& r) { logged.emplace_back(r.message); });
     auto sb = std::move(u).evolve();
     auto snap = sb.snapshot();
-    // Pointers into supervisor pages (page tables at 0x4000 and up), the null page, outside guest
-    // memory, non-canonical, and lengths near 2^64.
-    const std::uint64_t hostile[] = {0, 0x1000, 0x5000, 0xfff, 1ull << 40, 0x8000'0000'0000'0000ull,
+    // Pointers into supervisor pages (the kernel state and the page tables, from 0x6000), the null
+    // page, outside guest memory, non-canonical, and lengths near 2^64.
+    const std::uint64_t hostile[] = {0, 0x1000, 0x6000, 0xfff, 1ull << 40, 0x8000'0000'0000'0000ull,
                                      ~0ull, ~0ull - 4095, 0x7fff'0000'0000ull};
     std::uint64_t seed = 12345;
     const auto next = [&] {
@@ -305,10 +305,11 @@ TEST_P(LinuxGuestAttack, EveryNumberWithHostileArgumentsGetsAnErrorCodeAndTheSan
 TEST_P(LinuxGuestAttack, PointersOutsideUserMemoryGetEfault) {
     auto sb = make(guest());
     constexpr std::int64_t efault = -14;
-    EXPECT_EQ(sys(sb, 1, 1, 0x5000, 16), efault);           // write from a supervisor page
+    EXPECT_EQ(sys(sb, 1, 1, 0x6000, 16), efault);           // write from a supervisor page (kernel state)
     EXPECT_EQ(sys(sb, 1, 1, 1ull << 40, 16), efault);       // outside guest memory
     EXPECT_EQ(sys(sb, 1, 1, 0x1000, ~0ull), efault);        // length near 2^64
-    EXPECT_EQ(sys(sb, 228, 1, 0x5000), efault);             // clock_gettime into a supervisor page
+    EXPECT_EQ(sys(sb, 228, 1, 0x6000), efault);             // clock_gettime into a supervisor page
+    EXPECT_EQ(sys(sb, 228, 1, 0x5000), efault);             // ... into the register image (read-only)
     EXPECT_EQ(sys(sb, 318, 0x1000, 64, 0), efault);         // getrandom into the GDT
     EXPECT_EQ(sys(sb, 1, 7, 0x1000, 1), -9);                // EBADF
     EXPECT_EQ(sys(sb, 158, 0x1002, 0x8000'0000'0000'0000ull), -1);  // arch_prctl non-canonical: EPERM

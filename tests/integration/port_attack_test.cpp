@@ -94,8 +94,9 @@ INSTANTIATE_TEST_SUITE_P(
 
 // ---- String `in` aimed at the library's own pages ----
 
-// GDT 0x1000, TSS 0x2000 (its I/O map base at +0x66), PEB 0x3000, page tables from 0x4000: fixed by
-// mem::layout. One element, and a run of 1 MiB that would sweep from the GDT through the page tables.
+// GDT 0x1000, TSS 0x2000 (its I/O map base at +0x66), PEB 0x3000, entry stub 0x4000, register image
+// 0x5000, page tables from 0x6000: fixed by mem::layout. One element, and a run of 1 MiB that would
+// sweep from the GDT through the page tables.
 TEST_F(Attack, StringInIntoTheLibrarysOwnPagesNeverReachesTheNextTask) {
     auto sb = make();
     auto snap = sb.snapshot();
@@ -103,7 +104,8 @@ TEST_F(Attack, StringInIntoTheLibrarysOwnPagesNeverReachesTheNextTask) {
     const auto input = sb.call<std::int64_t>("InputAddr");
     sb.restore(snap);
     for (const std::int64_t target : {std::int64_t{0x1000}, std::int64_t{0x1ffc}, std::int64_t{0x2000},
-                                      std::int64_t{0x2064}, std::int64_t{0x3000}, std::int64_t{0x4000}, input}) {
+                                      std::int64_t{0x2064}, std::int64_t{0x3000}, std::int64_t{0x4000},
+                                      std::int64_t{0x5000}, std::int64_t{0x6000}, input}) {
         for (const std::int64_t count : {std::int64_t{1}, std::int64_t{1} << 18}) {
             std::error_code ec;
             sb.call<void>(ec, "RepInsTo", target, count);

@@ -14,8 +14,8 @@ TEST(Layout, PlacesEveryRegionPageAlignedInOrderWithoutOverlap) {
     const auto l = layout::compute({}, 3 * page_size + 5);
     EXPECT_EQ(l.gdt().value, page_size);  // page 0 stays unmapped
     EXPECT_EQ(l.image_size(), 4 * page_size);
-    const hl::mem::gpa order[] = {l.gdt(), l.tss(), l.peb(), l.page_tables(), l.image(), l.heap(),
-                                  l.input(), l.output(), l.stack_guard(), l.stack()};
+    const hl::mem::gpa order[] = {l.gdt(), l.tss(), l.peb(), l.entry_stub(), l.register_image(), l.page_tables(),
+                                  l.image(), l.heap(), l.input(), l.output(), l.stack_guard(), l.stack()};
     for (std::size_t i = 0; i + 1 < std::size(order); ++i) {
         EXPECT_LT(order[i], order[i + 1]) << i;
         EXPECT_EQ(order[i].value % page_size, 0u) << i;
@@ -46,22 +46,31 @@ TEST(Layout, HasEnoughPageTablesToMapAQuarterGibibyteHeap) {
     EXPECT_GE(l.page_table_pages(), (256u << 20) / page_size / 512);
 }
 
-TEST(Layout, SupervisorRegionsAreNotUserAccessible) {
-    const auto l = layout::compute({}, page_size);
+// The entry stub is the one fixed region the guest may execute: host-written code, read-only to it.
+TEST(Layout, SupervisorRegionsAreNotUserAccessibleAndOnlyTheEntryStubIsExecutable) {
+    const auto l = layout::compute({}, page_size, 3 * page_size);
     for (const auto& r : l.fixed_regions()) {
-        const bool supervisor = r.name == "GDT" || r.name == "TSS" || r.name == "page tables";
+        const bool supervisor = r.name == "GDT" || r.name == "TSS" || r.name == "page tables" || r.name == "kernel state";
         EXPECT_EQ(hl::mem::has(r.access, hl::mem::perms::user), !supervisor) << r.name;
-        EXPECT_FALSE(hl::mem::has(r.access, hl::mem::perms::execute)) << r.name;
+        EXPECT_EQ(hl::mem::has(r.access, hl::mem::perms::execute), r.name == "entry stub") << r.name;
     }
 }
 
-TEST(Layout, MakesTheInputBufferAndPebReadOnlyToTheGuest) {
+TEST(Layout, MakesTheInputBufferPebEntryStubAndRegisterImageReadOnlyToTheGuest) {
     const auto l = layout::compute({}, page_size);
+    int read_only = 0;
     for (const auto& r : l.fixed_regions()) {
-        if (r.name == "input buffer" || r.name == "PEB") {
+        if (r.name == "input buffer" || r.name == "PEB" || r.name == "entry stub" || r.name == "register image") {
             EXPECT_FALSE(hl::mem::has(r.access, hl::mem::perms::write)) << r.name;
+            ++read_only;
         }
     }
+    EXPECT_EQ(read_only, 4);
+}
+
+TEST(Layout, PutsTheRegisterImageOnThePageAfterTheEntryStub) {
+    const auto l = layout::compute({}, page_size);
+    EXPECT_EQ(l.register_image() - l.entry_stub(), page_size);  // write_entry_stub() relies on it
 }
 
 void expect_invalid(const hl::sandbox_config& c, const char* field) {
