@@ -39,11 +39,11 @@ std::int64_t read_xmm15() {
     return v;
 }
 
-// AVX-512 state, where the host has AVX-512: the guest's XCR0 enables what the host's does.
 void write_at(std::int64_t address, std::int64_t value) {
     *reinterpret_cast<volatile std::int64_t*>(static_cast<std::uintptr_t>(address)) = value;
 }
 
+// AVX-512 state, where the host has AVX-512: the guest's XCR0 enables what the host's does.
 void set_avx512_state(std::int64_t secret) {
     __asm__ volatile("vpbroadcastq %0, %%zmm31\n\tkmovw %k0, %%k7\n\tvpbroadcastq %0, %%ymm14"
                      : : "r"(secret) : "xmm14", "memory");

@@ -89,7 +89,7 @@ void sandbox_core::begin(call_state& c, std::uint64_t op, std::string_view name,
     c.thread = std::this_thread::get_id();
     c.core = this;
 
-    vmm::cpu_state r;
+    vmm::cpu_state r;  // every general register 0 but these: the entry stub leaves RAX and RDX 0 too
     r.rip = registers_pending_ ? layout_.entry_stub().value : image_->entry.value;
     // A Linux program starts at its initial stack (RSP at argc); every other entry is as if called
     // (the ABI wants rsp + 8 16-byte aligned), below that stack.

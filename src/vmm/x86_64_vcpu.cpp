@@ -90,9 +90,12 @@ std::uint64_t vm::xcr0() {
             const kvm_cpuid_entry2* part = supported_leaf(0xd, bit);
             if (part == nullptr || std::uint64_t(part->ebx) + part->eax > sizeof(kvm_xsave)) x &= ~(1ull << bit);
         }
-        // AVX-512's three components go together, and need AVX, which needs SSE.
-        constexpr std::uint64_t avx512 = 0xe0, avx = 0x4;
+        // What KVM_SET_XCRS insists on: AVX-512's three components go together and need AVX; AMX's
+        // tile configuration and tile data go together (the data never fits, so neither stays);
+        // x87 and SSE are always there.
+        constexpr std::uint64_t avx = 0x4, avx512 = 0xe0, amx = 0x60000;
         if ((x & avx512) != avx512 || !(x & avx)) x &= ~avx512;
+        if ((x & amx) != amx) x &= ~amx;
         return x | 0x3;
     }();
     return value;

@@ -120,6 +120,54 @@ TEST_F(Attack, ASnapshotTakenRightAfterARestoreHoldsTheRestoredRegistersNotTheLa
     }
 }
 
+// The first call after a restore enters through the entry stub; deadlines this short stop many of
+// those runs inside it, before or after its xrstor. Whatever the call's fate, the registers the next
+// call sees, and those a snapshot takes, are the snapshot's.
+TEST_F(Attack, CallsStoppedAroundTheEntryStubNeverLetTheLastTasksRegistersThrough) {
+    auto sb = make();
+    auto snap = sb.snapshot();
+    const auto clean = sb.call<std::int64_t>("ReadXmm15");
+    sb.restore(snap);
+    ASSERT_NE(clean, secret);
+    for (int i = 0; i < 200; ++i) {
+        sb.call<void>("SetFpuState", secret);
+        sb.restore(snap);
+        bool finished = true;
+        try {
+            sb.call_for<std::int64_t>(std::chrono::nanoseconds(1 + (i % 50) * 1000), "ReadXmm15");
+        } catch (const hl::error& e) {
+            EXPECT_EQ(e.code(), errc::timed_out) << e.what();
+            finished = false;
+        }
+        if (finished) {
+            auto again = sb.snapshot();
+            EXPECT_EQ(hl::multi_use_sandbox::from_snapshot(again).call<std::int64_t>("ReadXmm15"), clean) << i;
+        }
+        sb.restore(snap);
+        EXPECT_EQ(sb.call<std::int64_t>("ReadXmm15"), clean) << i;
+        sb.restore(snap);
+    }
+}
+
+// Another sandbox's snapshot brings its own registers, through the image its memory carries.
+TEST_F(Attack, RestoringAnotherSandboxsSnapshotBringsThatSnapshotsRegisters) {
+    auto a = make();
+    a.call<void>("SetFpuState", std::int64_t{77});
+    auto of_a = a.snapshot();
+    auto b = make();
+    b.call<void>("SetFpuState", secret);
+    b.restore(of_a);
+    EXPECT_EQ(b.call<std::int64_t>("ReadXmm15"), 77);
+    EXPECT_EQ(b.call<std::int64_t>("ReadMxcsr"), a.call<std::int64_t>("ReadMxcsr"));
+    b.call<void>("SetFpuState", secret);
+    b.restore(of_a);
+    auto of_b = b.snapshot();  // right after the restore
+    b.call<void>("SetFpuState", secret);
+    b.restore(of_b);
+    EXPECT_EQ(b.call<std::int64_t>("ReadXmm15"), 77);
+    EXPECT_EQ(hl::multi_use_sandbox::from_snapshot(of_b).call<std::int64_t>("ReadXmm15"), 77);
+}
+
 // The entry stub (the code a call enters through after a restore) and the register image it loads
 // are the host's: 0x4000 and 0x5000, fixed by mem::layout. The guest may read them, never write them.
 TEST_F(Attack, TheEntryStubAndItsRegisterImageAreReadOnlyToTheGuest) {
