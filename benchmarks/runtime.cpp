@@ -81,6 +81,29 @@ void concurrent_calls(benchmark::State& state, int coroutines) {
     state.SetItemsProcessed(state.iterations() * coroutines * calls_per_coroutine);
 }
 
+// Four coroutines on the one worker call Echo back to back, each on a sandbox of its own, while a
+// fifth sandbox of the worker runs Spin: calls per second. What the runaway leaves them follows
+// its share of the busy worker (runtime_options::sliced_share, in percent in the name); compare
+// with each other and with runtime/concurrent_calls/1.
+void calls_beside_a_runaway(benchmark::State& state, int share_percent) {
+    hl::runtime rt({.workers = 1, .sliced_share = share_percent / 100.0});
+    const auto ex = rt.get_executor(0);
+    auto runaway = make_on(ex);
+    std::vector<hl::async_sandbox> boxes;
+    for (int b = 0; b < 4; ++b) boxes.push_back(make_on(ex));
+    std::promise<std::error_code> spin;
+    runaway.async_call_for<void>(std::chrono::minutes(10), "Spin", [&](std::error_code ec) { spin.set_value(ec); });
+    for (auto _ : state) {
+        run_spread(rt, 4, [&](int c) -> awaitable<void> {
+            auto& sb = boxes[static_cast<std::size_t>(c)];
+            for (int i = 0; i < calls_per_coroutine; ++i) co_await sb.async_call<std::string>("Echo", hello);
+        });
+    }
+    runaway.interrupt_handle().kill();
+    spin.get_future().wait();
+    state.SetItemsProcessed(state.iterations() * 4 * calls_per_coroutine);
+}
+
 // A prewarmed pool of `size` sandboxes spread over rt's workers.
 hl::sandbox_pool make_pool(hl::runtime& rt, std::size_t size) {
     const hl::pool_options options{.min_size = size, .max_size = size, .max_waiters = 4096, .runtime = &rt};
@@ -138,6 +161,9 @@ const int registered = [] {
     hl::bench::add("runtime/async_call_from_worker", async_call_from_worker);
     for (int n : {1, 16, 256, 1024}) hl::bench::add("runtime/concurrent_calls/" + std::to_string(n), concurrent_calls, n);
     for (int n : {1, 16, 256, 1024}) hl::bench::add("runtime/pool_call/" + std::to_string(n), pool_call, n);
+    for (int share : {100, 25}) {
+        hl::bench::add("runtime/calls_beside_a_runaway/share:" + std::to_string(share), calls_beside_a_runaway, share);
+    }
     hl::bench::add("runtime/pool_acquire_idle", pool_acquire_idle);
     return 0;
 }();

@@ -5,6 +5,7 @@
 #include <asio/steady_timer.hpp>
 
 #include "hl/runtime/detail/pool_core.hpp"
+#include "hl/runtime/detail/worker.hpp"
 
 namespace hl::detail {
 
@@ -22,6 +23,15 @@ struct call_base::host_wait {
         if (call == nullptr || stop_sent) return;
         stop_sent = true;
         if (stop) stop();
+    }
+};
+
+// A call between slices waiting for its worker to go idle; `call` is null while it does not
+// wait. The worker and the call's interrupt listener hold it weakly.
+struct call_base::parking final : idle_waiter {
+    call_base* call = nullptr;
+    void wake() override {
+        if (call != nullptr) call->resume_->cancel();  // its handler resumes the call
     }
 };
 
@@ -81,34 +91,61 @@ void call_base::step() {
         }
         return finish({}, {}, std::move(result));
     }
-    case guest_call::status::sliced: {
-        // The worker serves what came meanwhile, then the guest goes on, in two steps:
-        // - Through the reactor first. A post alone would run ahead of the timers and sockets that
-        //   became ready during the slice (the reactor is polled once per turn of the queue, after
-        //   what is queued). Due timers complete in order of expiry and this one is due now, so
-        //   every timer that fell due during the slice goes first (due now, not at
-        //   time_point::min(), which would sort it ahead of all of them).
-        // - Then a post, behind what those handlers queued. A call they make on another sandbox of
-        //   this worker runs inline but posts its completion; without this step the completion
-        //   would wait for the whole next slice of this guest.
-        // Nothing here may throw past this operation: the worker would drop the exception, and
-        // the call with it.
-        try {
-            if (!resume_) resume_ = std::make_unique<asio::steady_timer>(state_->home().context());
-            resume_->expires_at(std::chrono::steady_clock::now());
-            resume_->async_wait([this](std::error_code) {
+    case guest_call::status::sliced: return yield();
+    case guest_call::status::host_call: return wait_for_host();
+    }
+}
+
+void call_base::yield() {
+    // The worker serves what came meanwhile, then the guest goes on, in two steps:
+    // - Through the reactor first. A post alone would run ahead of the timers and sockets that
+    //   became ready during the slice (the reactor is polled once per turn of the queue, after
+    //   what is queued). Due timers complete in order of expiry, so every timer that fell due
+    //   during the slice goes first (due now or later, not at time_point::min(), which would sort
+    //   it ahead of all of them).
+    // - Then a post, behind what those handlers queued. A call they make on another sandbox of
+    //   this worker runs inline but posts its completion; without this step the completion
+    //   would wait for the whole next slice of this guest.
+    // Below a sliced share of 1 the timer is due later, and the worker wakes it early when it has
+    // nothing else to run (wake() cancels it), as a kill does, and the deadline bounds it.
+    // Nothing here may throw past this operation: the worker would drop the exception, and the
+    // call with it.
+    auto& home = state_->home();
+    try {
+        if (!resume_) resume_ = std::make_unique<asio::steady_timer>(home.context());
+        if (!parking_) parking_ = std::make_shared<parking>();
+        const auto now = std::chrono::steady_clock::now();
+        auto due = now + home.sliced_wait();
+        if (const auto deadline = call_.deadline(); deadline && *deadline < due) due = std::max(now, *deadline);
+        resume_->expires_at(due);
+        const bool parked = due > now;
+        if (parked) {  // before the wait, which must be the last thing here that can throw
+            home.wait_for_idle(parking_);
+            parking_->call = this;
+            call_.set_interrupt_listener([weak = std::weak_ptr<parking>(parking_), ex = home.executor()] {
                 try {
-                    asio::post(state_->home().executor(), [this] { step(); });
-                } catch (...) {
-                    fail(std::current_exception());
+                    asio::post(ex, [weak] {
+                        if (auto p = weak.lock()) p->wake();
+                    });
+                } catch (...) {  // out of memory: the wait ends by itself, at most sliced_wait() later
                 }
             });
-        } catch (...) {
-            return fail(std::current_exception());
         }
-        return;
-    }
-    case guest_call::status::host_call: return wait_for_host();
+        resume_->async_wait([this](std::error_code) {
+            if (parking_->call != nullptr) {
+                parking_->call = nullptr;
+                call_.set_interrupt_listener({});
+                state_->home().stop_waiting_for_idle(parking_.get());
+            }
+            try {
+                asio::post(state_->home().executor(), [this] { step(); });
+            } catch (...) {
+                fail(std::current_exception());
+            }
+        });
+        if (parked && call_.interrupted()) parking_->wake();  // killed before the listener was there
+    } catch (...) {
+        return fail(std::current_exception());
     }
 }
 
@@ -182,6 +219,7 @@ void call_base::fail(const std::exception_ptr& e) {
 void call_base::finish(std::error_code ec, std::string message, return_value result) {
     call_ = guest_call();
     resume_.reset();
+    parking_.reset();
     auto state = std::move(state_);
     if (ec) state->set_last_error(epoch_, message);
     auto pool = std::move(pool_);

@@ -11,10 +11,14 @@
 namespace hl {
 
 runtime::runtime(runtime_options options) : slice_(options.slice) {
+    if (!(options.sliced_share > 0 && options.sliced_share <= 1)) {  // NaN too
+        throw error(errc::usage_error, "runtime_options::sliced_share is " + std::to_string(options.sliced_share) +
+                                           "; it must be in (0, 1]");
+    }
     std::size_t count = options.workers;
     if (count == 0) count = std::max(1u, std::thread::hardware_concurrency());
     workers_.reserve(count);
-    for (std::size_t i = 0; i < count; ++i) workers_.push_back(std::make_shared<detail::worker>(i, options.slice));
+    for (std::size_t i = 0; i < count; ++i) workers_.push_back(std::make_shared<detail::worker>(i, options.slice, options.sliced_share));
 }
 
 runtime::~runtime() {

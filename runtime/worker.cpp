@@ -32,10 +32,17 @@ private:
     void shutdown() override {}
 };
 
+// slice × (1 / share − 1), at most a day (a tiny share means: only when the worker is idle).
+std::chrono::nanoseconds wait_for_share(std::chrono::nanoseconds slice, double share) {
+    constexpr double day = 86'400e9;
+    const double wait = static_cast<double>(slice.count()) * (1 / share - 1);
+    return std::chrono::nanoseconds(static_cast<std::int64_t>(std::clamp(wait, 0.0, day)));
+}
+
 }  // namespace
 
-worker::worker(std::size_t index, std::chrono::nanoseconds slice)
-    : index_(index), slice_(slice), guard_(io_.get_executor()) {
+worker::worker(std::size_t index, std::chrono::nanoseconds slice, double sliced_share)
+    : index_(index), slice_(slice), sliced_wait_(wait_for_share(slice, sliced_share)), guard_(io_.get_executor()) {
     asio::make_service<owner_service>(io_, this);
     // The reactor and the timer service now, while descriptors can be had: Asio makes them at the
     // first timer, and a call's first slice end (or host call) at the process's descriptor limit
@@ -68,6 +75,8 @@ void worker::loop(std::size_t index) {
             // costs 30-40 us on virtualized hosts.
             if (io_.poll() > 0) continue;
             if (io_.stopped()) break;
+            // Nothing else to run: a long call's next slice (its wake-up is a handler, run next).
+            if (wake_idle_waiter()) continue;
             const auto seen = inbound_.load(std::memory_order_acquire);
             const auto idle_since = std::chrono::steady_clock::now();
             if (spin(seen, idle_since)) continue;
@@ -87,6 +96,25 @@ void worker::loop(std::size_t index) {
     }
     this_worker = nullptr;
     stopped_.store(true, std::memory_order_release);
+}
+
+bool worker::wake_idle_waiter() {
+    while (!idle_waiters_.empty()) {
+        auto w = idle_waiters_.front().lock();
+        idle_waiters_.pop_front();
+        if (w) {
+            w->wake();
+            return true;
+        }
+    }
+    return false;
+}
+
+void worker::stop_waiting_for_idle(const idle_waiter* w) noexcept {
+    std::erase_if(idle_waiters_, [w](const std::weak_ptr<idle_waiter>& x) {
+        const auto live = x.lock();
+        return !live || live.get() == w;
+    });
 }
 
 bool worker::spin(std::uint64_t seen, std::chrono::steady_clock::time_point idle_since) {

@@ -31,6 +31,7 @@ struct settings {
     std::size_t workers = 0;
     std::uint64_t deadline_ms = 100;
     std::uint64_t runaway_every = web::load_options{}.runaway_every;
+    double sliced_share = hl::runtime_options{}.sliced_share;
 };
 
 double rate(const web::load_report& r) {
@@ -138,10 +139,14 @@ int main(int argc, char** argv) {
     app.add_option("--runaway-every", cfg.runaway_every,
                    "demo: every Nth request calls a guest that spins until the deadline; 0: none")
         ->capture_default_str();
+    app.add_option("--sliced-share", cfg.sliced_share,
+                   "the share of a busy worker a guest call past its slice gets (runtime_options::sliced_share)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.001, 1.0));
     CLI11_PARSE(app, argc, argv);
 
     // The runtime outlives the io_context: the server's last references may go on its workers.
-    hl::runtime rt({.workers = cfg.workers});
+    hl::runtime rt({.workers = cfg.workers, .sliced_share = cfg.sliced_share});
     asio::io_context io(1);
     int status = 0;
     asio::co_spawn(io, run(cfg, rt), [&](std::exception_ptr e, int s) {

@@ -3,12 +3,14 @@
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/bind_executor.hpp>
 #include <asio/cancellation_signal.hpp>
+#include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <ctime>
 #include <optional>
 #include <random>
@@ -168,6 +170,84 @@ TEST_F(Workers, AShortCallFromAnotherExecutorCompletesWhileARunawayGuestRunsOnIt
         co_await hl::test::until(io, [&] { return spin.has_value(); });
         EXPECT_EQ(spin, errc::cancelled);
     });
+}
+
+// Keeps its worker from ever being idle until `stop`: a coroutine that re-posts itself.
+awaitable<void> keep_busy(asio::any_io_executor ex, const std::atomic<bool>& stop) {
+    while (!stop) co_await asio::post(ex, use_awaitable);
+}
+
+// With a sliced share this small, a call past its slice waits about a day for a busy worker
+// (runtime_options::sliced_share): only a kill, its deadline or the worker going idle resumes it.
+constexpr double tiny_share = 1e-9;
+
+TEST_F(Workers, AKillEndsTheWaitOfACallPastItsSliceOnABusyWorker) {
+    hl::runtime rt({.workers = 1, .slice = 1ms, .sliced_share = tiny_share});
+    const auto ex = rt.get_executor(0);
+    run_on(ex, [&]() -> awaitable<void> {
+        auto sb = co_await make_sandbox(ex);
+        std::atomic<bool> stop{false};
+        asio::co_spawn(ex, keep_busy(ex, stop), asio::detached);
+        asio::cancellation_signal cancel;
+        std::optional<std::error_code> outcome;
+        sb.async_call<void>("Spin", asio::bind_cancellation_slot(cancel.slot(), [&](std::error_code ec) { outcome = ec; }));
+        asio::steady_timer past_a_slice(ex, 20ms);
+        co_await past_a_slice.async_wait(use_awaitable);
+        EXPECT_FALSE(outcome.has_value());
+        cancel.emit(asio::cancellation_type::terminal);
+        co_await until_on(ex, [&] { return outcome.has_value(); }, 30s);
+        stop = true;
+        EXPECT_EQ(outcome, errc::cancelled);
+    });
+}
+
+TEST_F(Workers, TheDeadlineEndsTheWaitOfACallPastItsSliceOnABusyWorker) {
+    hl::runtime rt({.workers = 1, .slice = 1ms, .sliced_share = tiny_share});
+    const auto ex = rt.get_executor(0);
+    run_on(ex, [&]() -> awaitable<void> {
+        auto sb = co_await make_sandbox(ex);
+        std::atomic<bool> stop{false};
+        asio::co_spawn(ex, keep_busy(ex, stop), asio::detached);
+        auto [ec] = co_await sb.async_call_for(20ms, "Spin", as_tuple(use_awaitable));
+        stop = true;
+        EXPECT_EQ(ec, errc::timed_out);
+    });
+}
+
+TEST_F(Workers, OnAnIdleWorkerACallPastItsSliceGoesOnAtOnce) {
+    hl::runtime rt({.workers = 1, .slice = 1ms, .sliced_share = tiny_share});
+    const auto ex = rt.get_executor(0);
+    run_on(ex, [&]() -> awaitable<void> {
+        auto sb = co_await make_sandbox(ex);
+        // Many slices; were each one's wait not ended by the idle worker, the deadline would end the call.
+        EXPECT_EQ(co_await sb.async_call_for<std::uint64_t>(30s, "LoopFor", std::uint64_t{20'000'000}), 20'000'000u);
+    });
+}
+
+TEST_F(Workers, OnABusyWorkerACallPastItsSliceStillGetsItsShare) {
+    hl::runtime rt({.workers = 1, .slice = 1ms, .sliced_share = 0.5});
+    const auto ex = rt.get_executor(0);
+    run_on(ex, [&]() -> awaitable<void> {
+        auto sb = co_await make_sandbox(ex);
+        std::atomic<bool> stop{false};
+        asio::co_spawn(ex, keep_busy(ex, stop), asio::detached);
+        EXPECT_EQ(co_await sb.async_call_for<std::uint64_t>(30s, "LoopFor", std::uint64_t{20'000'000}), 20'000'000u);
+        stop = true;
+    });
+}
+
+TEST(RuntimeOptions, ASlicedShareOutsideZeroToOneIsRefused) {
+    for (const double share : {0.0, -0.5, 1.5, std::nan("")}) {
+        try {
+            hl::runtime rt({.workers = 1, .sliced_share = share});
+            ADD_FAILURE() << "accepted " << share;
+        } catch (const hl::error& e) {
+            EXPECT_EQ(e.code(), errc::usage_error);
+            EXPECT_NE(std::string(e.what()).find("sliced_share"), std::string::npos) << e.what();
+        }
+    }
+    hl::runtime one({.workers = 1, .sliced_share = 1.0});
+    EXPECT_EQ(one.size(), 1u);
 }
 
 TEST_F(Workers, DeadlinesShorterEqualAndLongerThanASliceAreHonoured) {

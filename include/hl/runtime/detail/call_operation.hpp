@@ -46,7 +46,11 @@ protected:
 
 private:
     struct host_wait;
+    struct parking;
     void step();
+    /// After a slice: the next one, once the worker has run what became ready, and, below a sliced
+    /// share of 1, once it has nothing else to run or the wait is over (runtime_options).
+    void yield();
     void wait_for_host();
     void answer(host_function::outcome outcome);
     void fail(const std::exception_ptr& e);
@@ -60,6 +64,7 @@ private:
     guest_call call_;
     std::shared_ptr<host_wait> wait_;  // while an async host function runs
     std::unique_ptr<asio::steady_timer> resume_;  // resumes the guest after a slice; made at the first
+    std::shared_ptr<parking> parking_;  // while the call waits for its next slice; made at the first
     std::shared_ptr<pool_core> pool_;
     std::shared_ptr<sandbox_state> leased_;  // a pool task's sandbox, until the call starts on it
     std::chrono::steady_clock::time_point since_{};

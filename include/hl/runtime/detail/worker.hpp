@@ -12,14 +12,27 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <thread>
 
 namespace hl::detail {
 
+/// Work that waits for its worker to have nothing else to run: a call past a slice
+/// (runtime_options::sliced_share). The worker wakes the oldest when a poll finds nothing ready,
+/// before it spins or sleeps.
+class idle_waiter {
+public:
+    virtual void wake() = 0;
+
+protected:
+    ~idle_waiter() = default;
+};
+
 class worker : public std::enable_shared_from_this<worker> {
 public:
-    worker(std::size_t index, std::chrono::nanoseconds slice);
+    /// `sliced_share` in (0, 1]: see runtime_options.
+    worker(std::size_t index, std::chrono::nanoseconds slice, double sliced_share);
     std::size_t index() const noexcept { return index_; }
     /// shutdown(), then frees the io_context (handlers still queued are destroyed, not run).
     ~worker();
@@ -29,6 +42,13 @@ public:
     asio::io_context& context() noexcept { return io_; }
     asio::io_context::executor_type executor() noexcept { return io_.get_executor(); }
     std::chrono::nanoseconds slice() const noexcept { return slice_; }
+    /// How long a call past a slice may wait for the worker's other work: slice × (1 / share − 1).
+    std::chrono::nanoseconds sliced_wait() const noexcept { return sliced_wait_; }
+
+    /// From the worker's thread: `w` is woken (wake()) the next time the worker has nothing else to
+    /// run, unless it stops waiting first. Waiters that are gone are skipped.
+    void wait_for_idle(std::weak_ptr<idle_waiter> w) { idle_waiters_.push_back(std::move(w)); }
+    void stop_waiting_for_idle(const idle_waiter* w) noexcept;
 
     /// The worker the calling thread is, or null.
     static worker* current() noexcept;
@@ -59,9 +79,13 @@ private:
     /// if one came.
     bool spin(std::uint64_t seen, std::chrono::steady_clock::time_point idle_since);
     void adapt_spin(std::chrono::nanoseconds gap);
+    /// Wakes the oldest idle waiter still there; false when there is none.
+    bool wake_idle_waiter();
 
     std::size_t index_;
     std::chrono::nanoseconds slice_;
+    std::chrono::nanoseconds sliced_wait_;
+    std::deque<std::weak_ptr<idle_waiter>> idle_waiters_;  // the worker thread's own
     asio::io_context io_{1};
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard_;
     std::atomic<bool> stopped_{false};
