@@ -27,11 +27,14 @@ struct settings {
     std::uint16_t port = 8080;
     std::uint64_t requests = 20000;
     std::size_t connections = 16;
-    std::size_t pool_size = 4;
+    // As many sandboxes as demo connections: a connection has one request in flight at a time, so
+    // no request waits for a sandbox (they share one snapshot's pages until they write them).
+    std::size_t pool_size = 16;
     std::size_t workers = 0;
     std::uint64_t deadline_ms = 100;
     std::uint64_t runaway_every = web::load_options{}.runaway_every;
-    double sliced_share = hl::runtime_options{}.sliced_share;
+    // A runaway guest gets a quarter of a busy worker, not most of it (runtime_options::sliced_share).
+    double sliced_share = 0.25;
 };
 
 double rate(const web::load_report& r) {

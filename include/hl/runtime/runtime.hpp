@@ -23,10 +23,11 @@ struct runtime_options {
     /// The share of a busy worker that a call running past its slice gets, in (0, 1]. After each
     /// slice such a call waits while its worker has other work, at most slice × (1 / share − 1),
     /// then runs its next slice; on a worker with nothing else to run it goes on at once, and a kill
-    /// or its deadline ends the wait at once. 1: it takes turns with whatever became ready during
-    /// its slice. Below 1, a runaway guest cannot take most of a worker from the short calls that
-    /// share it; the default is measured, see docs/DESIGN.md ("Slices").
-    double sliced_share = 0.25;
+    /// or its deadline ends the wait at once. 1 (the default): it takes turns with whatever became
+    /// ready during its slice, which leaves a runaway guest most of its worker, since short calls
+    /// mostly wait on their sockets. A server that must keep serving beside runaway guests sets
+    /// 0.25 or so (its demo, examples/06_server, does); see docs/DESIGN.md ("A long call's share").
+    double sliced_share = 1.0;
 };
 
 /// The async runtime's worker threads: a fixed set, each an Asio execution context (an io_context
