@@ -172,10 +172,22 @@ TEST_F(Workers, AShortCallFromAnotherExecutorCompletesWhileARunawayGuestRunsOnIt
     });
 }
 
-// Keeps its worker from ever being idle until `stop`: a coroutine that re-posts itself.
-awaitable<void> keep_busy(asio::any_io_executor ex, const std::atomic<bool>& stop) {
-    while (!stop) co_await asio::post(ex, use_awaitable);
+awaitable<void> keep_busy(asio::any_io_executor ex, std::shared_ptr<const std::atomic<bool>> stop) {
+    while (!*stop) co_await asio::post(ex, use_awaitable);
 }
+
+// Keeps a worker from ever being idle while it lives: a coroutine that re-posts itself (and holds
+// its flag, as it may run once more after this is gone).
+class busy_worker {
+public:
+    explicit busy_worker(asio::any_io_executor ex) { asio::co_spawn(ex, keep_busy(ex, stop_), asio::detached); }
+    ~busy_worker() { *stop_ = true; }
+    busy_worker(const busy_worker&) = delete;
+    busy_worker& operator=(const busy_worker&) = delete;
+
+private:
+    std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
+};
 
 // With a sliced share this small, a call past its slice waits about a day for a busy worker
 // (runtime_options::sliced_share): only a kill, its deadline or the worker going idle resumes it.
@@ -186,8 +198,7 @@ TEST_F(Workers, AKillEndsTheWaitOfACallPastItsSliceOnABusyWorker) {
     const auto ex = rt.get_executor(0);
     run_on(ex, [&]() -> awaitable<void> {
         auto sb = co_await make_sandbox(ex);
-        std::atomic<bool> stop{false};
-        asio::co_spawn(ex, keep_busy(ex, stop), asio::detached);
+        const busy_worker busy(ex);
         asio::cancellation_signal cancel;
         std::optional<std::error_code> outcome;
         sb.async_call<void>("Spin", asio::bind_cancellation_slot(cancel.slot(), [&](std::error_code ec) { outcome = ec; }));
@@ -196,7 +207,6 @@ TEST_F(Workers, AKillEndsTheWaitOfACallPastItsSliceOnABusyWorker) {
         EXPECT_FALSE(outcome.has_value());
         cancel.emit(asio::cancellation_type::terminal);
         co_await until_on(ex, [&] { return outcome.has_value(); }, 30s);
-        stop = true;
         EXPECT_EQ(outcome, errc::cancelled);
     });
 }
@@ -206,10 +216,8 @@ TEST_F(Workers, TheDeadlineEndsTheWaitOfACallPastItsSliceOnABusyWorker) {
     const auto ex = rt.get_executor(0);
     run_on(ex, [&]() -> awaitable<void> {
         auto sb = co_await make_sandbox(ex);
-        std::atomic<bool> stop{false};
-        asio::co_spawn(ex, keep_busy(ex, stop), asio::detached);
+        const busy_worker busy(ex);
         auto [ec] = co_await sb.async_call_for(20ms, "Spin", as_tuple(use_awaitable));
-        stop = true;
         EXPECT_EQ(ec, errc::timed_out);
     });
 }
@@ -229,10 +237,8 @@ TEST_F(Workers, OnABusyWorkerACallPastItsSliceStillGetsItsShare) {
     const auto ex = rt.get_executor(0);
     run_on(ex, [&]() -> awaitable<void> {
         auto sb = co_await make_sandbox(ex);
-        std::atomic<bool> stop{false};
-        asio::co_spawn(ex, keep_busy(ex, stop), asio::detached);
+        const busy_worker busy(ex);
         EXPECT_EQ(co_await sb.async_call_for<std::uint64_t>(30s, "LoopFor", std::uint64_t{20'000'000}), 20'000'000u);
-        stop = true;
     });
 }
 
