@@ -10,8 +10,9 @@ namespace hl::detail::thread_timer {
 /// Arms the calling thread's timer to send `signal` to this thread at `expiry` (CLOCK_MONOTONIC
 /// nanoseconds; a time already past fires at once), then every millisecond until stop_repeating(),
 /// the next arm() or a disarm() (none on a dedicated thread): a kick that a guest did not see is
-/// sent again. Replaces any earlier arming, except on a dedicated thread (set_dedicated()), where an arming already pending for `expiry` or
-/// earlier is left to fire: whoever relied on it re-arms then (see covers()).
+/// sent again. Replaces any earlier arming, except on a dedicated thread (set_dedicated()), where an
+/// arming already pending for `expiry` or earlier is left to fire: whoever relied on it re-arms then
+/// (see covers()).
 /// Throws std::system_error when the kernel refuses a timer.
 void arm(int signal, std::int64_t expiry);
 
