@@ -26,7 +26,9 @@ struct runtime_options {
     /// or its deadline ends the wait at once. 1 (the default): it takes turns with whatever became
     /// ready during its slice, which leaves a runaway guest most of its worker, since short calls
     /// mostly wait on their sockets. A server that must keep serving beside runaway guests sets
-    /// 0.25 or so (its demo, examples/06_server, does); see docs/DESIGN.md ("A long call's share").
+    /// 0.25 or so (its demo, examples/06_server, does). The share is each such call's, and "nothing
+    /// else to run" is a poll that ran nothing, so work waiting on the worker's own timers and
+    /// sockets is protected less than work that is ready; see docs/DESIGN.md ("A long call's share").
     double sliced_share = 1.0;
 };
 
