@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "hl/runtime/detail/pool_core.hpp"
 
+#include <asio/execution/outstanding_work.hpp>
 #include <asio/post.hpp>
+#include <asio/prefer.hpp>
 
 #include <algorithm>
 #include <bit>
@@ -57,8 +59,13 @@ void pool_core::create_one() {
     const std::size_t index = static_cast<std::size_t>(least - placed_.begin());
     ++*least;
     auto state = std::make_shared<sandbox_state>(workers_[index]);
+    // The creation counts as work of the pool's executor until it has completed: the application's
+    // bind function never runs after that executor's run() returned, even for a pool destroyed
+    // while it was growing.
+    auto work = asio::prefer(ex_, asio::execution::outstanding_work.tracked);
     initiate_task<void(std::error_code)>(
-        state, workers_[index]->executor(), "", [self = shared_from_this(), state](std::error_code ec) mutable {
+        state, workers_[index]->executor(), "",
+        [self = shared_from_this(), state, work = std::move(work)](std::error_code ec) mutable {
             self->created(std::move(state), ec);
         },
         [snap = clean_, bind = bind_](sandbox_state& s, std::string& message) {

@@ -334,4 +334,24 @@ TEST_F(RuntimeAttack, ClosingOrDestroyingThePoolAmidRacingTasksEndsEveryTask) {
     });
 }
 
+// The bind function may capture what the application frees once its io_context's run() returned:
+// a pool destroyed while it grows must not call it after that.
+TEST_F(RuntimeAttack, APoolDestroyedWhileGrowingCallsNoBindFunctionAfterRunReturns) {
+    struct counts {
+        std::atomic<int> started = 0, finished = 0;
+    };
+    auto seen = std::make_shared<counts>();  // shared: were the promise broken, bind outlives the test
+    auto bind = [seen](hl::multi_use_sandbox&) {
+        ++seen->started;
+        std::this_thread::sleep_for(200ms);
+        ++seen->finished;
+    };
+    run([&]() -> awaitable<void> {
+        std::optional<hl::sandbox_pool> pool(co_await make({.min_size = 2, .max_size = 2}, nullptr, bind));
+        pool.reset();  // both creations are on their way
+    });
+    EXPECT_EQ(seen->started.load(), 2);
+    EXPECT_EQ(seen->finished.load(), 2) << "the bind function ran after io_context::run() returned";
+}
+
 }  // namespace
