@@ -41,10 +41,20 @@ void call_base::abort(std::error_code ec) noexcept {
         message = abort_message(ec);
     } catch (...) {
     }
+    const auto work = std::move(pool_work_);  // before the pool: let go after it
     auto pool = std::move(pool_);
     auto leased = std::move(leased_);
     deliver(ec, std::move(message), {});  // frees this
-    if (pool && leased) pool->release(std::move(leased));
+    if (pool && leased) pool->release(std::move(leased), work);
+}
+
+// A pool task gives its sandbox back after its completion is on its way, so that the completion
+// runs first; the release may still run the application's code (bind, for a replacement) or drop
+// the last pool_core and what the application gave it. The work taken when the task started
+// covers that: the pool's run() does not return before the release is over.
+void call_base::release_to(std::shared_ptr<pool_core> pool) noexcept {
+    pool_work_ = covering_work(pool->executor());
+    pool_ = std::move(pool);
 }
 
 void call_base::start(sandbox_state& state) {
@@ -222,13 +232,14 @@ void call_base::finish(std::error_code ec, std::string message, return_value res
     parking_.reset();
     auto state = std::move(state_);
     if (ec) state->set_last_error(epoch_, message);
+    const auto work = std::move(pool_work_);  // before the pool: let go after it
     auto pool = std::move(pool_);
     state->finished(*this);
     const auto since = since_;
     deliver(ec, std::move(message), std::move(result));  // frees this
     if (pool) {
         if (since != std::chrono::steady_clock::time_point{}) pool->record_latency(std::chrono::steady_clock::now() - since);
-        pool->release(std::move(state));
+        pool->release(std::move(state), work);
     }
 }
 

@@ -1,9 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "hl/runtime/detail/pool_core.hpp"
 
-#include <asio/execution/outstanding_work.hpp>
 #include <asio/post.hpp>
-#include <asio/prefer.hpp>
 
 #include <algorithm>
 #include <bit>
@@ -11,6 +9,18 @@
 #include "hl/runtime/detail/initiate.hpp"
 
 namespace hl::detail {
+
+namespace {
+
+// For a handler that runs on a worker: the pool's core, and work on the pool's executor covering
+// what the handler does. The core goes first (members are destroyed in reverse order): the last
+// reference to it destroys the application's bind.
+struct covered_core {
+    asio::any_io_executor work;
+    std::shared_ptr<pool_core> core;
+};
+
+}  // namespace
 
 std::string abort_message(std::error_code ec) {
     if (ec == errc::pool_closed) return "the pool is closed: it hands out no more sandboxes";
@@ -38,21 +48,26 @@ pool_core::~pool_core() {
     }
 }
 
-void pool_core::drop(std::shared_ptr<sandbox_state> sandbox) {
+asio::any_io_executor pool_core::cover(const asio::any_io_executor& held) const noexcept {
+    return held ? held : covering_work(ex_);
+}
+
+void pool_core::drop(std::shared_ptr<sandbox_state> sandbox, const asio::any_io_executor& held) {
     if (!sandbox) return;
     try {
-        sandbox->close();
+        sandbox->close(cover(held));  // its host functions (from bind) go before run() returns
     } catch (...) {
         // Out of memory posting the destruction: the last reference destroys it.
     }
 }
 
-void pool_core::start() {
+void pool_core::start(const asio::any_io_executor& held) {
+    const auto work = cover(held);
     std::lock_guard lock(mutex_);
-    while (creating_ + idle_count_ < options_.min_size) create_one();
+    while (creating_ + idle_count_ < options_.min_size) create_one(work);
 }
 
-void pool_core::create_one() {
+void pool_core::create_one(const asio::any_io_executor& held) {
     ++creating_;
     // On the worker with the fewest of this pool's sandboxes.
     const auto least = std::min_element(placed_.begin(), placed_.end());
@@ -61,12 +76,11 @@ void pool_core::create_one() {
     auto state = std::make_shared<sandbox_state>(workers_[index]);
     // The creation counts as work of the pool's executor until it has completed: the application's
     // bind function never runs after that executor's run() returned, even for a pool destroyed
-    // while it was growing.
-    auto work = asio::prefer(ex_, asio::execution::outstanding_work.tracked);
+    // while it was growing, nor is it destroyed then.
     initiate_task<void(std::error_code)>(
         state, workers_[index]->executor(), "",
-        [self = shared_from_this(), state, work = std::move(work)](std::error_code ec) mutable {
-            self->created(std::move(state), ec);
+        [covered = covered_core{cover(held), shared_from_this()}, state](std::error_code ec) mutable {
+            covered.core->created(std::move(state), ec, covered.work);
         },
         [snap = clean_, bind = bind_](sandbox_state& s, std::string& message) {
             const auto ec = guarded(s, 0, message, [&] {
@@ -80,7 +94,7 @@ void pool_core::create_one() {
         [] { return std::tuple<>(); }, /*background=*/true);
 }
 
-void pool_core::created(std::shared_ptr<sandbox_state> sandbox, std::error_code ec) {
+void pool_core::created(std::shared_ptr<sandbox_state> sandbox, std::error_code ec, const asio::any_io_executor& held) {
     std::list<waiting> unserved;
     std::unique_ptr<pool_waiter> next;
     {
@@ -106,7 +120,7 @@ void pool_core::created(std::shared_ptr<sandbox_state> sandbox, std::error_code 
         w.waiter->deliver(ec, nullptr);
     }
     if (next) return next->deliver({}, std::move(sandbox));
-    drop(std::move(sandbox));  // null once it went idle
+    drop(std::move(sandbox), held);  // null once it went idle
 }
 
 std::unique_ptr<pool_waiter> pool_core::hand_over_locked(std::shared_ptr<sandbox_state>& sandbox) {
@@ -180,7 +194,7 @@ void pool_core::acquire(std::unique_ptr<pool_waiter> w, const std::shared_ptr<ta
     }
     w->immediate = false;
     waiters_.push_back({id, std::move(w), std::move(timer)});
-    if (creating_ + idle_count_ + in_use_ < options_.max_size) create_one();
+    if (creating_ + idle_count_ + in_use_ < options_.max_size) create_one(covering_work(ex_));
 }
 
 void pool_core::cancel(std::uint64_t id, std::error_code reason) {
@@ -198,7 +212,8 @@ void pool_core::cancel(std::uint64_t id, std::error_code reason) {
     if (gone) gone->deliver(reason, nullptr);
 }
 
-void pool_core::release(std::shared_ptr<sandbox_state> sandbox) {
+void pool_core::release(std::shared_ptr<sandbox_state> sandbox, const asio::any_io_executor& held) {
+    const auto work = cover(held);
     std::unique_ptr<pool_waiter> next;
     // First: nothing the previous holder started, or still starts, runs on the sandbox any more.
     sandbox->new_epoch();
@@ -214,14 +229,17 @@ void pool_core::release(std::shared_ptr<sandbox_state> sandbox) {
             }
             --in_use_;
             --placed_[sandbox->home().index()];
-            if (!closed_) create_one();
+            if (!closed_) create_one(work);
             check_drained();
         } else {
             // Before the hand-over: whatever the next holder does queues behind the restore.
             ++recycling_;
             initiate_task<void(std::error_code)>(
                 sandbox, sandbox->home().executor(), "",
-                [self = shared_from_this(), sandbox](std::error_code ec) { self->restored(sandbox, ec); },
+                // Covered as a creation is: restored() may create a replacement.
+                [covered = covered_core{work, shared_from_this()}, sandbox](std::error_code ec) {
+                    covered.core->restored(sandbox, ec, covered.work);
+                },
                 [snap = clean_](sandbox_state& s, std::string& message) {
                     const auto ec = guarded(s, s.epoch(), message, [&] { s.sandbox().restore(snap); });
                     return std::pair(ec, std::tuple<>());
@@ -232,10 +250,11 @@ void pool_core::release(std::shared_ptr<sandbox_state> sandbox) {
         }
     }
     if (next) return next->deliver({}, std::move(sandbox));
-    drop(std::move(sandbox));  // null once it went idle
+    drop(std::move(sandbox), work);  // null once it went idle
 }
 
-void pool_core::restored(const std::shared_ptr<sandbox_state>& sandbox, std::error_code ec) {
+void pool_core::restored(const std::shared_ptr<sandbox_state>& sandbox, std::error_code ec,
+                         const asio::any_io_executor& held) {
     std::shared_ptr<sandbox_state> doomed;
     {
         std::lock_guard lock(mutex_);
@@ -251,14 +270,14 @@ void pool_core::restored(const std::shared_ptr<sandbox_state>& sandbox, std::err
                 --idle_count_;
                 --placed_[sandbox->home().index()];
                 ++counters_.replacements;
-                if (!closed_) create_one();
+                if (!closed_) create_one(held);
             } else {
                 broken_.push_back(sandbox);  // in use: its holder gets errc::poisoned until it lets go
             }
         }
         check_drained();
     }
-    drop(std::move(doomed));
+    drop(std::move(doomed), held);
 }
 
 void pool_core::record_latency(std::chrono::nanoseconds elapsed) {

@@ -78,6 +78,7 @@ void sandbox_state::pump() {
         bool stale = false;
         bool destroy = false;
         bool repost = false;
+        asio::any_io_executor work;
         {
             std::lock_guard lock(mutex_);
             if (current_ != nullptr) {  // suspended: its finished() goes on from there
@@ -87,6 +88,7 @@ void sandbox_state::pump() {
             if (queue_.empty()) {
                 pumping_ = false;
                 destroy = closed_;
+                if (destroy) work = std::move(closing_work_);
             } else if (!first) {
                 // One operation per turn: what the worker was given meanwhile (what the operation
                 // just completed, other sandboxes, timers) runs before this sandbox's next one, so a
@@ -176,13 +178,14 @@ void sandbox_state::kill_current_locked() {
     if (handle_) handle_->kill_current_or_next();
 }
 
-void sandbox_state::close() {
+void sandbox_state::close(asio::any_io_executor work) {
     std::vector<std::pair<sandbox_op*, std::error_code>> aborted;
     bool post = false;
     {
         std::lock_guard lock(mutex_);
         if (closed_) return;
         closed_ = true;
+        closing_work_ = std::move(work);
         // A released lease's operation says so, however the sandbox went.
         for (auto* op : queue_) {
             aborted.emplace_back(op, op->holder && *op->holder != epoch_ ? make_error_code(errc::usage_error)
@@ -199,6 +202,8 @@ void sandbox_state::close() {
     if (!post) return;
     if (home_->stopped()) {
         sandbox_.reset();  // no thread runs it any more
+        std::lock_guard lock(mutex_);
+        closing_work_ = {};
         return;
     }
     home_->post([self = shared_from_this()] {

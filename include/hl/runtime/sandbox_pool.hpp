@@ -109,9 +109,10 @@ public:
 
     /// Creates the template sandbox from `guest`, snapshots it clean, and starts the pool. `bind`
     /// registers host functions and handlers on every pooled sandbox, on its worker, as the pool
-    /// creates it. A creation counts as outstanding work of `ex` until it has completed, so `bind`
-    /// never runs after `ex`'s run() returned, even for a pool destroyed while it grew. Completes
-    /// with void(std::error_code, sandbox_pool).
+    /// creates it. For a pool used from `ex`'s own threads, what runs or destroys `bind` and the
+    /// host functions it registers counts as outstanding work of `ex`: once `ex`'s run() has
+    /// returned, none of it is under way or to come, even for a pool destroyed while it grew.
+    /// Completes with void(std::error_code, sandbox_pool).
     template <class Token = asio::use_awaitable_t<>>
     static auto async_create(executor_type ex, std::filesystem::path guest, sandbox_config config,
                              std::function<void(multi_use_sandbox&)> bind, pool_options options, Token&& token = {});

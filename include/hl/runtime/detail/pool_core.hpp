@@ -43,8 +43,9 @@ public:
               std::function<void(multi_use_sandbox&)> bind, pool_options options);
     ~pool_core();
 
-    /// Creates min_size sandboxes in the background, spread over the workers.
-    void start();
+    /// Creates min_size sandboxes in the background, spread over the workers. `held`: as for
+    /// release().
+    void start(const asio::any_io_executor& held = {});
 
     /// Hands `w` a sandbox now or when one is free (FIFO): an idle one of the calling thread's
     /// worker first, then any other. While `w` waits, cancelling `task` (if given) withdraws it
@@ -54,7 +55,8 @@ public:
     /// A lease ends: the sandbox gets a new holder epoch (nothing of the old holder reaches it), a
     /// restore to the clean snapshot is queued on its worker behind what is under way there, and
     /// it is handed out again at once (the next holder's operations queue behind the restore).
-    void release(std::shared_ptr<sandbox_state> sandbox);
+    /// `held`: work on the pool's executor that the caller holds, if any (see cover()).
+    void release(std::shared_ptr<sandbox_state> sandbox, const asio::any_io_executor& held = {});
 
     void record_latency(std::chrono::nanoseconds elapsed);
     pool_stats stats() const;
@@ -75,15 +77,22 @@ private:
     };
 
     void cancel(std::uint64_t id, std::error_code reason);
-    void create_one();  // with mutex_ held
-    void created(std::shared_ptr<sandbox_state> sandbox, std::error_code ec);
-    void restored(const std::shared_ptr<sandbox_state>& sandbox, std::error_code ec);
+    // What runs or destroys the application's code on a worker (a creation runs bind; dropping a
+    // sandbox destroys its host functions; a restore's completion may create a replacement, and
+    // the last reference to the core destroys bind) holds work on the pool's executor, so that
+    // its run() returns only after. Such work is `held` by the caller already, passed on from the
+    // operation that led here (a pool task's call, a creation, a restore), or else taken where
+    // covering_work() allows it.
+    asio::any_io_executor cover(const asio::any_io_executor& held) const noexcept;
+    void create_one(const asio::any_io_executor& held);  // with mutex_ held
+    void created(std::shared_ptr<sandbox_state> sandbox, std::error_code ec, const asio::any_io_executor& held);
+    void restored(const std::shared_ptr<sandbox_state>& sandbox, std::error_code ec, const asio::any_io_executor& held);
     /// A sandbox free for the next holder (new or recycled), with mutex_ held: to the first
     /// waiter (returned, to deliver outside the lock) or idle.
     std::unique_ptr<pool_waiter> hand_over_locked(std::shared_ptr<sandbox_state>& sandbox);
     std::shared_ptr<sandbox_state> take_idle_locked();
     void check_drained();  // with mutex_ held
-    static void drop(std::shared_ptr<sandbox_state> sandbox);
+    void drop(std::shared_ptr<sandbox_state> sandbox, const asio::any_io_executor& held = {});
 
     asio::any_io_executor ex_;
     std::shared_ptr<const snapshot> clean_;

@@ -4,6 +4,8 @@
 // submitting, cancelling and closing work from any thread.
 #pragma once
 
+#include <asio/any_io_executor.hpp>
+
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -81,7 +83,9 @@ public:
 
     /// The handle let go (from any thread): queued operations are aborted (operation_aborted), a
     /// call under way is killed, and the sandbox is destroyed on its worker once nothing runs.
-    void close();
+    /// `work` (an executor with outstanding work tracked, or none) is held until then: the
+    /// sandbox's host functions, and what they capture, go before its run() can return.
+    void close(asio::any_io_executor work = {});
 
     // On the worker, for operations.
     multi_use_sandbox& sandbox();
@@ -115,6 +119,7 @@ private:
     std::string last_error_;
     std::optional<hl::interrupt_handle> handle_;
 
+    asio::any_io_executor closing_work_;  // from close() until sandbox_ is gone (declared first: freed last)
     std::optional<multi_use_sandbox> sandbox_;  // created, used and destroyed on the worker
 };
 

@@ -170,17 +170,26 @@ auto sandbox_pool::async_create(executor_type ex, std::filesystem::path guest, s
                       std::function<void(multi_use_sandbox&)> bind, pool_options options) {
             auto done = std::make_shared<detail::completion<decltype(handler)>>(std::move(handler), ex, diag);
             auto place = options.runtime != nullptr ? options.runtime->get_executor() : executor_type(ex);
+            // On a failure `bind` goes before the completion: once that has run, nothing of the
+            // application's is left for a worker to destroy. The first sandboxes' creations are
+            // covered by work taken here, on the initiating thread (see pool_core::cover()).
             async_sandbox::async_create(
                 place, std::move(guest), config, {},
-                [done, ex, bind, options](std::error_code ec, async_sandbox tmpl) mutable {
-                    if (ec) return done->complete(ec, "the pool's template sandbox could not be created",
-                                                  sandbox_pool(ex));
+                [done, ex, bind = std::move(bind), options, work = detail::covering_work(ex)](
+                    std::error_code ec, async_sandbox tmpl) mutable {
+                    if (ec) {
+                        bind = nullptr;
+                        return done->complete(ec, "the pool's template sandbox could not be created", sandbox_pool(ex));
+                    }
                     auto holder = std::make_shared<async_sandbox>(std::move(tmpl));
-                    holder->async_snapshot([done, ex, bind, options, holder](
+                    holder->async_snapshot([done, ex, bind = std::move(bind), options, holder, work = std::move(work)](
                                                std::error_code ec, std::shared_ptr<const snapshot> clean) mutable {
-                        if (ec) return done->complete(ec, holder->last_error(), sandbox_pool(ex));
+                        if (ec) {
+                            bind = nullptr;
+                            return done->complete(ec, holder->last_error(), sandbox_pool(ex));
+                        }
                         auto core = std::make_shared<detail::pool_core>(ex, std::move(clean), std::move(bind), options);
-                        core->start();
+                        core->start(work);
                         done->complete(ec, {}, sandbox_pool(std::move(core)));
                     });
                 });
