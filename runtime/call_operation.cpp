@@ -45,16 +45,21 @@ void call_base::abort(std::error_code ec) noexcept {
     auto pool = std::move(pool_);
     auto leased = std::move(leased_);
     deliver(ec, std::move(message), {});  // frees this
-    if (pool && leased) pool->release(std::move(leased), work);
+    if (pool && leased) {
+        try {
+            pool->release(std::move(leased), work);
+        } catch (...) {
+            // Out of memory queueing the restore or a replacement: the sandbox is not reused.
+        }
+    }
 }
 
 // A pool task gives its sandbox back after its completion is on its way, so that the completion
 // runs first; the release may still run the application's code (bind, for a replacement) or drop
-// the last pool_core and what the application gave it. The work taken when the task started
-// covers that: the pool's run() does not return before the release is over.
-void call_base::release_to(std::shared_ptr<pool_core> pool) noexcept {
-    pool_work_ = covering_work(pool->executor());
-    pool_ = std::move(pool);
+// the last pool_core and what the application gave it. The cover taken when the task got its
+// sandbox covers that: the pool's run() does not return before the release is over.
+void call_base::cover_release() noexcept {
+    if (pool_ && !pool_work_) pool_work_ = cover::of(pool_->executor());
 }
 
 void call_base::start(sandbox_state& state) {
@@ -239,7 +244,11 @@ void call_base::finish(std::error_code ec, std::string message, return_value res
     deliver(ec, std::move(message), std::move(result));  // frees this
     if (pool) {
         if (since != std::chrono::steady_clock::time_point{}) pool->record_latency(std::chrono::steady_clock::now() - since);
-        pool->release(std::move(state), work);
+        try {
+            pool->release(std::move(state), work);
+        } catch (...) {
+            // Out of memory queueing the restore or a replacement: the sandbox is not reused.
+        }
     }
 }
 

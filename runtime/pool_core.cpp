@@ -16,7 +16,7 @@ namespace {
 // what the handler does. The core goes first (members are destroyed in reverse order): the last
 // reference to it destroys the application's bind.
 struct covered_core {
-    asio::any_io_executor work;
+    cover work;
     std::shared_ptr<pool_core> core;
 };
 
@@ -48,26 +48,24 @@ pool_core::~pool_core() {
     }
 }
 
-asio::any_io_executor pool_core::cover(const asio::any_io_executor& held) const noexcept {
-    return held ? held : covering_work(ex_);
-}
+cover pool_core::cover_of(const cover& held) const noexcept { return held ? held : cover::of(ex_); }
 
-void pool_core::drop(std::shared_ptr<sandbox_state> sandbox, const asio::any_io_executor& held) {
+void pool_core::drop(std::shared_ptr<sandbox_state> sandbox, const cover& held) {
     if (!sandbox) return;
     try {
-        sandbox->close(cover(held));  // its host functions (from bind) go before run() returns
+        sandbox->close(cover_of(held));  // its host functions (from bind) go before run() returns
     } catch (...) {
         // Out of memory posting the destruction: the last reference destroys it.
     }
 }
 
-void pool_core::start(const asio::any_io_executor& held) {
-    const auto work = cover(held);
+void pool_core::start(const cover& held) {
+    const auto work = cover_of(held);
     std::lock_guard lock(mutex_);
     while (creating_ + idle_count_ < options_.min_size) create_one(work);
 }
 
-void pool_core::create_one(const asio::any_io_executor& held) {
+void pool_core::create_one(const cover& held) {
     ++creating_;
     // On the worker with the fewest of this pool's sandboxes.
     const auto least = std::min_element(placed_.begin(), placed_.end());
@@ -79,7 +77,7 @@ void pool_core::create_one(const asio::any_io_executor& held) {
     // while it was growing, nor is it destroyed then.
     initiate_task<void(std::error_code)>(
         state, workers_[index]->executor(), "",
-        [covered = covered_core{cover(held), shared_from_this()}, state](std::error_code ec) mutable {
+        [covered = covered_core{cover_of(held), shared_from_this()}, state](std::error_code ec) mutable {
             covered.core->created(std::move(state), ec, covered.work);
         },
         [snap = clean_, bind = bind_](sandbox_state& s, std::string& message) {
@@ -94,7 +92,7 @@ void pool_core::create_one(const asio::any_io_executor& held) {
         [] { return std::tuple<>(); }, /*background=*/true);
 }
 
-void pool_core::created(std::shared_ptr<sandbox_state> sandbox, std::error_code ec, const asio::any_io_executor& held) {
+void pool_core::created(std::shared_ptr<sandbox_state> sandbox, std::error_code ec, const cover& held) {
     std::list<waiting> unserved;
     std::unique_ptr<pool_waiter> next;
     {
@@ -194,7 +192,7 @@ void pool_core::acquire(std::unique_ptr<pool_waiter> w, const std::shared_ptr<ta
     }
     w->immediate = false;
     waiters_.push_back({id, std::move(w), std::move(timer)});
-    if (creating_ + idle_count_ + in_use_ < options_.max_size) create_one(covering_work(ex_));
+    if (creating_ + idle_count_ + in_use_ < options_.max_size) create_one(cover::of(ex_));
 }
 
 void pool_core::cancel(std::uint64_t id, std::error_code reason) {
@@ -212,8 +210,8 @@ void pool_core::cancel(std::uint64_t id, std::error_code reason) {
     if (gone) gone->deliver(reason, nullptr);
 }
 
-void pool_core::release(std::shared_ptr<sandbox_state> sandbox, const asio::any_io_executor& held) {
-    const auto work = cover(held);
+void pool_core::release(std::shared_ptr<sandbox_state> sandbox, const cover& held) {
+    const auto work = cover_of(held);
     std::unique_ptr<pool_waiter> next;
     // First: nothing the previous holder started, or still starts, runs on the sandbox any more.
     sandbox->new_epoch();
@@ -254,7 +252,7 @@ void pool_core::release(std::shared_ptr<sandbox_state> sandbox, const asio::any_
 }
 
 void pool_core::restored(const std::shared_ptr<sandbox_state>& sandbox, std::error_code ec,
-                         const asio::any_io_executor& held) {
+                         const cover& held) {
     std::shared_ptr<sandbox_state> doomed;
     {
         std::lock_guard lock(mutex_);

@@ -78,7 +78,7 @@ void sandbox_state::pump() {
         bool stale = false;
         bool destroy = false;
         bool repost = false;
-        asio::any_io_executor work;
+        cover work;
         {
             std::lock_guard lock(mutex_);
             if (current_ != nullptr) {  // suspended: its finished() goes on from there
@@ -178,7 +178,7 @@ void sandbox_state::kill_current_locked() {
     if (handle_) handle_->kill_current_or_next();
 }
 
-void sandbox_state::close(asio::any_io_executor work) {
+void sandbox_state::close(cover work) {
     std::vector<std::pair<sandbox_op*, std::error_code>> aborted;
     bool post = false;
     {

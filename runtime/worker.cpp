@@ -4,15 +4,9 @@
 #include <pthread.h>
 
 #include <asio/execution/context.hpp>
-#include <asio/execution/outstanding_work.hpp>
-#include <asio/prefer.hpp>
 #include <asio/query.hpp>
 #include <asio/steady_timer.hpp>
-#include <asio/strand.hpp>
 #include <algorithm>
-#include <cstdint>
-#include <memory>
-#include <utility>
 #include <string>
 
 #include "hl/guest_call.hpp"
@@ -166,36 +160,6 @@ void worker::adapt_spin(std::chrono::nanoseconds gap) {
     } else {
         spin_budget_ /= 2;
         if (spin_budget_ < microseconds(1)) spin_budget_ = {};
-    }
-}
-
-namespace {
-
-// Whether `ex` is an io_context's executor, or a strand of one, that runs handlers on this thread
-// now: of each, every variant of its properties (blocking, relationship, work).
-template <std::uintptr_t... Bits>
-bool runs_here(const asio::any_io_executor& ex, std::integer_sequence<std::uintptr_t, Bits...>) {
-    using alloc = std::allocator<void>;
-    const auto io = [&]<std::uintptr_t B>() {
-        const auto* e = ex.target<asio::io_context::basic_executor_type<alloc, B>>();
-        return e != nullptr && e->running_in_this_thread();
-    };
-    const auto strand = [&]<std::uintptr_t B>() {
-        const auto* e = ex.target<asio::strand<asio::io_context::basic_executor_type<alloc, B>>>();
-        return e != nullptr && e->running_in_this_thread();
-    };
-    return (io.template operator()<Bits>() || ...) || (strand.template operator()<Bits>() || ...);
-}
-
-}  // namespace
-
-asio::any_io_executor covering_work(const asio::any_io_executor& ex) noexcept {
-    if (!ex) return {};
-    try {
-        if (!runs_here(ex, std::make_integer_sequence<std::uintptr_t, 8>())) return {};
-        return asio::prefer(ex, asio::execution::outstanding_work.tracked);
-    } catch (...) {
-        return {};  // out of memory copying the executor: the promise is not kept, nothing worse
     }
 }
 

@@ -47,11 +47,13 @@ namespace hl {
 ///
 /// Lifetimes: keep the executor's io_context alive, and running, until every operation on the
 /// sandbox has completed (completions are deferred to it); keep the runtime alive longer than its
-/// sandboxes. The sandbox's destruction on its worker counts as work of the executor: once its
-/// run() has returned, the host functions that `setup` or `bind` registered, and what they
-/// capture, are gone. A sandbox whose executor is a runtime worker's gives the application no such
-/// moment: what its host functions capture must not need an io_context of the application's that
-/// may be destroyed first.
+/// sandboxes. A handle let go on a thread that runs its executor (in a handler or coroutine of
+/// it) has its sandbox destroyed on the worker as work of that executor: once its run() has
+/// returned, the host functions that `setup` or `bind` registered, and what they capture, are
+/// gone (after a stop(), the io_context's destruction waits for that, up to a second). A handle
+/// let go elsewhere, and a sandbox whose executor is a runtime worker's, give the application no
+/// such moment: what their host functions capture must not need an io_context of the
+/// application's that may be destroyed first.
 class async_sandbox {
 public:
     using executor_type = asio::any_io_executor;

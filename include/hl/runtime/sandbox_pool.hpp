@@ -111,8 +111,9 @@ public:
     /// registers host functions and handlers on every pooled sandbox, on its worker, as the pool
     /// creates it. For a pool used from `ex`'s own threads, what runs or destroys `bind` and the
     /// host functions it registers counts as outstanding work of `ex`: once `ex`'s run() has
-    /// returned, none of it is under way or to come, even for a pool destroyed while it grew.
-    /// Completes with void(std::error_code, sandbox_pool).
+    /// returned, none of it is under way or to come, even for a pool destroyed while it grew
+    /// (after a stop(), the io_context's destruction waits for it, up to a second; see
+    /// async_sandbox, "Lifetimes"). Completes with void(std::error_code, sandbox_pool).
     template <class Token = asio::use_awaitable_t<>>
     static auto async_create(executor_type ex, std::filesystem::path guest, sandbox_config config,
                              std::function<void(multi_use_sandbox&)> bind, pool_options options, Token&& token = {});

@@ -27,9 +27,12 @@ public:
     void abort(std::error_code ec) noexcept final;
 
     /// After the call (successful or not), the sandbox goes back to `pool` (a pool task's call),
-    /// which records the task's latency from `since`. On the initiating thread: the work covering
-    /// the release, which comes after the completion (see pool_core::cover()), is taken here.
-    void release_to(std::shared_ptr<pool_core> pool) noexcept;
+    /// which records the task's latency from `since`.
+    void release_to(std::shared_ptr<pool_core> pool) noexcept { pool_ = std::move(pool); }
+    /// Handed a sandbox, on the task's executor: from here on a worker runs the call and then the
+    /// release, which comes after the completion (see pool_core::cover_of()); this covers both.
+    /// (A task waiting for a sandbox holds none: nothing of it runs on a worker.)
+    void cover_release() noexcept;
     /// The pool handed the task `sandbox`: it goes back even if the call never starts.
     void leased(std::shared_ptr<sandbox_state> sandbox) noexcept { leased_ = std::move(sandbox); }
     void count_latency_from(std::chrono::steady_clock::time_point since) noexcept { since_ = since; }
@@ -67,7 +70,7 @@ private:
     std::unique_ptr<asio::steady_timer> resume_;  // resumes the guest after a slice; made at the first
     std::shared_ptr<parking> parking_;  // while the call waits for its next slice; made at the first
     std::shared_ptr<pool_core> pool_;
-    asio::any_io_executor pool_work_;  // see release_to()
+    cover pool_work_;  // see cover_release()
     std::shared_ptr<sandbox_state> leased_;  // a pool task's sandbox, until the call starts on it
     std::chrono::steady_clock::time_point since_{};
 };

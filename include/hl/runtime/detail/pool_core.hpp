@@ -14,6 +14,7 @@
 #include <mutex>
 #include <vector>
 
+#include "hl/runtime/detail/cover.hpp"
 #include "hl/runtime/detail/sandbox_state.hpp"
 #include "hl/runtime/detail/task_cancellation.hpp"
 #include "hl/runtime/pool_options.hpp"
@@ -45,7 +46,7 @@ public:
 
     /// Creates min_size sandboxes in the background, spread over the workers. `held`: as for
     /// release().
-    void start(const asio::any_io_executor& held = {});
+    void start(const cover& held = {});
 
     /// Hands `w` a sandbox now or when one is free (FIFO): an idle one of the calling thread's
     /// worker first, then any other. While `w` waits, cancelling `task` (if given) withdraws it
@@ -55,8 +56,8 @@ public:
     /// A lease ends: the sandbox gets a new holder epoch (nothing of the old holder reaches it), a
     /// restore to the clean snapshot is queued on its worker behind what is under way there, and
     /// it is handed out again at once (the next holder's operations queue behind the restore).
-    /// `held`: work on the pool's executor that the caller holds, if any (see cover()).
-    void release(std::shared_ptr<sandbox_state> sandbox, const asio::any_io_executor& held = {});
+    /// `held`: work on the pool's executor that the caller holds, if any (see cover_of()).
+    void release(std::shared_ptr<sandbox_state> sandbox, const cover& held = {});
 
     void record_latency(std::chrono::nanoseconds elapsed);
     pool_stats stats() const;
@@ -82,17 +83,17 @@ private:
     // the last reference to the core destroys bind) holds work on the pool's executor, so that
     // its run() returns only after. Such work is `held` by the caller already, passed on from the
     // operation that led here (a pool task's call, a creation, a restore), or else taken where
-    // covering_work() allows it.
-    asio::any_io_executor cover(const asio::any_io_executor& held) const noexcept;
-    void create_one(const asio::any_io_executor& held);  // with mutex_ held
-    void created(std::shared_ptr<sandbox_state> sandbox, std::error_code ec, const asio::any_io_executor& held);
-    void restored(const std::shared_ptr<sandbox_state>& sandbox, std::error_code ec, const asio::any_io_executor& held);
+    // cover::of() allows it.
+    cover cover_of(const cover& held) const noexcept;
+    void create_one(const cover& held);  // with mutex_ held
+    void created(std::shared_ptr<sandbox_state> sandbox, std::error_code ec, const cover& held);
+    void restored(const std::shared_ptr<sandbox_state>& sandbox, std::error_code ec, const cover& held);
     /// A sandbox free for the next holder (new or recycled), with mutex_ held: to the first
     /// waiter (returned, to deliver outside the lock) or idle.
     std::unique_ptr<pool_waiter> hand_over_locked(std::shared_ptr<sandbox_state>& sandbox);
     std::shared_ptr<sandbox_state> take_idle_locked();
     void check_drained();  // with mutex_ held
-    void drop(std::shared_ptr<sandbox_state> sandbox, const asio::any_io_executor& held = {});
+    void drop(std::shared_ptr<sandbox_state> sandbox, const cover& held = {});
 
     asio::any_io_executor ex_;
     std::shared_ptr<const snapshot> clean_;

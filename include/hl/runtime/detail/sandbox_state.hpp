@@ -4,8 +4,6 @@
 // submitting, cancelling and closing work from any thread.
 #pragma once
 
-#include <asio/any_io_executor.hpp>
-
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -17,6 +15,7 @@
 #include <vector>
 
 #include "hl/detail/recycled.hpp"
+#include "hl/runtime/detail/cover.hpp"
 #include "hl/runtime/detail/worker.hpp"
 #include "hl/sandbox.hpp"
 
@@ -83,9 +82,9 @@ public:
 
     /// The handle let go (from any thread): queued operations are aborted (operation_aborted), a
     /// call under way is killed, and the sandbox is destroyed on its worker once nothing runs.
-    /// `work` (an executor with outstanding work tracked, or none) is held until then: the
-    /// sandbox's host functions, and what they capture, go before its run() can return.
-    void close(asio::any_io_executor work = {});
+    /// `work` is held until then: the sandbox's host functions, and what they capture, go before
+    /// the covered executor's run() can return.
+    void close(cover work = {});
 
     // On the worker, for operations.
     multi_use_sandbox& sandbox();
@@ -119,7 +118,7 @@ private:
     std::string last_error_;
     std::optional<hl::interrupt_handle> handle_;
 
-    asio::any_io_executor closing_work_;  // from close() until sandbox_ is gone (declared first: freed last)
+    cover closing_work_;  // from close() until sandbox_ is gone (declared first: freed last)
     std::optional<multi_use_sandbox> sandbox_;  // created, used and destroyed on the worker
 };
 

@@ -96,14 +96,4 @@ private:
     std::thread thread_;
 };
 
-/// `ex` with outstanding work tracked, to hold while a worker runs or destroys what the
-/// application gave the library (bind, host functions), so that `ex`'s run() returns only after;
-/// or an empty executor where that cannot be promised. Taken only on a thread that runs `ex` (an
-/// io_context's executor or a strand of one) now: its io_context is then alive and running, and
-/// once the work is held it cannot finish running before the work is let go (short of a stop()).
-/// Elsewhere the io_context may be idle, or destroyed as soon as the application lets a handle
-/// go, and the work would be let go into freed memory. (Work taken this way may be copied on, to
-/// cover what follows from it: see pool_core::cover().)
-asio::any_io_executor covering_work(const asio::any_io_executor& ex) noexcept;
-
 }  // namespace hl::detail

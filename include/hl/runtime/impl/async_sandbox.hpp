@@ -110,7 +110,7 @@ inline std::string async_sandbox::last_error() const { return state_ ? state_->l
 inline void async_sandbox::close() noexcept {
     if (auto s = std::move(state_)) {
         try {
-            s->close(detail::covering_work(ex_));
+            s->close(detail::cover::of(ex_));
         } catch (...) {
             // Out of memory posting the destruction: the sandbox is left to the last reference.
         }

@@ -6,7 +6,9 @@
 #include <asio/associated_cancellation_slot.hpp>
 #include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>
+#include <asio/execution/context.hpp>
 #include <asio/post.hpp>
+#include <asio/query.hpp>
 
 #include <tuple>
 #include <type_traits>
@@ -55,10 +57,25 @@ struct call_waiter final : pool_waiter {
         if (immediate) return call(o, std::move(sb), task, start);
         // Handed a sandbox that another task gave back: the call is made on the task's own
         // executor, so that a cancellation there still finds it before it could run.
-        asio::post(ex, [o, sb = std::move(sb), task = task, start = start]() mutable {
-            call(o, std::move(sb), task, start);
+        o->leased(sb);  // given back if it never gets there
+        asio::post(ex, [o = handed(o), sb = std::move(sb), task = task, start = start]() mutable {
+            call(o.release(), std::move(sb), task, start);
         });
     }
+    // The task on its way to its executor: if that destroys it unrun (an io_context destroyed
+    // after a stop()), it ends with operation_aborted and gives the sandbox back.
+    struct handed {
+        explicit handed(Operation* o) noexcept : op(o) {}
+        handed(handed&& other) noexcept : op(std::exchange(other.op, nullptr)) {}
+        handed(const handed&) = delete;
+        handed& operator=(const handed&) = delete;
+        handed& operator=(handed&&) = delete;
+        ~handed() {
+            if (op != nullptr) op->abort(asio::error::operation_aborted);
+        }
+        Operation* release() noexcept { return std::exchange(op, nullptr); }
+        Operation* op;
+    };
     static void call(Operation* o, std::shared_ptr<sandbox_state> sb, const std::shared_ptr<task_cancellation>& task,
                      std::chrono::steady_clock::time_point start) {
         o->holder = sb->epoch();
@@ -68,6 +85,7 @@ struct call_waiter final : pool_waiter {
             if (auto s = weak.lock()) s->cancel(id);
         };
         o->leased(sb);
+        o->cover_release();
         if (task && !task->arm(stop)) return o->abort(asio::error::operation_aborted);  // gives the sandbox back
         sb->submit(o);
     }
@@ -85,7 +103,11 @@ inline pool_lease::pool_lease(pool_lease&& other) noexcept
 
 inline pool_lease& pool_lease::operator=(pool_lease&& other) noexcept {
     if (this != &other) {
-        release();
+        try {
+            release();
+        } catch (...) {
+            // Out of memory while recycling: the sandbox is dropped instead of reused.
+        }
         pool_ = std::move(other.pool_);
         state_ = std::move(other.state_);
         ex_ = other.ex_;
@@ -168,29 +190,44 @@ auto sandbox_pool::async_create(executor_type ex, std::filesystem::path guest, s
     return asio::async_initiate<decltype(inner), void(std::error_code, sandbox_pool)>(
         [diag = diag](auto handler, executor_type ex, std::filesystem::path guest, sandbox_config config,
                       std::function<void(multi_use_sandbox&)> bind, pool_options options) {
-            auto done = std::make_shared<detail::completion<decltype(handler)>>(std::move(handler), ex, diag);
+            using done_type = detail::completion<decltype(handler)>;
+            // What the creation carries from step to step. On a failure `bind` goes before the
+            // completion: once that has run, nothing of the application's is left for a worker
+            // to destroy. On a runtime of the application's the steps complete on its worker,
+            // and a cover taken here, on the initiating thread, covers them and the first
+            // sandboxes' creations (see pool_core::cover_of()); members go in reverse order, the
+            // cover last. Otherwise they complete on `ex`, whose work they are while queued
+            // there, and the creations take their cover then.
+            struct steps {
+                detail::cover work;
+                std::shared_ptr<done_type> done;
+                executor_type ex;
+                std::function<void(multi_use_sandbox&)> bind;
+                pool_options options;
+                std::shared_ptr<async_sandbox> holder;  // the template, once it exists
+            };
             auto place = options.runtime != nullptr ? options.runtime->get_executor() : executor_type(ex);
-            // On a failure `bind` goes before the completion: once that has run, nothing of the
-            // application's is left for a worker to destroy. The first sandboxes' creations are
-            // covered by work taken here, on the initiating thread (see pool_core::cover()).
+            steps s{options.runtime != nullptr ? detail::cover::of(ex) : detail::cover(), std::make_shared<done_type>(std::move(handler), ex, diag), ex,
+                    std::move(bind), options, nullptr};
             async_sandbox::async_create(
-                place, std::move(guest), config, {},
-                [done, ex, bind = std::move(bind), options, work = detail::covering_work(ex)](
-                    std::error_code ec, async_sandbox tmpl) mutable {
+                place, std::move(guest), config, {}, [s = std::move(s)](std::error_code ec, async_sandbox tmpl) mutable {
                     if (ec) {
-                        bind = nullptr;
-                        return done->complete(ec, "the pool's template sandbox could not be created", sandbox_pool(ex));
+                        s.bind = nullptr;
+                        return s.done->complete(ec, "the pool's template sandbox could not be created",
+                                                sandbox_pool(s.ex));
                     }
-                    auto holder = std::make_shared<async_sandbox>(std::move(tmpl));
-                    holder->async_snapshot([done, ex, bind = std::move(bind), options, holder, work = std::move(work)](
-                                               std::error_code ec, std::shared_ptr<const snapshot> clean) mutable {
+                    s.holder = std::make_shared<async_sandbox>(std::move(tmpl));
+                    auto& holder = *s.holder;
+                    holder.async_snapshot([s = std::move(s)](std::error_code ec,
+                                                             std::shared_ptr<const snapshot> clean) mutable {
                         if (ec) {
-                            bind = nullptr;
-                            return done->complete(ec, holder->last_error(), sandbox_pool(ex));
+                            s.bind = nullptr;
+                            return s.done->complete(ec, s.holder->last_error(), sandbox_pool(s.ex));
                         }
-                        auto core = std::make_shared<detail::pool_core>(ex, std::move(clean), std::move(bind), options);
-                        core->start(work);
-                        done->complete(ec, {}, sandbox_pool(std::move(core)));
+                        auto core = std::make_shared<detail::pool_core>(s.ex, std::move(clean), std::move(s.bind),
+                                                                        s.options);
+                        core->start(s.work);
+                        s.done->complete(ec, {}, sandbox_pool(std::move(core)));
                     });
                 });
         },
@@ -287,6 +324,10 @@ auto sandbox_pool::initiate_pool_call(std::string_view name, std::chrono::nanose
                                                            name, std::move(args), timeout, 0);
             op->id = detail::sandbox_state::next_id();
             op->release_to(core);
+            // A task whose executor belongs to another context than the pool's: its hand-over is
+            // work of that context, not of the pool's, so it is covered from here.
+            const auto& pool_context = asio::query(core->executor(), asio::execution::context);
+            if (&asio::query(task_executor, asio::execution::context) != &pool_context) op->cover_release();
             core->acquire(std::make_unique<detail::call_waiter<detail::call_operation<H, R, N>>>(op, core, task,
                                                                                                 std::move(task_executor)),
                           task);
