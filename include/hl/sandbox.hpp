@@ -128,7 +128,9 @@ public:
 
     /// As call(), reporting failure through `ec` (and last_error()) instead of throwing; returns a
     /// default-constructed R on failure. A kill takes no exception on its way here, internally
-    /// either: this overload reports it sooner than call() (by about 10 us here). A usage_error
+    /// either: this overload reports it sooner than call(). (A throw right after a guest has run
+    /// a while costs 5-33 us on the PVM machine measured, against 1-3 us otherwise: the guest
+    /// leaves the host's caches and TLB cold for the unwinder, benchmarks/README.md.) A usage_error
     /// because another thread uses the sandbox leaves last_error() alone (it belongs to that thread).
     template <class R = void, class... Args>
         requires(detail::return_type<R> && sizeof...(Args) <= max_parameters)
