@@ -52,8 +52,8 @@ struct ledger {
 constexpr auto longest_wait = std::chrono::seconds(1);
 
 // Lives in the application's io_context, made by its first cover. Its shutdown, called by the
-// io_context's destructor (or by the application's shutdown() of it), comes before the
-// scheduler's: services shut down in reverse order of creation, and the scheduler is the first.
+// io_context's destructor, comes before the scheduler's: services shut down in reverse order of
+// creation, and the scheduler is the first.
 class cover_service final : public asio::execution_context::service {
 public:
     static asio::execution_context::id id;

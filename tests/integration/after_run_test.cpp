@@ -374,9 +374,9 @@ TEST_F(AfterRunStopped, TheIoContextsDestructionWaitsForAPoolDestroyedJustBefore
 }
 
 // Stopped while pool tasks run and more wait for a sandbox: the destruction waits for the calls
-// under way, not for the tasks that wait (the one a sandbox was handed to is queued in the
+// under way, not for the tasks that wait (one a sandbox was handed to is queued in the
 // io_context, and is destroyed with the queue). Each ends (its coroutine is destroyed, nothing
-// leaks), its sandbox goes back to the pool, and the pool and its bind function go after.
+// leaks), its sandbox goes back to the pool, and the pool and its bind function go in the end.
 TEST_F(AfterRunStopped, PoolTasksWaitingForASandboxWhenTheIoContextIsDestroyedEndAndGiveTheirSandboxesBack) {
     auto log = std::make_shared<probe_log>();
     auto frames = std::make_shared<std::atomic<int>>(0);

@@ -24,7 +24,8 @@ public:
     /// A cover of `ex`, taken only on a thread that runs `ex` (an io_context's executor, or a
     /// strand of one) now, where its io_context is known to be alive; elsewhere (on a worker, the
     /// application letting a handle go after its run() returned, an io_context nobody runs, an
-    /// executor of another kind) an empty one.
+    /// executor of another kind, a strand of an any_io_executor) an empty one. Off a worker it
+    /// asks the io_context whether it runs here: that io_context must still exist.
     /// Work taken this way is passed on to what follows from it: see pool_core::cover_of().
     static cover of(const asio::any_io_executor& ex) noexcept;
 
