@@ -7,13 +7,16 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/use_future.hpp>
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <future>
 #include <optional>
 #include <random>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
 #include "async_support.hpp"
 #include "guest_paths.hpp"
@@ -149,6 +152,29 @@ TEST_F(Pool, RestoresRunOffThePathWhenThePoolIsQuiet) {
         EXPECT_EQ(stats.recycling, 0u);
         EXPECT_EQ(stats.size, 1u);
     });
+}
+
+// use_future from a thread that does not run the pool's executor: tasks and leases complete where
+// the pool hands them over (a task given a sandbox another one released makes its call there).
+TEST_F(Pool, WorksWithUseFuture) {
+    auto work = asio::make_work_guard(io);
+    std::thread loop([&] { io.run(); });
+    auto pool = hl::sandbox_pool::async_create(io.get_executor(), hl::test::simpleguest(), {}, nullptr,
+                                               {.min_size = 1, .max_size = 1}, asio::use_future)
+                    .get();
+    EXPECT_EQ(pool.async_call<std::int32_t>("IncrementCounter", asio::use_future).get(), 1);
+    {
+        auto lease = pool.async_acquire(asio::use_future).get();
+        EXPECT_EQ(lease.async_call<std::int32_t>("IncrementCounter", asio::use_future).get(), 1);
+        EXPECT_EQ(lease.async_call<std::int32_t>("IncrementCounter", asio::use_future).get(), 2);
+        // These wait for the lease's sandbox, the pool's only one.
+        std::vector<std::future<std::int32_t>> waiting;
+        for (int i = 0; i < 4; ++i) waiting.push_back(pool.async_call<std::int32_t>("IncrementCounter", asio::use_future));
+        lease = hl::pool_lease();  // given back: each waiting task gets it in turn, restored
+        for (auto& f : waiting) EXPECT_EQ(f.get(), 1);
+    }
+    work.reset();
+    loop.join();
 }
 
 TEST_F(Pool, ServesAnIoContextRunByTwoThreads) {

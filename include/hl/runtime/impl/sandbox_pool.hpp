@@ -24,7 +24,12 @@ struct lease_waiter final : pool_waiter {
     lease_waiter(Handler h, std::shared_ptr<pool_core> c, std::shared_ptr<task_cancellation> t, diagnostics* d)
         : done(std::move(h), c->executor(), d), core(std::move(c)), task(std::move(t)) {}
     void deliver(std::error_code ec, std::shared_ptr<sandbox_state> sb) override {
-        auto ex = asio::get_associated_executor(done.handler(), core->executor());
+        // The lease's calls complete by default on the holder's executor; on the pool's for a
+        // holder whose executor may run anywhere (use_future's).
+        asio::any_io_executor ex = core->executor();
+        if constexpr (!runs_anywhere<asio::associated_executor_t<Handler, asio::any_io_executor>>::value) {
+            ex = asio::get_associated_executor(done.handler(), core->executor());
+        }
         auto lease = sb ? pool_lease(core, std::move(sb), ex) : pool_lease();
         // The hand-over: a cancellation that came after the pool chose this waiter gives the
         // sandbox back, up to the moment the holder would get it.
@@ -54,7 +59,8 @@ struct call_waiter final : pool_waiter {
     void deliver(std::error_code ec, std::shared_ptr<sandbox_state> sb) override {
         auto* o = std::exchange(op, nullptr);
         if (ec) return o->abort(ec);
-        if (immediate) return call(o, std::move(sb), task, start);
+        // On an executor that may run anywhere (use_future's), where the sandbox is given back.
+        if (immediate || !ex) return call(o, std::move(sb), task, start);
         // Handed a sandbox that another task gave back: the call is made on the task's own
         // executor, so that a cancellation there still finds it before it could run.
         o->leased(sb);  // given back if it never gets there
@@ -319,7 +325,11 @@ auto sandbox_pool::initiate_pool_call(std::string_view name, std::chrono::nanose
             // One cancellation for the whole task: the acquire, the hand-over and the call each
             // arm it in turn, so that it reaches whichever is under way when it comes.
             auto task = cancellation_of(handler);
-            auto task_executor = asio::get_associated_executor(handler, core->executor());
+            // Empty for a handler that may run anywhere (use_future's): see call_waiter::deliver().
+            asio::any_io_executor task_executor;
+            if constexpr (!detail::runs_anywhere<asio::associated_executor_t<H, executor_type>>::value) {
+                task_executor = asio::get_associated_executor(handler, core->executor());
+            }
             auto* op = new detail::call_operation<H, R, N>(detail::completion<H>(std::move(handler), core->executor(), diag),
                                                            name, std::move(args), timeout, 0);
             op->id = detail::sandbox_state::next_id();
@@ -327,7 +337,9 @@ auto sandbox_pool::initiate_pool_call(std::string_view name, std::chrono::nanose
             // A task whose executor belongs to another context than the pool's: its hand-over is
             // work of that context, not of the pool's, so it is covered from here.
             const auto& pool_context = asio::query(core->executor(), asio::execution::context);
-            if (&asio::query(task_executor, asio::execution::context) != &pool_context) op->cover_release();
+            if (!task_executor || &asio::query(task_executor, asio::execution::context) != &pool_context) {
+                op->cover_release();
+            }
             core->acquire(std::make_unique<detail::call_waiter<detail::call_operation<H, R, N>>>(op, core, task,
                                                                                                 std::move(task_executor)),
                           task);
