@@ -251,8 +251,7 @@ void pool_core::release(std::shared_ptr<sandbox_state> sandbox, const cover& hel
     drop(std::move(sandbox), work);  // null once it went idle
 }
 
-void pool_core::restored(const std::shared_ptr<sandbox_state>& sandbox, std::error_code ec,
-                         const cover& held) {
+void pool_core::restored(const std::shared_ptr<sandbox_state>& sandbox, std::error_code ec, const cover& held) {
     std::shared_ptr<sandbox_state> doomed;
     {
         std::lock_guard lock(mutex_);

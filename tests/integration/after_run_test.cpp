@@ -6,24 +6,23 @@
 // returned, that it has: a destructor still under way on a worker (or not started yet) is one that
 // races with the application tearing down what it uses.
 #include <asio/co_spawn.hpp>
-#include <asio/executor_work_guard.hpp>
 #include <asio/detached.hpp>
+#include <asio/executor_work_guard.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
+#include <asio/post.hpp>
 #include <asio/strand.hpp>
 #include <asio/system_executor.hpp>
 #include <asio/thread_pool.hpp>
 #include <asio/use_future.hpp>
 #include <gtest/gtest.h>
 
-#include <asio/post.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <functional>
-#include <stdexcept>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 
 #include "async_support.hpp"
@@ -154,8 +153,8 @@ TEST_F(AfterRun, APoolWhoseTemplateFailsDestroysItsBindFunctionBeforeRunReturns)
     asio::post(rt.get_executor(0), [] { std::this_thread::sleep_for(50ms); });
     run([&]() -> awaitable<void> {
         auto [ec, pool] = co_await hl::sandbox_pool::async_create(
-            io.get_executor(), "/nonexistent/guest", {}, std::move(bind), {.min_size = 1, .max_size = 1, .runtime = &rt},
-            asio::experimental::as_tuple(asio::use_awaitable));
+            io.get_executor(), "/nonexistent/guest", {}, std::move(bind),
+            {.min_size = 1, .max_size = 1, .runtime = &rt}, asio::experimental::as_tuple(asio::use_awaitable));
         EXPECT_TRUE(ec);
     });
     expect_destroyed_before_run_returned(*log, "the pool's bind function");
@@ -175,9 +174,11 @@ TEST(AfterRunContext, AHostFunctionHoldingAStrandDoesNotOutliveItsIoContext) {
     };
     {
         asio::io_context io;
-        std::function<void(hl::uninitialized_sandbox&)> setup = [h = std::make_shared<holder>(io)](hl::uninitialized_sandbox& u) {
-            u.register_host_function("HostAdd", [h](std::int32_t a, std::int32_t b) { return a + b + (h ? 0 : 1); });
-        };
+        std::function<void(hl::uninitialized_sandbox&)> setup =
+            [h = std::make_shared<holder>(io)](hl::uninitialized_sandbox& u) {
+                u.register_host_function("HostAdd",
+                                         [h](std::int32_t a, std::int32_t b) { return a + b + (h ? 0 : 1); });
+            };
         run_coroutine(io, [&]() -> awaitable<void> {
             auto sb = co_await hl::async_sandbox::async_create(io.get_executor(), hl::test::simpleguest(), {},
                                                                std::move(setup));
@@ -353,7 +354,8 @@ TEST_F(AfterRunStopped, TheIoContextsDestructionWaitsForAPoolDestroyedJustBefore
     auto log = std::make_shared<probe_log>();
     {
         asio::io_context io;
-        std::function<void(hl::multi_use_sandbox&)> bind = [p = std::make_shared<probe>(log)](hl::multi_use_sandbox&) {};
+        std::function<void(hl::multi_use_sandbox&)> bind =
+            [p = std::make_shared<probe>(log)](hl::multi_use_sandbox&) {};
         asio::co_spawn(
             io,
             [&]() -> awaitable<void> {
@@ -395,7 +397,8 @@ TEST_F(AfterRunStopped, PoolTasksWaitingForASandboxWhenTheIoContextIsDestroyedEn
     int calls = 0;
     {
         asio::io_context io;
-        std::function<void(hl::multi_use_sandbox&)> bind = [p = std::make_shared<probe>(log, 50ms)](hl::multi_use_sandbox&) {};
+        std::function<void(hl::multi_use_sandbox&)> bind =
+            [p = std::make_shared<probe>(log, 50ms)](hl::multi_use_sandbox&) {};
         std::optional<hl::sandbox_pool> pool;
         asio::co_spawn(
             io,

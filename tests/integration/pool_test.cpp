@@ -169,7 +169,9 @@ TEST_F(Pool, WorksWithUseFuture) {
         EXPECT_EQ(lease.async_call<std::int32_t>("IncrementCounter", asio::use_future).get(), 2);
         // These wait for the lease's sandbox, the pool's only one.
         std::vector<std::future<std::int32_t>> waiting;
-        for (int i = 0; i < 4; ++i) waiting.push_back(pool.async_call<std::int32_t>("IncrementCounter", asio::use_future));
+        for (int i = 0; i < 4; ++i) {
+            waiting.push_back(pool.async_call<std::int32_t>("IncrementCounter", asio::use_future));
+        }
         lease = hl::pool_lease();  // given back: each waiting task gets it in turn, restored
         for (auto& f : waiting) EXPECT_EQ(f.get(), 1);
     }

@@ -213,10 +213,12 @@ auto sandbox_pool::async_create(executor_type ex, std::filesystem::path guest, s
                 std::shared_ptr<async_sandbox> holder;  // the template, once it exists
             };
             auto place = options.runtime != nullptr ? options.runtime->get_executor() : executor_type(ex);
-            steps s{options.runtime != nullptr ? detail::cover::of(ex) : detail::cover(), std::make_shared<done_type>(std::move(handler), ex, diag), ex,
-                    std::move(bind), options, nullptr};
+            auto work = options.runtime != nullptr ? detail::cover::of(ex) : detail::cover();
+            steps s{std::move(work), std::make_shared<done_type>(std::move(handler), ex, diag), ex, std::move(bind),
+                    options, nullptr};
             async_sandbox::async_create(
-                place, std::move(guest), config, {}, [s = std::move(s)](std::error_code ec, async_sandbox tmpl) mutable {
+                place, std::move(guest), config, {},
+                [s = std::move(s)](std::error_code ec, async_sandbox tmpl) mutable {
                     if (ec) {
                         s.bind = nullptr;
                         return s.done->complete(ec, "the pool's template sandbox could not be created",
@@ -230,8 +232,8 @@ auto sandbox_pool::async_create(executor_type ex, std::filesystem::path guest, s
                             s.bind = nullptr;
                             return s.done->complete(ec, s.holder->last_error(), sandbox_pool(s.ex));
                         }
-                        auto core = std::make_shared<detail::pool_core>(s.ex, std::move(clean), std::move(s.bind),
-                                                                        s.options);
+                        auto core =
+                            std::make_shared<detail::pool_core>(s.ex, std::move(clean), std::move(s.bind), s.options);
                         core->start(s.work);
                         s.done->complete(ec, {}, sandbox_pool(std::move(core)));
                     });
