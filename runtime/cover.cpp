@@ -108,15 +108,14 @@ asio::io_context* running_here(const asio::any_io_executor& ex, std::integer_seq
 
 }  // namespace
 
+// Counted from its construction (which fails as a whole if the count cannot be taken) to its
+// destruction.
 struct cover::hold {
-    explicit hold(std::shared_ptr<ledger> l) noexcept : books(std::move(l)) {}
+    hold(std::shared_ptr<ledger> l, asio::io_context& io) : books(std::move(l)) { books->take(io); }
     hold(const hold&) = delete;
     hold& operator=(const hold&) = delete;
-    ~hold() {
-        if (counted) books->let_go();
-    }
+    ~hold() { books->let_go(); }
     std::shared_ptr<ledger> books;
-    bool counted = false;
 };
 
 cover cover::of(const asio::any_io_executor& ex) noexcept {
@@ -126,10 +125,7 @@ cover cover::of(const asio::any_io_executor& ex) noexcept {
     try {
         auto* io = running_here(ex, std::make_integer_sequence<std::uintptr_t, 8>());
         if (io == nullptr) return {};
-        auto h = std::make_shared<hold>(asio::use_service<cover_service>(*io).books());
-        h->books->take(*io);
-        h->counted = true;
-        return cover(std::move(h));
+        return cover(std::make_shared<hold>(asio::use_service<cover_service>(*io).books(), *io));
     } catch (...) {
         return {};  // out of memory: the promise is not kept, nothing worse
     }
