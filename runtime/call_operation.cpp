@@ -66,7 +66,7 @@ void call_base::start(sandbox_state& state) {
     state_ = state.shared_from_this();
     leased_.reset();
     try {
-        call_ = state.sandbox().start_call(name_, type_, arguments(), timeout_);
+        call_ = state.sandbox().start_call(name_, type_, arguments(), limits_.or_else(state.home().limits()));
     } catch (...) {
         return fail(std::current_exception());
     }
@@ -232,6 +232,7 @@ void call_base::fail(const std::exception_ptr& e) {
 }
 
 void call_base::finish(std::error_code ec, std::string message, return_value result) {
+    const call_usage used = call_ ? call_.usage() : call_usage{};  // a call that never started cost nothing
     call_ = guest_call();
     resume_.reset();
     parking_.reset();
@@ -240,10 +241,12 @@ void call_base::finish(std::error_code ec, std::string message, return_value res
     const auto work = std::move(pool_work_);  // before the pool: let go after it
     auto pool = std::move(pool_);
     state->finished(*this);
-    const auto since = since_;
+    // Before the completion: a task that has completed is in the pool's stats.
+    if (pool && since_ != std::chrono::steady_clock::time_point{}) {
+        pool->record_task(std::chrono::steady_clock::now() - since_, used);
+    }
     deliver(ec, std::move(message), std::move(result));  // frees this
     if (pool) {
-        if (since != std::chrono::steady_clock::time_point{}) pool->record_latency(std::chrono::steady_clock::now() - since);
         try {
             pool->release(std::move(state), work);
         } catch (...) {

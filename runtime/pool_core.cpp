@@ -34,6 +34,9 @@ std::string abort_message(std::error_code ec) {
 pool_core::pool_core(asio::any_io_executor ex, std::shared_ptr<const snapshot> clean,
                      std::function<void(multi_use_sandbox&)> bind, pool_options options)
     : ex_(std::move(ex)), clean_(std::move(clean)), bind_(std::move(bind)), options_(options) {
+    if (options_.call_limits.timeout.count() < 0 || options_.call_limits.cpu_time.count() < 0) {
+        throw error(errc::usage_error, "pool_options::call_limits holds a negative duration; 0 means no limit");
+    }
     if (options_.max_size == 0) options_.max_size = 1;
     if (options_.min_size > options_.max_size) options_.min_size = options_.max_size;
     runtime& rt = options_.runtime != nullptr ? *options_.runtime : runtime::default_runtime();
@@ -277,11 +280,12 @@ void pool_core::restored(const std::shared_ptr<sandbox_state>& sandbox, std::err
     drop(std::move(doomed), held);
 }
 
-void pool_core::record_latency(std::chrono::nanoseconds elapsed) {
+void pool_core::record_task(std::chrono::nanoseconds elapsed, const call_usage& used) noexcept {
     const auto us = static_cast<std::uint64_t>(std::max<std::int64_t>(1, elapsed.count() / 1000));
     const std::size_t bucket = std::min<std::size_t>(std::bit_width(us) - 1, counters_.latency_us.size() - 1);
     std::lock_guard lock(mutex_);
     ++counters_.latency_us[bucket];
+    counters_.usage += used;
 }
 
 pool_stats pool_core::stats() const {

@@ -15,10 +15,16 @@ runtime::runtime(runtime_options options) : slice_(options.slice) {
         throw error(errc::usage_error, "runtime_options::sliced_share is " + std::to_string(options.sliced_share) +
                                            "; it must be in (0, 1]");
     }
+    if (options.call_limits.timeout.count() < 0 || options.call_limits.cpu_time.count() < 0) {
+        throw error(errc::usage_error, "runtime_options::call_limits holds a negative duration; 0 means no limit");
+    }
     std::size_t count = options.workers;
     if (count == 0) count = std::max(1u, std::thread::hardware_concurrency());
     workers_.reserve(count);
-    for (std::size_t i = 0; i < count; ++i) workers_.push_back(std::make_shared<detail::worker>(i, options.slice, options.sliced_share));
+    for (std::size_t i = 0; i < count; ++i) {
+        workers_.push_back(
+            std::make_shared<detail::worker>(i, options.slice, options.sliced_share, options.call_limits));
+    }
 }
 
 runtime::~runtime() {

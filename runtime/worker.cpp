@@ -41,8 +41,12 @@ std::chrono::nanoseconds wait_for_share(std::chrono::nanoseconds slice, double s
 
 }  // namespace
 
-worker::worker(std::size_t index, std::chrono::nanoseconds slice, double sliced_share)
-    : index_(index), slice_(slice), sliced_wait_(wait_for_share(slice, sliced_share)), guard_(io_.get_executor()) {
+worker::worker(std::size_t index, std::chrono::nanoseconds slice, double sliced_share, const call_limits& limits)
+    : index_(index),
+      limits_(limits),
+      slice_(slice),
+      sliced_wait_(wait_for_share(slice, sliced_share)),
+      guard_(io_.get_executor()) {
     asio::make_service<owner_service>(io_, this);
     // The reactor and the timer service now, while descriptors can be had: Asio makes them at the
     // first timer, and a call's first slice end (or host call) at the process's descriptor limit

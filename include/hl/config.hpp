@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "hl/call_limits.hpp"
+
 namespace hl {
 
 /// The sizes of a sandbox's memory regions, in bytes. Each is rounded up to whole 4 KiB pages; the
@@ -24,11 +26,20 @@ struct sandbox_config {
     /// already handles that signal. Other signals are left alone.
     int interrupt_signal_offset = 0;
 
+    /// The limits of every call that does not set its own (see hl::call_limits, which says how a pool's
+    /// or runtime's defaults come first). None by default. They travel with the sandbox's snapshots.
+    hl::call_limits call_limits{};
+    /// Measure the CPU time of every call for multi_use_sandbox::usage(), not only of calls with a CPU
+    /// budget: two reads of the thread's CPU clock per run of a call, about 1 us here.
+    bool measure_cpu_time = false;
+
     sandbox_config& set_heap_size(std::uint64_t bytes) { heap_size = bytes; return *this; }
     sandbox_config& set_stack_size(std::uint64_t bytes) { stack_size = bytes; return *this; }
     sandbox_config& set_input_buffer_size(std::uint64_t bytes) { input_buffer_size = bytes; return *this; }
     sandbox_config& set_output_buffer_size(std::uint64_t bytes) { output_buffer_size = bytes; return *this; }
     sandbox_config& set_interrupt_signal_offset(int offset) { interrupt_signal_offset = offset; return *this; }
+    sandbox_config& set_call_limits(hl::call_limits limits) { call_limits = limits; return *this; }
+    sandbox_config& set_measure_cpu_time(bool on) { measure_cpu_time = on; return *this; }
 };
 
 }  // namespace hl

@@ -10,8 +10,9 @@ namespace hl {
 /// system category; these codes say what went wrong at the level of a sandbox.
 ///
 /// Exactly these codes leave the sandbox poisoned (every later call fails with `poisoned` until a
-/// restore): guest_aborted, guest_fault, stack_overflow, cancelled, timed_out, protocol_error,
-/// handler_error, vm_error, and poisoned itself (the sandbox stays so). is_poisoning() answers it.
+/// restore): guest_aborted, guest_fault, stack_overflow, cancelled, timed_out, cpu_budget_exceeded,
+/// protocol_error, handler_error, vm_error, and poisoned itself (the sandbox stays so).
+/// is_poisoning() answers it.
 enum class errc {
     guest_error = 1,       ///< a guest function returned an error; the sandbox stays usable
     guest_aborted,         ///< the guest aborted (abort, assertion, runtime failure); poisons
@@ -39,6 +40,7 @@ enum class errc {
     pool_closed,           ///< the sandbox pool is closed
     usage_error,           ///< the host used the API wrongly (a moved-from sandbox, a call from inside its
                            ///< own host function, concurrent use from two threads, a null argument)
+    cpu_budget_exceeded,   ///< the call used up its CPU-time budget (call_limits::cpu_time); poisons
 };
 
 /// True when a failure with `code` leaves the sandbox poisoned (see errc). False for codes of other

@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "hl/call_limits.hpp"
 #include "hl/error.hpp"
 #include "hl/host_function.hpp"
 #include "hl/value.hpp"
@@ -103,6 +104,12 @@ public:
     /// host function stops it early, answers, and the next run() ends the call. After the end:
     /// whether it was so when the call ended. From any thread.
     bool interrupted() const noexcept;
+    /// What the call has cost so far (hl::call_usage; calls is 1), from the call's thread between
+    /// its run()s and after its end. cpu_time counts only while the call has a CPU budget or the
+    /// sandbox measures it (sandbox_config::measure_cpu_time).
+    call_usage usage() const;
+    /// The call's limits: its own, merged with the sandbox's defaults.
+    hl::call_limits limits() const;
     /// When the call must end by, if it has a deadline.
     std::optional<std::chrono::steady_clock::time_point> deadline() const noexcept;
 

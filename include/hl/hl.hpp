@@ -2,6 +2,7 @@
 // The whole public host API.
 #pragma once
 
+#include "hl/call_limits.hpp"
 #include "hl/config.hpp"
 #include "hl/error.hpp"
 #include "hl/host_function.hpp"

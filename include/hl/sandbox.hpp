@@ -11,6 +11,7 @@
 #include <string_view>
 #include <system_error>
 
+#include "hl/call_limits.hpp"
 #include "hl/config.hpp"
 #include "hl/error.hpp"
 #include "hl/guest_call.hpp"
@@ -153,16 +154,30 @@ public:
     template <class R = void, class Rep, class Period, class... Args>
         requires(detail::return_type<R> && sizeof...(Args) <= max_parameters)
     R call_for(std::chrono::duration<Rep, Period> timeout, std::string_view name, const Args&... args) {
-        const argument arguments[sizeof...(Args) + 1] = {detail::to_argument(args)..., argument{}};
-        return detail::from_return_value<R>(
-            call_dynamic(name, detail::value_traits<R>::type, std::span(arguments, sizeof...(Args)),
-                         std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)));
+        return call_for<R>(hl::call_limits{std::chrono::duration_cast<std::chrono::nanoseconds>(timeout), {}}, name,
+                           args...);
     }
 
-    /// The untyped form of call(): the result holds `return_type`'s alternative. A positive
-    /// `timeout` is the call's deadline.
+    /// As call(), within `limits` (see hl::call_limits): a deadline (errc::timed_out) and a CPU-time
+    /// budget (errc::cpu_budget_exceeded); either poisons the sandbox until restored. A field left
+    /// zero takes the sandbox's default (default_call_limits()). Negative durations fail with
+    /// errc::usage_error.
+    template <class R = void, class... Args>
+        requires(detail::return_type<R> && sizeof...(Args) <= max_parameters)
+    R call_for(const hl::call_limits& limits, std::string_view name, const Args&... args) {
+        const argument arguments[sizeof...(Args) + 1] = {detail::to_argument(args)..., argument{}};
+        return detail::from_return_value<R>(
+            call_dynamic(name, detail::value_traits<R>::type, std::span(arguments, sizeof...(Args)), limits));
+    }
+
+    /// The untyped form of call(): the result holds `return_type`'s alternative, within `limits`
+    /// (merged with the defaults). A positive `timeout` is the call's deadline.
     return_value call_dynamic(std::string_view name, value_type return_type, std::span<const argument> args,
-                              std::chrono::nanoseconds timeout = {});
+                              const hl::call_limits& limits = {});
+    return_value call_dynamic(std::string_view name, value_type return_type, std::span<const argument> args,
+                              std::chrono::nanoseconds timeout) {
+        return call_dynamic(name, return_type, args, hl::call_limits{timeout, {}});
+    }
     return_value call_dynamic(std::error_code& ec, std::string_view name, value_type return_type,
                               std::span<const argument> args) noexcept;
 
@@ -172,10 +187,25 @@ public:
     /// the sandbox (call, snapshot, restore, registration, handlers, start_call) fails with
     /// errc::usage_error. Throws as call() does for what is known before the guest runs:
     /// errc::poisoned, argument_too_large, usage_error (another thread or an unfinished call uses
-    /// the sandbox, or from inside its own host function). A positive `timeout` is the call's
-    /// deadline, counted from now.
+    /// the sandbox, or from inside its own host function). `limits`, merged with the defaults, bound
+    /// the call from now on: its deadline counts from now, its CPU time only while a run() runs it.
     guest_call start_call(std::string_view name, value_type return_type, std::span<const argument> args,
-                          std::chrono::nanoseconds timeout = {});
+                          const hl::call_limits& limits = {});
+    guest_call start_call(std::string_view name, value_type return_type, std::span<const argument> args,
+                          std::chrono::nanoseconds timeout) {
+        return start_call(name, return_type, args, hl::call_limits{timeout, {}});
+    }
+
+    /// The limits of calls that set none of their own: sandbox_config::call_limits until replaced.
+    /// Between calls (errc::usage_error while another thread uses the sandbox; the getter also from
+    /// inside its own host functions); a replacement stays with the sandbox, not its snapshots.
+    hl::call_limits default_call_limits() const;
+    void set_default_call_limits(const hl::call_limits& limits);
+
+    /// What the sandbox's calls have cost since it was created (see hl::call_usage), initialisation
+    /// included; restores do not reset it. Between calls, or from inside one of its own host
+    /// functions (the running call's share so far not yet included in cpu_time).
+    call_usage usage() const;
 
     /// Captures guest memory and vCPU state. Between calls only; throws errc::poisoned on a poisoned
     /// sandbox. Afterwards, restoring this snapshot costs in proportion to the pages written since.

@@ -3,6 +3,7 @@
 // interrupt bracket) and run until it ends: in one go (call(), initialisation) or in slices (a
 // guest_call), on the same loop. Between two run()s nothing of the call is on the thread: its state
 // is the call_state and the stopped vCPU.
+#include <algorithm>
 #include <new>
 #include <optional>
 #include <thread>
@@ -41,18 +42,18 @@ void sandbox_core::initialize() {
 }
 
 return_value sandbox_core::call(std::string_view name, value_type return_type, std::span<const argument> args,
-                                std::chrono::nanoseconds timeout) {
+                                const call_limits& limits) {
     std::error_code failure;
     std::string reason;
-    return_value result = call(name, return_type, args, timeout, failure, reason);
+    return_value result = call(name, return_type, args, limits, failure, reason);
     if (failure) throw error(failure, reason);
     return result;
 }
 
 return_value sandbox_core::call(std::string_view name, value_type return_type, std::span<const argument> args,
-                                std::chrono::nanoseconds timeout, std::error_code& failure, std::string& reason) {
+                                const call_limits& limits, std::error_code& failure, std::string& reason) {
     call_state c;
-    start(c, name, return_type, args, timeout, call_state::mode::to_the_end);
+    start(c, name, return_type, args, limits, call_state::mode::to_the_end);
     if (run(c, {}) == guest_call::status::failed) {
         failure = c.failure;
         reason = std::move(c.failure_reason);
@@ -62,7 +63,7 @@ return_value sandbox_core::call(std::string_view name, value_type return_type, s
 }
 
 void sandbox_core::start(call_state& c, std::string_view name, value_type return_type, std::span<const argument> args,
-                         std::chrono::nanoseconds timeout, call_state::mode how) {
+                         const call_limits& limits, call_state::mode how) {
     check_not_in_callback("call its guest");
     if (open_call_ != nullptr) {
         throw error(errc::usage_error,
@@ -74,17 +75,26 @@ void sandbox_core::start(call_state& c, std::string_view name, value_type return
         throw error(errc::poisoned, util::strfmt("cannot call '%s': the sandbox is poisoned (%s); restore it first",
                                                  util::name_for_message(name).c_str(), poison_reason_.c_str()));
     }
+    if (limits.timeout.count() < 0 || limits.cpu_time.count() < 0) {
+        throw error(errc::usage_error, util::strfmt("cannot call '%s': its call_limits hold a negative duration (0 "
+                                                    "means no limit)",
+                                                    util::name_for_message(name).c_str()));
+    }
     buffers_.write_call(name, return_type, args);
-    begin(c, HL_OP_DISPATCH, name, return_type, timeout, how);
+    begin(c, HL_OP_DISPATCH, name, return_type, limits, how);
+    c.used.calls = 1;
+    ++usage_.calls;
 }
 
 void sandbox_core::begin(call_state& c, std::uint64_t op, std::string_view name, value_type return_type,
-                         std::chrono::nanoseconds timeout, call_state::mode how) {
+                         const call_limits& limits, call_state::mode how) {
     c.op = op;
     c.name = util::name_for_message(name);
     c.return_type = return_type;
-    c.timeout = timeout;
-    c.deadline = timeout.count() > 0 ? monotonic_ns() + timeout.count() : 0;
+    // The defaults are the calls'; initialisation has no limits but its own (none).
+    c.limits = op == HL_OP_INIT ? limits : limits.or_else(default_limits_);
+    c.deadline = c.limits.timeout.count() > 0 ? monotonic_ns() + c.limits.timeout.count() : 0;
+    c.measure_cpu = image_->measure_cpu_time || c.limits.cpu_time.count() > 0;
     c.how = how;
     c.thread = std::this_thread::get_id();
     c.core = this;
@@ -106,8 +116,11 @@ void sandbox_core::begin(call_state& c, std::uint64_t op, std::string_view name,
 
 guest_call::status sandbox_core::run(call_state& c, std::chrono::nanoseconds slice) {
     std::optional<run_frame> frame;
+    // At least 1: a call whose budget is gone ends at the first look (see drive()).
+    const std::int64_t budget = c.limits.cpu_time.count();
+    const std::int64_t cpu_left = budget > 0 ? std::max<std::int64_t>(budget - c.used.cpu_time.count(), 1) : 0;
     try {
-        frame.emplace(*interrupt_, c.deadline, slice.count() > 0 ? slice.count() : 0);
+        frame.emplace(*interrupt_, c.deadline, slice.count() > 0 ? slice.count() : 0, c.measure_cpu, cpu_left);
     } catch (...) {
         // A guest_call stays as it was, to be run again; a call run in one go is over.
         if (c.how == call_state::mode::to_the_end) end(c, call_state::phase::failed);
@@ -118,11 +131,13 @@ guest_call::status sandbox_core::run(call_state& c, std::chrono::nanoseconds sli
     struct end_on_failure {
         sandbox_core& core;
         call_state& c;
+        run_frame& frame;
         bool armed = true;
         ~end_on_failure() {
+            core.account(c, frame);
             if (armed) core.end(c, call_state::phase::failed);
         }
-    } failure{*this, c};
+    } failure{*this, c, *frame};
     const guest_call::status s = drive(c, *frame);
     if (s == guest_call::status::finished) {
         if (c.op == HL_OP_DISPATCH) c.result = read_result(c.name, c.return_type);
@@ -153,11 +168,27 @@ void sandbox_core::end(call_state& c, call_state::phase how) noexcept {
     c.at.store(how);
 }
 
+void sandbox_core::account(call_state& c, const run_frame& frame) noexcept {
+    const std::chrono::nanoseconds cpu(frame.cpu_used());
+    c.used.cpu_time += cpu;
+    usage_.cpu_time += cpu;
+}
+
 guest_call::status sandbox_core::interrupted(call_state& c, errc why) {
     c.failure = make_error_code(why);
-    c.failure_reason = why == errc::timed_out
-                           ? util::strfmt("the guest call exceeded its deadline of %.3f ms", c.timeout.count() / 1e6)
-                           : std::string("stopped by a kill (interrupt_handle::kill(), or a cancelled async operation)");
+    switch (why) {
+    case errc::timed_out:
+        c.failure_reason =
+            util::strfmt("the guest call exceeded its deadline of %.3f ms", c.limits.timeout.count() / 1e6);
+        break;
+    case errc::cpu_budget_exceeded:
+        c.failure_reason =
+            util::strfmt("the guest call used up its CPU-time budget of %.3f ms", c.limits.cpu_time.count() / 1e6);
+        break;
+    default:
+        c.failure_reason = "stopped by a kill (interrupt_handle::kill(), or a cancelled async operation)";
+        break;
+    }
     poison_reason_ = c.failure_reason;
     return guest_call::status::failed;
 }
@@ -168,6 +199,10 @@ guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
     if (c.at.load() == call_state::phase::host_call) answer_host_call(c);
     // Between slices, or while a host call waited, the deadline may have passed.
     if (c.deadline != 0 && monotonic_ns() >= c.deadline) return interrupted(c, errc::timed_out);
+    // A slice may end just past the budget, before its check came round.
+    if (c.limits.cpu_time.count() > 0 && c.used.cpu_time >= c.limits.cpu_time) {
+        return interrupted(c, errc::cpu_budget_exceeded);
+    }
     for (;;) {
         if (abandoned()) {
             poison_and_throw(errc::usage_error, "the sandbox was destroyed during the call (inside one of its own host "
@@ -178,6 +213,7 @@ guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
         case run_frame::reason::none: break;
         case run_frame::reason::cancelled: return interrupted(c, errc::cancelled);
         case run_frame::reason::timed_out: return interrupted(c, errc::timed_out);
+        case run_frame::reason::over_budget: return interrupted(c, errc::cpu_budget_exceeded);
         case run_frame::reason::slice_over: return guest_call::status::sliced;
         }
         frame.entering_guest();
@@ -189,6 +225,8 @@ guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
             poison_and_throw(errc::vm_error, std::string("KVM_RUN failed: ") + e.what());
         }
         frame.left_guest(exit.what == vmm::vm_exit::kind::interrupted);
+        ++c.used.vm_exits;
+        ++usage_.vm_exits;
         // Out of the stub, the guest has its snapshot's registers; a run that stopped inside it (a
         // kick, a fault) leaves the next call to enter it again.
         if (registers_pending_ && !in_entry_stub(vm_->regs().rip)) registers_pending_.reset();
@@ -202,12 +240,15 @@ guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
                 return guest_call::status::finished;
             }
             if (exit.port == HL_PORT_HOST_CALL) {
+                ++c.used.host_calls;
+                ++usage_.host_calls;
                 if (!serve_host_call(c)) continue;
                 // A kill that came while the guest ran is honoured now; one that comes later calls
                 // the listener, as the call is outside the guest.
                 switch (frame.stop_reason()) {
                 case run_frame::reason::cancelled: return interrupted(c, errc::cancelled);
                 case run_frame::reason::timed_out: return interrupted(c, errc::timed_out);
+                case run_frame::reason::over_budget: return interrupted(c, errc::cpu_budget_exceeded);
                 case run_frame::reason::none:
                 case run_frame::reason::slice_over: return guest_call::status::host_call;
                 }

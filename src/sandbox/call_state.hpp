@@ -12,6 +12,7 @@
 #include <system_error>
 #include <thread>
 
+#include "hl/call_limits.hpp"
 #include "hl/host_function.hpp"
 #include "hl/detail/recycled.hpp"
 #include "hl/value.hpp"
@@ -31,8 +32,10 @@ struct call_state : recycled {
     std::uint64_t op = 0;
     std::string name;  // for messages: the caller's view may be gone by the next run()
     value_type return_type = value_type::void_type;
-    std::chrono::nanoseconds timeout{};
+    call_limits limits;         // the call's own, merged with the sandbox's defaults
     std::int64_t deadline = 0;  // monotonic_ns(); 0: none
+    bool measure_cpu = false;   // read the thread's CPU clock around each run (a budget, or the config asks)
+    call_usage used;            // this call's, so far (calls is 1 for a call, 0 for initialisation)
     mode how = mode::to_the_end;
     std::atomic<phase> at{phase::ready};
     std::thread::id thread;  // the one that started it, and runs it

@@ -17,6 +17,7 @@ public:
             return "the guest overflowed its stack; raise sandbox_config::stack_size or restore the sandbox";
         case errc::cancelled: return "the guest call was cancelled by the host";
         case errc::timed_out: return "the guest call exceeded its deadline";
+        case errc::cpu_budget_exceeded: return "the guest call used up its CPU-time budget";
         case errc::poisoned: return "the sandbox is poisoned by an earlier failure; restore it before calling again";
         case errc::unknown_function: return "no function of that name is registered";
         case errc::parameter_mismatch: return "the arguments do not match the guest function's parameters";
@@ -54,6 +55,7 @@ bool is_poisoning(std::error_code code) noexcept {
     case errc::stack_overflow:
     case errc::cancelled:
     case errc::timed_out:
+    case errc::cpu_budget_exceeded:
     case errc::protocol_error:
     case errc::handler_error:
     case errc::vm_error:

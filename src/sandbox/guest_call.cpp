@@ -190,6 +190,10 @@ std::optional<std::chrono::steady_clock::time_point> guest_call::deadline() cons
     return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(state_->deadline));
 }
 
+call_usage guest_call::usage() const { return usable("read its usage").used; }
+
+hl::call_limits guest_call::limits() const { return usable("read its limits").limits; }
+
 void guest_call::set_interrupt_listener(std::function<void()> f) {
     if (!state_ || is_over(*state_)) return;
     state_->core->interrupt()->set_listener(std::move(f));

@@ -30,6 +30,7 @@ struct active_call {
     const std::atomic<bool>* cancel = nullptr;
     std::int64_t expiry = 0;    // when the thread's timer is due for this frame (monotonic_ns), 0: never
     std::int64_t deadline = 0;  // the call's deadline, 0: none
+    std::int64_t cpu_end = 0;   // thread_cpu_ns() at which the call's CPU budget is used up, 0: none
     int signal = 0;
     volatile sig_atomic_t timer_hit = 0;
     volatile sig_atomic_t in_guest = 0;
@@ -140,6 +141,12 @@ std::int64_t monotonic_ns() noexcept {
     return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
+std::int64_t thread_cpu_ns() noexcept {
+    timespec ts{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
 bool interrupt_state::kill() {
     using clock = std::chrono::steady_clock;
     // Re-sent while the guest keeps running: a signal can land between the vCPU thread's checks.
@@ -217,14 +224,25 @@ void interrupt_state::set_listener(std::function<void()> f) {
     if (running.load()) std::swap(listener, fresh);
 }
 
-run_frame::run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t slice)
-    : state_(state), depth_(current.depth), deadline_(deadline), slice_(slice > 0 ? std::max(slice, min_slice_ns) : 0) {
+run_frame::run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t slice, bool measure_cpu,
+                     std::int64_t cpu_left)
+    : state_(state),
+      depth_(current.depth),
+      deadline_(deadline),
+      slice_(slice > 0 ? std::max(slice, min_slice_ns) : 0),
+      measure_cpu_(measure_cpu || cpu_left > 0) {
     if (depth_ >= max_nesting) {
         throw error(errc::usage_error,
                     util::strfmt("guest calls nest more than %d deep through host functions on one thread", max_nesting));
     }
-    if (slice_ != 0) slice_end_ = monotonic_ns() + slice_;
-    const std::int64_t expiry = earlier(deadline_, slice_end_);
+    const std::int64_t now = slice_ != 0 || cpu_left > 0 ? monotonic_ns() : 0;
+    if (slice_ != 0) slice_end_ = now + slice_;
+    if (measure_cpu_) cpu_start_ = thread_cpu_ns();
+    if (cpu_left > 0) {
+        cpu_end_ = cpu_start_ + cpu_left;
+        budget_check_ = now + cpu_left;  // the thread cannot use its CPU faster than the clock runs
+    }
+    const std::int64_t expiry = next_expiry();
     // A thread that blocks the signal (sigwait or signalfd designs) would never be kicked out. A
     // dedicated thread unblocks it for good the first time, and looks no more.
     if (!(thread_timer::dedicated() && thread_timer::kept_unblocked() == state_.signal)) {
@@ -245,6 +263,7 @@ run_frame::run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t
     frame.cancel = &state_.cancel;
     frame.expiry = expiry;
     frame.deadline = deadline_;
+    frame.cpu_end = cpu_end_;
     frame.signal = state_.signal;
     std::atomic_signal_fence(std::memory_order_seq_cst);
     current.depth = depth_ + 1;
@@ -261,6 +280,18 @@ run_frame::run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t
 }
 
 run_frame::~run_frame() { pop(); }
+
+std::int64_t run_frame::cpu_used() const noexcept { return measure_cpu_ ? thread_cpu_ns() - cpu_start_ : 0; }
+
+std::int64_t run_frame::next_expiry() const noexcept { return earlier(earlier(deadline_, slice_end_), budget_check_); }
+
+bool run_frame::budget_used_up(std::int64_t now) noexcept {
+    if (budget_check_ == 0 || now < budget_check_) return false;
+    const std::int64_t left = cpu_end_ - thread_cpu_ns();
+    if (left <= 0) return true;
+    budget_check_ = now + std::max(left, min_budget_check_ns);
+    return false;
+}
 
 void run_frame::pop() noexcept {
     current.depth = depth_;
@@ -344,6 +375,7 @@ run_frame::reason run_frame::stop_reason() noexcept {
     frame.timer_hit = 0;  // armed_ stays: the arming repeats until disarmed or replaced
     const std::int64_t now = monotonic_ns();
     if (deadline_ != 0 && now >= deadline_) return reason::timed_out;
+    if (budget_used_up(now)) return reason::over_budget;
     if (slice_end_ != 0 && now >= slice_end_) {
         if (ran_ || restarts_ == max_slice_restarts) return reason::slice_over;
         // The slice was over before the guest got much of it (this thread was slow to get here,
@@ -352,10 +384,10 @@ run_frame::reason run_frame::stop_reason() noexcept {
         ++restarts_;
         slice_ *= 2;
         slice_end_ = now + slice_;
-        frame.expiry = earlier(deadline_, slice_end_);
     }
-    // Not due yet: a nested frame's timer re-armed for this one after it had fired, or the slice
-    // that starts again.
+    // Not due yet: a nested frame's timer re-armed for this one after it had fired, the slice that
+    // starts again, or a budget with time left.
+    frame.expiry = next_expiry();
     try {
         thread_timer::arm(state_.signal, frame.expiry);
         armed_ = true;
@@ -376,7 +408,8 @@ bool current_call_interrupted() noexcept {
     if (depth == 0) return false;
     const auto& frame = detail::current.frames[depth - 1];
     return (frame.cancel != nullptr && frame.cancel->load()) ||
-           (frame.deadline != 0 && detail::monotonic_ns() >= frame.deadline);
+           (frame.deadline != 0 && detail::monotonic_ns() >= frame.deadline) ||
+           (frame.cpu_end != 0 && detail::thread_cpu_ns() >= frame.cpu_end);
 }
 
 bool interrupt_handle::running() const noexcept { return state_ && state_->running.load(); }

@@ -64,6 +64,16 @@ int install_interrupt_signal(int offset);
 
 /// CLOCK_MONOTONIC (steady_clock's clock) in nanoseconds: the time base of deadlines and slices.
 std::int64_t monotonic_ns() noexcept;
+/// The calling thread's CPU clock in nanoseconds: what CPU-time budgets count. A system call (about
+/// 0.5 us here; the vDSO does not serve it).
+std::int64_t thread_cpu_ns() noexcept;
+
+/// A CPU-time budget is checked at the earliest moment the thread could have used it up: that many
+/// nanoseconds of wall time after the frame started, or after the last check that found some left.
+/// A preempted thread uses less than it is given, so a check may find budget left: it looks again
+/// when the rest could be gone, but no sooner than this (a few checks, not a storm, on a thread that
+/// gets little of its core).
+inline constexpr std::int64_t min_budget_check_ns = 20'000;
 
 /// One stretch of a running call on the vCPU thread, between the start of a run() and its return.
 /// Frames nest (a host function calling another sandbox on the same thread); the innermost one has
@@ -79,13 +89,18 @@ std::int64_t monotonic_ns() noexcept;
 /// it (calls the kernel never restarts, such as poll or nanosleep, still see EINTR). Tens of
 /// microseconds go into entering and leaving the guest under PVM; a slice must leave the guest some
 /// time beyond that.
+///
+/// A frame may also have a CPU-time budget: `cpu_left` nanoseconds of the thread's CPU clock (0 for
+/// none), checked on the same timer (see min_budget_check_ns). With `measure_cpu` the frame reads
+/// the thread's CPU clock at its start, for cpu_used().
 inline constexpr std::int64_t min_slice_ns = 50'000;
 inline constexpr int max_slice_restarts = 10;
 
 class run_frame {
 public:
     /// Throws errc::usage_error when calls nest too deep, std::system_error when the timer fails.
-    run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t slice);
+    run_frame(interrupt_state& state, std::int64_t deadline, std::int64_t slice, bool measure_cpu = false,
+              std::int64_t cpu_left = 0);
     ~run_frame();
     run_frame(const run_frame&) = delete;
     run_frame& operator=(const run_frame&) = delete;
@@ -95,19 +110,32 @@ public:
     /// something the guest did.
     void left_guest(bool by_signal) noexcept;
 
-    enum class reason { none, cancelled, timed_out, slice_over };
+    enum class reason { none, cancelled, timed_out, over_budget, slice_over };
     /// After KVM_RUN returned EINTR (or before entering it): why the stretch must stop, if it must.
     /// Re-arms immediate_exit when it need not, so a stray signal costs one more KVM_RUN.
     reason stop_reason() noexcept;
 
+    /// The thread's CPU time since the frame started (a read of its CPU clock); 0 unless the frame
+    /// measures it.
+    std::int64_t cpu_used() const noexcept;
+
 private:
     void pop() noexcept;
+    /// When the thread's timer is due for this frame: the earliest of the deadline, the slice's end
+    /// and the next budget check (0: never).
+    std::int64_t next_expiry() const noexcept;
+    /// After the timer went off at `now`: true when the budget is used up; otherwise the next check.
+    bool budget_used_up(std::int64_t now) noexcept;
 
     interrupt_state& state_;
     int depth_;  // this frame's index in the thread's stack
     std::int64_t deadline_;
     std::int64_t slice_;
     std::int64_t slice_end_ = 0;
+    bool measure_cpu_;
+    std::int64_t cpu_start_ = 0;     // thread_cpu_ns() at the start, when measured
+    std::int64_t cpu_end_ = 0;       // thread_cpu_ns() at which the budget is used up; 0: no budget
+    std::int64_t budget_check_ = 0;  // monotonic_ns() of the next look at the CPU clock; 0: none
     std::int64_t entered_at_ = 0;  // monotonic_ns() at the last entering_guest(), in a sliced frame
     int restarts_ = 0;
     bool ran_ = false;       // the guest ran in this frame (for a slice: long enough for the slice to count)

@@ -175,10 +175,10 @@ multi_use_sandbox multi_use_sandbox::from_snapshot(std::shared_ptr<const hl::sna
 }
 
 guest_call multi_use_sandbox::start_call(std::string_view name, value_type return_type,
-                                         std::span<const argument> args, std::chrono::nanoseconds timeout) {
+                                         std::span<const argument> args, const hl::call_limits& limits) {
     const driving d(core_, "start a call");
     auto state = std::make_unique<detail::call_state>();
-    d->start(*state, name, return_type, args, timeout, detail::call_state::mode::sliced);
+    d->start(*state, name, return_type, args, limits, detail::call_state::mode::sliced);
     d->attach_call();
     return guest_call(std::move(state));
 }
@@ -226,8 +226,23 @@ multi_use_sandbox& multi_use_sandbox::operator=(multi_use_sandbox&& other) noexc
 multi_use_sandbox::~multi_use_sandbox() { drop(core_); }
 
 return_value multi_use_sandbox::call_dynamic(std::string_view name, value_type return_type,
-                                             std::span<const argument> args, std::chrono::nanoseconds timeout) {
-    return driving(core_, "call its guest")->call(name, return_type, args, timeout);
+                                             std::span<const argument> args, const hl::call_limits& limits) {
+    return driving(core_, "call its guest")->call(name, return_type, args, limits);
+}
+
+hl::call_limits multi_use_sandbox::default_call_limits() const {
+    return driving(core_, "read its default call limits", driving::from_callback::allowed)->default_limits();
+}
+
+void multi_use_sandbox::set_default_call_limits(const hl::call_limits& limits) {
+    if (limits.timeout.count() < 0 || limits.cpu_time.count() < 0) {
+        throw error(errc::usage_error, "default call limits hold a negative duration; 0 means no limit");
+    }
+    driving(core_, "set its default call limits")->set_default_limits(limits);
+}
+
+call_usage multi_use_sandbox::usage() const {
+    return driving(core_, "read its usage", driving::from_callback::allowed)->usage();
 }
 
 return_value multi_use_sandbox::call_dynamic(std::error_code& ec, std::string_view name, value_type return_type,

@@ -57,23 +57,23 @@ public:
     /// call) before freeing anything.
     ~sandbox_core();
 
-    /// Runs a guest function to its end: start() and run() on a call_state of its own. A positive
-    /// `timeout` is the call's deadline (errc::timed_out).
+    /// Runs a guest function to its end: start() and run() on a call_state of its own, within
+    /// `limits` (merged with the sandbox's defaults: errc::timed_out, errc::cpu_budget_exceeded).
     return_value call(std::string_view name, value_type return_type, std::span<const argument> args,
-                      std::chrono::nanoseconds timeout = {});
+                      const call_limits& limits = {});
     /// As call(), but a kill or the deadline is not thrown: it comes back in `failure` and
     /// `reason`, and the result is empty. Every other failure throws as call() does. A throw and
     /// its catch cost 5-13 us here, as much again as the kick itself on a warm vCPU: the nothrow
     /// overloads take this way, so that their interrupt latency is the kick and little more.
     return_value call(std::string_view name, value_type return_type, std::span<const argument> args,
-                      std::chrono::nanoseconds timeout, std::error_code& failure, std::string& reason);
+                      const call_limits& limits, std::error_code& failure, std::string& reason);
 
     /// Starts `c`: writes the call into the input buffer, stages the entry registers and marks the
-    /// call running; nothing runs yet. A positive `timeout` is its deadline, counted from now. A
+    /// call running; nothing runs yet. `limits`, merged with the defaults, bound it from now on. A
     /// `sliced` call holds the sandbox until it ends (open_call()). Throws, changing nothing:
     /// poisoned, argument_too_large, usage_error (inside a callback, or another call is open).
     void start(call_state& c, std::string_view name, value_type return_type, std::span<const argument> args,
-               std::chrono::nanoseconds timeout, call_state::mode how);
+               const call_limits& limits, call_state::mode how);
 
     /// Runs `c` on the calling thread until it finishes (c.result holds the value), its `slice` (if
     /// positive) is over, or it waits for an asynchronous host function. The answer to a host call
@@ -94,6 +94,13 @@ public:
     const std::shared_ptr<interrupt_state>& interrupt() const noexcept { return interrupt_; }
 
     bool poisoned() const noexcept { return !poison_reason_.empty(); }
+
+    /// What the sandbox's calls have cost, initialisation included. Under the claim.
+    const call_usage& usage() const noexcept { return usage_; }
+    /// The limits of calls that set none of their own: sandbox_config::call_limits unless replaced
+    /// (a pool's or runtime's defaults, hl::call_limits). Under the claim.
+    const call_limits& default_limits() const noexcept { return default_limits_; }
+    void set_default_limits(const call_limits& limits) noexcept { default_limits_ = limits; }
 
     /// Claimed by the public API around every call, snapshot, restore and registration, and by
     /// guest_call around every run().
@@ -132,13 +139,15 @@ private:
 
     /// Stages the entry registers for `op` and marks `c` running.
     void begin(call_state& c, std::uint64_t op, std::string_view name, value_type return_type,
-               std::chrono::nanoseconds timeout, call_state::mode how);
+               const call_limits& limits, call_state::mode how);
     /// The exit loop: runs until the guest reports done, the slice is over, an asynchronous host
     /// function must answer, or a kill or the deadline ends the call (status::failed, poisoned).
     /// Throws (and poisons) on any other way out: abort, fault, a protocol violation.
     guest_call::status drive(call_state& c, run_frame& frame);
     /// Marks `c` over.
     void end(call_state& c, call_state::phase how) noexcept;
+    /// Adds what `frame` measured to the call's and the sandbox's CPU time.
+    void account(call_state& c, const run_frame& frame) noexcept;
     /// Ends `c` by its kill or deadline, without an exception: it is how calls end under a
     /// scheduler, and right after a long guest run the host's caches are cold, so that one throw
     /// costs 25-30 us here (a kick of the vCPU costs about as much). Poisons; returns failed.
@@ -181,6 +190,8 @@ private:
     host_services services_;
     mem::dirty_tracker dirty_{memory_.pages()};
     std::string poison_reason_;
+    call_limits default_limits_ = image_->call_limits;
+    call_usage usage_;
     bool vcpu_unusable_ = false;  // KVM kept a half-done instruction: no restore may reuse this vCPU
     // Set by a restore, which leaves the extended registers (x87, SSE, AVX) to the guest: the snapshot
     // whose registers are still to be loaded. Calls enter through the entry stub, which loads them

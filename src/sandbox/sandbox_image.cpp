@@ -78,6 +78,9 @@ void write_initial_register_image(mem::guest_memory& memory, mem::gpa at) {
 }  // namespace
 
 sandbox_image::built sandbox_image::build(std::vector<std::byte> elf, const sandbox_config& config) {
+    if (config.call_limits.timeout.count() < 0 || config.call_limits.cpu_time.count() < 0) {
+        throw error(errc::invalid_config, "sandbox_config::call_limits holds a negative duration; 0 means no limit");
+    }
     // The file, not the loaded image: hashing the image would read (and so allocate) every page of
     // its bss.
     const std::uint64_t guest_hash = hash_bytes(elf);
@@ -117,7 +120,8 @@ sandbox_image::built sandbox_image::build(std::vector<std::byte> elf, const sand
     auto shared = std::make_shared<sandbox_image>(sandbox_image{layout, std::move(regions),
                                                                 entry, image.kind(),
                                                                 layout.stack_top(), layout.stack_top(), setup,
-                                                                guest_hash, signal});
+                                                                guest_hash, signal, config.call_limits,
+                                                                config.measure_cpu_time});
     if (linux_program) {
         const auto stack = write_start_stack(memory, layout, image);
         shared->start_stack = stack.argc;

@@ -42,6 +42,8 @@ struct sandbox_image {
     vmm::cpu_setup setup;
     std::uint64_t guest_hash = 0;  // of the guest ELF file: tells snapshots of other guests apart
     int interrupt_signal = 0;
+    hl::call_limits call_limits;  // sandbox_config's: the defaults of every call
+    bool measure_cpu_time = false;
 
     /// True when a snapshot of `other` can be restored into a sandbox of this image.
     bool compatible_with(const sandbox_image& other) const noexcept {

@@ -35,6 +35,8 @@ bool sandbox_core::serve_system_call(call_state& c) {
         poison_and_throw(errc::vm_error, std::string("the guest stopped and its state could not be read: ") + e.what());
     }
     if (!site) return false;
+    ++c.used.system_calls;
+    ++usage_.system_calls;
 
     const syscall_request request{cpu.rax, {cpu.rdi, cpu.rsi, cpu.rdx, cpu.r10, cpu.r8, cpu.r9}};
     const linux_kernel::hooks hooks{

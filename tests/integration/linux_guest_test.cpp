@@ -330,6 +330,24 @@ TEST_P(LinuxGuestAttack, MprotectAndMmapNeverGrantWriteAndExecute) {
     expect_healthy(sb);
 }
 
+TEST_P(LinuxGuestAttack, ACpuBudgetEndsAGuestThatLivesInSystemCallsAndTheyAreCounted) {
+    auto sb = make(guest());
+    auto snap = sb.snapshot();
+    const auto before = sb.usage();
+    try {
+        sb.call_for<std::int64_t>(hl::call_limits{.cpu_time = std::chrono::milliseconds(30)}, "SyscallSpin");
+        FAIL() << "SyscallSpin returned";
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), make_error_code(errc::cpu_budget_exceeded)) << e.what();
+    }
+    const auto after = sb.usage();
+    EXPECT_GT(after.system_calls, before.system_calls + 10) << "the host served its getpid()s, on the call's CPU time";
+    EXPECT_GE(after.cpu_time - before.cpu_time, std::chrono::milliseconds(30));
+    EXPECT_GE(after.vm_exits - before.vm_exits, after.system_calls - before.system_calls);
+    sb.restore(snap);
+    expect_healthy(sb);
+}
+
 TEST_P(LinuxGuestAttack, ADeadlineAndAKillEndAGuestThatLivesInSystemCalls) {
     auto sb = make(guest());
     auto snap = sb.snapshot();

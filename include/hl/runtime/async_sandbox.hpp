@@ -94,6 +94,14 @@ public:
     auto async_call_for(std::chrono::duration<Rep, Period> timeout, std::string_view name,
                         ArgsAndToken&&... args_and_token);
 
+    /// As async_call(), within `limits` (hl::call_limits): a deadline (errc::timed_out) and a CPU-time
+    /// budget (errc::cpu_budget_exceeded), which counts only while the call runs on the worker: not
+    /// while it waits for an asynchronous host function or between slices. Zero fields take the
+    /// sandbox's defaults (runtime_options::call_limits, else sandbox_config::call_limits).
+    template <class R = void, class... ArgsAndToken>
+        requires detail::return_type<R>
+    auto async_call_for(const call_limits& limits, std::string_view name, ArgsAndToken&&... args_and_token);
+
     /// Takes a snapshot on the worker. Completes with
     /// void(std::error_code, std::shared_ptr<const snapshot>).
     template <class Token = asio::use_awaitable_t<>>
@@ -128,7 +136,7 @@ private:
     static auto create_with(executor_type ex, Make make, Token&& token);
 
     template <class R, class... ArgsAndToken>
-    auto call_with(std::string_view name, std::chrono::nanoseconds timeout, ArgsAndToken&&... args_and_token);
+    auto call_with(std::string_view name, const call_limits& limits, ArgsAndToken&&... args_and_token);
 
     std::shared_ptr<detail::sandbox_state> state_;
     executor_type ex_;

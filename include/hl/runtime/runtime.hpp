@@ -8,6 +8,8 @@
 #include <memory>
 #include <vector>
 
+#include "hl/call_limits.hpp"
+
 namespace hl {
 
 namespace detail {
@@ -30,6 +32,11 @@ struct runtime_options {
     /// else to run" is a poll that ran nothing, so work waiting on the worker's own timers and
     /// sockets is protected less than work that is ready; see docs/DESIGN.md ("A long call's share").
     double sliced_share = 1.0;
+    /// The defaults of calls on the runtime's sandboxes that set no limits of their own: a deadline,
+    /// a CPU-time budget, or both, so that no call runs unbounded by accident. They come before the
+    /// sandbox's own defaults (sandbox_config::call_limits) and after a pool's (see hl::call_limits).
+    /// None by default.
+    hl::call_limits call_limits{};
 };
 
 /// The async runtime's worker threads: a fixed set, each an Asio execution context (an io_context

@@ -46,6 +46,9 @@ public:
         requires detail::return_type<R>
     auto async_call_for(std::chrono::duration<Rep, Period> timeout, std::string_view name,
                         ArgsAndToken&&... args_and_token);
+    template <class R = void, class... ArgsAndToken>
+        requires detail::return_type<R>
+    auto async_call_for(const call_limits& limits, std::string_view name, ArgsAndToken&&... args_and_token);
 
     /// The message of the last call of this lease that failed; never another holder's.
     std::string last_error() const;
@@ -66,7 +69,7 @@ public:
 
 private:
     template <class R, class... ArgsAndToken>
-    auto call_with(std::string_view name, std::chrono::nanoseconds timeout, ArgsAndToken&&... args_and_token);
+    auto call_with(std::string_view name, const call_limits& limits, ArgsAndToken&&... args_and_token);
 
     std::shared_ptr<detail::pool_core> pool_;
     std::shared_ptr<detail::sandbox_state> state_;
@@ -135,6 +138,11 @@ public:
         requires detail::return_type<R>
     auto async_call_for(std::chrono::duration<Rep, Period> timeout, std::string_view name,
                         ArgsAndToken&&... args_and_token);
+    /// As async_call(), within `limits` for the guest call (not the wait for a sandbox); zero fields
+    /// take the pool's defaults (pool_options::call_limits), and so on (hl::call_limits).
+    template <class R = void, class... ArgsAndToken>
+        requires detail::return_type<R>
+    auto async_call_for(const call_limits& limits, std::string_view name, ArgsAndToken&&... args_and_token);
 
     /// Completes with void(std::error_code) once no sandbox is in use, being recycled or being
     /// created (after close(), once everything has been let go).
@@ -164,10 +172,10 @@ private:
     static std::shared_ptr<detail::task_cancellation> cancellation_of(Handler& handler);
 
     template <class R, class... ArgsAndToken>
-    auto call_with(std::string_view name, std::chrono::nanoseconds timeout, ArgsAndToken&&... args_and_token);
+    auto call_with(std::string_view name, const call_limits& limits, ArgsAndToken&&... args_and_token);
 
     template <class R, class Token, class... Args>
-    auto initiate_pool_call(std::string_view name, std::chrono::nanoseconds timeout, Token&& token, const Args&... args);
+    auto initiate_pool_call(std::string_view name, const call_limits& limits, Token&& token, const Args&... args);
 
     std::shared_ptr<detail::pool_core> core_;
     executor_type ex_;

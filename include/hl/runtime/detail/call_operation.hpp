@@ -40,8 +40,8 @@ public:
     void set_epoch(std::uint64_t epoch) noexcept { epoch_ = epoch; }
 
 protected:
-    call_base(std::string_view name, value_type type, std::chrono::nanoseconds timeout, std::uint64_t epoch)
-        : name_(name), type_(type), timeout_(timeout), epoch_(epoch) {
+    call_base(std::string_view name, value_type type, const call_limits& limits, std::uint64_t epoch)
+        : name_(name), type_(type), limits_(limits), epoch_(epoch) {
         cancellable = true;
     }
     /// Completes the handler and frees the operation.
@@ -62,7 +62,7 @@ private:
 
     std::string name_;
     value_type type_;
-    std::chrono::nanoseconds timeout_;
+    call_limits limits_;
     std::uint64_t epoch_;  // whose last_error() a failure goes to
     std::shared_ptr<sandbox_state> state_;  // from start() on
     guest_call call_;
@@ -122,9 +122,9 @@ private:
 template <class Handler, class R, std::size_t N>
 class call_operation final : public call_base {
 public:
-    call_operation(completion<Handler> done, std::string_view name, owned_arguments<N> args,
-                   std::chrono::nanoseconds timeout, std::uint64_t epoch)
-        : call_base(name, value_traits<R>::type, timeout, epoch), done_(std::move(done)), args_(std::move(args)) {}
+    call_operation(completion<Handler> done, std::string_view name, owned_arguments<N> args, const call_limits& limits,
+                   std::uint64_t epoch)
+        : call_base(name, value_traits<R>::type, limits, epoch), done_(std::move(done)), args_(std::move(args)) {}
 
 private:
     std::span<const argument> arguments() const noexcept override { return args_.views(); }

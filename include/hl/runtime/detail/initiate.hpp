@@ -78,7 +78,7 @@ void complete_usage_error(Handler handler, const asio::any_io_executor& fallback
 
 /// What a call is made with besides its name and arguments.
 struct call_context {
-    std::chrono::nanoseconds timeout{};
+    call_limits limits;
     std::optional<std::uint64_t> holder;       // a lease's epoch
     const char* empty_message = "the sandbox handle is empty";
 };
@@ -104,7 +104,7 @@ auto initiate_call(std::shared_ptr<sandbox_state> state, asio::any_io_executor e
             auto slot = asio::get_associated_cancellation_slot(handler);
             const std::uint64_t epoch = context.holder ? *context.holder : state->epoch();
             auto* op = new call_operation<H, R, N>(completion<H>(std::move(handler), ex, diag), name, std::move(args),
-                                                   context.timeout, epoch);
+                                                   context.limits, epoch);
             op->holder = context.holder;
             op->id = state->next_id();
             auto stop = [weak = std::weak_ptr<sandbox_state>(state), id = op->id] {

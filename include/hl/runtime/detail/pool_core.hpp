@@ -59,7 +59,10 @@ public:
     /// `held`: work on the pool's executor that the caller holds, if any (see cover_of()).
     void release(std::shared_ptr<sandbox_state> sandbox, const cover& held = {});
 
-    void record_latency(std::chrono::nanoseconds elapsed);
+    /// A pool task is over: its latency (from its start to its completion) and what its call cost.
+    void record_task(std::chrono::nanoseconds elapsed, const call_usage& used) noexcept;
+    /// pool_options::call_limits: the defaults of the pool's calls and its leases'.
+    const call_limits& default_limits() const noexcept { return options_.call_limits; }
     pool_stats stats() const;
 
     /// No more acquires (errc::pool_closed); waiters get asio::error::operation_aborted; idle

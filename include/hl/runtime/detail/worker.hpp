@@ -16,6 +16,8 @@
 #include <optional>
 #include <thread>
 
+#include "hl/call_limits.hpp"
+
 namespace hl::detail {
 
 /// Work that waits for its worker to have nothing else to run: a call past a slice
@@ -32,7 +34,7 @@ protected:
 class worker : public std::enable_shared_from_this<worker> {
 public:
     /// `sliced_share` in (0, 1]: see runtime_options.
-    worker(std::size_t index, std::chrono::nanoseconds slice, double sliced_share);
+    worker(std::size_t index, std::chrono::nanoseconds slice, double sliced_share, const call_limits& limits = {});
     std::size_t index() const noexcept { return index_; }
     /// shutdown(), then frees the io_context (handlers still queued are destroyed, not run).
     ~worker();
@@ -42,6 +44,8 @@ public:
     asio::io_context& context() noexcept { return io_; }
     asio::io_context::executor_type executor() noexcept { return io_.get_executor(); }
     std::chrono::nanoseconds slice() const noexcept { return slice_; }
+    /// runtime_options::call_limits: the defaults of calls run here.
+    const call_limits& limits() const noexcept { return limits_; }
     /// How long a call past a slice may wait for the worker's other work: slice × (1 / share − 1).
     std::chrono::nanoseconds sliced_wait() const noexcept { return sliced_wait_; }
 
@@ -83,6 +87,7 @@ private:
     bool wake_idle_waiter();
 
     std::size_t index_;
+    call_limits limits_;
     std::chrono::nanoseconds slice_;
     std::chrono::nanoseconds sliced_wait_;
     std::deque<std::weak_ptr<idle_waiter>> idle_waiters_;  // the worker thread's own

@@ -67,8 +67,14 @@ template <class R, class Rep, class Period, class... ArgsAndToken>
     requires detail::return_type<R>
 auto async_sandbox::async_call_for(std::chrono::duration<Rep, Period> timeout, std::string_view name,
                                    ArgsAndToken&&... args_and_token) {
-    return call_with<R>(name, std::chrono::duration_cast<std::chrono::nanoseconds>(timeout),
+    return call_with<R>(name, call_limits{std::chrono::duration_cast<std::chrono::nanoseconds>(timeout), {}},
                         std::forward<ArgsAndToken>(args_and_token)...);
+}
+
+template <class R, class... ArgsAndToken>
+    requires detail::return_type<R>
+auto async_sandbox::async_call_for(const call_limits& limits, std::string_view name, ArgsAndToken&&... args_and_token) {
+    return call_with<R>(name, limits, std::forward<ArgsAndToken>(args_and_token)...);
 }
 
 template <class Token>
@@ -135,11 +141,11 @@ auto async_sandbox::create_with(executor_type ex, Make make, Token&& token) {
 }
 
 template <class R, class... ArgsAndToken>
-auto async_sandbox::call_with(std::string_view name, std::chrono::nanoseconds timeout, ArgsAndToken&&... args_and_token) {
+auto async_sandbox::call_with(std::string_view name, const call_limits& limits, ArgsAndToken&&... args_and_token) {
     return detail::with_token_last(
         [&](auto&& token, const auto&... args) {
             detail::call_context context;
-            context.timeout = timeout;
+            context.limits = limits;
             context.empty_message = detail::empty_sandbox_message;
             return detail::initiate_call<R>(state_, ex_, name, std::move(context),
                                             std::forward<decltype(token)>(token), args...);

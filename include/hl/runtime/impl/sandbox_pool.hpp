@@ -144,8 +144,14 @@ template <class R, class Rep, class Period, class... ArgsAndToken>
     requires detail::return_type<R>
 auto pool_lease::async_call_for(std::chrono::duration<Rep, Period> timeout, std::string_view name,
                                 ArgsAndToken&&... args_and_token) {
-    return call_with<R>(name, std::chrono::duration_cast<std::chrono::nanoseconds>(timeout),
+    return call_with<R>(name, call_limits{std::chrono::duration_cast<std::chrono::nanoseconds>(timeout), {}},
                         std::forward<ArgsAndToken>(args_and_token)...);
+}
+
+template <class R, class... ArgsAndToken>
+    requires detail::return_type<R>
+auto pool_lease::async_call_for(const call_limits& limits, std::string_view name, ArgsAndToken&&... args_and_token) {
+    return call_with<R>(name, limits, std::forward<ArgsAndToken>(args_and_token)...);
 }
 
 inline std::string pool_lease::last_error() const {
@@ -158,11 +164,11 @@ inline void pool_lease::release() {
 }
 
 template <class R, class... ArgsAndToken>
-auto pool_lease::call_with(std::string_view name, std::chrono::nanoseconds timeout, ArgsAndToken&&... args_and_token) {
+auto pool_lease::call_with(std::string_view name, const call_limits& limits, ArgsAndToken&&... args_and_token) {
     return detail::with_token_last(
         [&](auto&& token, const auto&... args) {
             detail::call_context context;
-            context.timeout = timeout;
+            context.limits = pool_ ? limits.or_else(pool_->default_limits()) : limits;
             context.holder = epoch_;
             context.empty_message = "the pool_lease is empty (released or moved from)";
             return detail::initiate_call<R>(state_, ex_, name, std::move(context),
@@ -197,6 +203,12 @@ auto sandbox_pool::async_create(executor_type ex, std::filesystem::path guest, s
         [diag = diag](auto handler, executor_type ex, std::filesystem::path guest, sandbox_config config,
                       std::function<void(multi_use_sandbox&)> bind, pool_options options) {
             using done_type = detail::completion<decltype(handler)>;
+            if (options.call_limits.timeout.count() < 0 || options.call_limits.cpu_time.count() < 0) {
+                return detail::complete_usage_error(std::move(handler), ex, diag,
+                                                    "pool_options::call_limits holds a negative duration; 0 means "
+                                                    "no limit",
+                                                    sandbox_pool(ex));
+            }
             // What the creation carries from step to step. On a failure `bind` goes before the
             // completion: once that has run, nothing of the application's is left for a worker
             // to destroy. On a runtime of the application's the steps complete on its worker,
@@ -265,8 +277,14 @@ template <class R, class Rep, class Period, class... ArgsAndToken>
     requires detail::return_type<R>
 auto sandbox_pool::async_call_for(std::chrono::duration<Rep, Period> timeout, std::string_view name,
                                   ArgsAndToken&&... args_and_token) {
-    return call_with<R>(name, std::chrono::duration_cast<std::chrono::nanoseconds>(timeout),
+    return call_with<R>(name, call_limits{std::chrono::duration_cast<std::chrono::nanoseconds>(timeout), {}},
                         std::forward<ArgsAndToken>(args_and_token)...);
+}
+
+template <class R, class... ArgsAndToken>
+    requires detail::return_type<R>
+auto sandbox_pool::async_call_for(const call_limits& limits, std::string_view name, ArgsAndToken&&... args_and_token) {
+    return call_with<R>(name, limits, std::forward<ArgsAndToken>(args_and_token)...);
 }
 
 template <class Token>
@@ -300,22 +318,22 @@ std::shared_ptr<detail::task_cancellation> sandbox_pool::cancellation_of(Handler
 }
 
 template <class R, class... ArgsAndToken>
-auto sandbox_pool::call_with(std::string_view name, std::chrono::nanoseconds timeout, ArgsAndToken&&... args_and_token) {
+auto sandbox_pool::call_with(std::string_view name, const call_limits& limits, ArgsAndToken&&... args_and_token) {
     return detail::with_token_last(
         [&](auto&& token, const auto&... args) {
-            return initiate_pool_call<R>(name, timeout, std::forward<decltype(token)>(token), args...);
+            return initiate_pool_call<R>(name, limits, std::forward<decltype(token)>(token), args...);
         },
         std::forward<ArgsAndToken>(args_and_token)...);
 }
 
 template <class R, class Token, class... Args>
-auto sandbox_pool::initiate_pool_call(std::string_view name, std::chrono::nanoseconds timeout, Token&& token,
+auto sandbox_pool::initiate_pool_call(std::string_view name, const call_limits& limits, Token&& token,
                                       const Args&... args) {
     constexpr std::size_t N = sizeof...(Args);
     auto [diag, inner] = detail::split_diagnostics(std::forward<Token>(token));
     return asio::async_initiate<decltype(inner), detail::call_signature<R>>(
-        [core = core_, ex = ex_, diag = diag, timeout](auto handler, std::string name,
-                                                       detail::owned_arguments<N> args) mutable {
+        [core = core_, ex = ex_, diag = diag, limits](auto handler, std::string name,
+                                                      detail::owned_arguments<N> args) mutable {
             if (!core) {
                 if constexpr (std::is_void_v<R>) {
                     return detail::complete_usage_error(std::move(handler), ex, diag, empty_message);
@@ -333,7 +351,8 @@ auto sandbox_pool::initiate_pool_call(std::string_view name, std::chrono::nanose
                 task_executor = asio::get_associated_executor(handler, core->executor());
             }
             auto* op = new detail::call_operation<H, R, N>(detail::completion<H>(std::move(handler), core->executor(), diag),
-                                                           name, std::move(args), timeout, 0);
+                                                           name, std::move(args),
+                                                           limits.or_else(core->default_limits()), 0);
             op->id = detail::sandbox_state::next_id();
             op->release_to(core);
             // A task whose executor belongs to another context than the pool's: its hand-over is
