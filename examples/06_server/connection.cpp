@@ -210,12 +210,17 @@ private:
             if (!valid_function_name(function)) co_return text(404, "not a guest function name: " + std::string(function));
             co_return co_await call_guest(std::string(function), std::move(request.body));
         }
+        if (path == "/metrics") {
+            if (request.method != "GET" && request.method != "HEAD") co_return text(405, "use GET here", "Allow: GET, HEAD\r\n");
+            co_return metrics_text();
+        }
         if (path == "/stats" || path == "/") {
             if (request.method != "GET" && request.method != "HEAD") co_return text(405, "use GET here", "Allow: GET, HEAD\r\n");
             if (path == "/") {
                 co_return text(200, "POST /call/<Function> with the argument as the body: Sha256, Render, ValidateJson, "
                                     "Profile (an async host function), Runaway (stopped by the deadline), Crash\n"
-                                    "GET /stats: counters");
+                                    "GET /stats: counters\n"
+                                    "GET /metrics: the same and the guests', in Prometheus's text format");
             }
             co_return stats_json();
         }
@@ -273,6 +278,40 @@ private:
             if (ec) co_return;
             pending_.append(chunk, n);
         }
+    }
+
+    // The sandboxes' metrics (hl::metrics), then the pool's and the server's counters, in the
+    // Prometheus text exposition format.
+    response metrics_text() {
+        const server_stats s = state_->stats();
+        const hl::pool_stats p = state_->pool.stats();
+        std::string body = state_->metrics->prometheus_text("hyperlight");
+        const auto gauge = [&body](const char* name, const char* help, std::uint64_t value) {
+            body += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n" + name + " " +
+                    std::to_string(value) + "\n";
+        };
+        const auto counter = [&body](const char* name, const char* help, std::uint64_t value) {
+            body += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" + name + " " +
+                    std::to_string(value) + "\n";
+        };
+        gauge("hyperlight_pool_size", "Sandboxes in the pool: idle, in use and coming.", p.size);
+        gauge("hyperlight_pool_idle", "Idle sandboxes.", p.idle);
+        gauge("hyperlight_pool_in_use", "Sandboxes leased out.", p.in_use);
+        gauge("hyperlight_pool_waiters", "Tasks waiting for a sandbox.", p.waiters);
+        counter("hyperlight_pool_acquired_total", "Sandboxes handed out.", p.acquired);
+        counter("hyperlight_pool_restores_total", "Restores between leases.", p.restores);
+        counter("hyperlight_pool_replacements_total", "Sandboxes replaced after a failed restore.", p.replacements);
+        counter("hyperlight_pool_failures_total", "Sandboxes the pool could not create.", p.failures);
+        counter("server_requests_total", "HTTP requests.", s.requests);
+        body += "# HELP server_responses_total HTTP responses by status class.\n"
+                "# TYPE server_responses_total counter\n";
+        body += "server_responses_total{class=\"2xx\"} " + std::to_string(s.status_2xx) + "\n";
+        body += "server_responses_total{class=\"4xx\"} " + std::to_string(s.status_4xx) + "\n";
+        body += "server_responses_total{class=\"5xx\"} " + std::to_string(s.status_5xx) + "\n";
+        counter("server_deadline_cancels_total", "Calls stopped by the request deadline.", s.deadline_cancels);
+        counter("server_disconnect_cancels_total", "Calls stopped because the client left.", s.disconnect_cancels);
+        gauge("server_open_connections", "Open connections.", s.open_connections);
+        return {200, std::move(body), {}, "text/plain; version=0.0.4"};
     }
 
     response stats_json() {

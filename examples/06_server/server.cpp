@@ -69,6 +69,8 @@ awaitable<http_server> http_server::create(std::filesystem::path guest, server_o
     hl::runtime& rt = pool_options.runtime != nullptr ? *pool_options.runtime : hl::runtime::default_runtime();
     pool_options.runtime = &rt;
     const auto latency = options.lookup_latency;
+    if (!config.metrics) config.metrics = std::make_shared<hl::metrics>();
+    auto metrics = config.metrics;
     auto pool = co_await hl::sandbox_pool::async_create(
         ex, std::move(guest), config,
         [&rt, latency](hl::multi_use_sandbox& sb) {
@@ -83,7 +85,7 @@ awaitable<http_server> http_server::create(std::filesystem::path guest, server_o
             });
         },
         pool_options);
-    auto state = std::make_shared<server_state>(ex, rt, std::move(pool), std::move(options));
+    auto state = std::make_shared<server_state>(ex, rt, std::move(pool), std::move(options), std::move(metrics));
     co_return http_server(state, std::make_shared<asio::ip::tcp::acceptor>(ex, state->options.endpoint));
 }
 

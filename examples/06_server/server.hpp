@@ -3,6 +3,7 @@
 //
 //   POST /call/<Function>   calls the guest's <Function> with the body; 200 with its result
 //   GET  /stats             server and pool counters, and the worker serving this connection, as JSON
+//   GET  /metrics           the guests' calls (hl::metrics), the pool's and the server's counters, as Prometheus text
 //   GET  /                  what the server offers
 //
 // Each call has a deadline (waiting for a sandbox plus running the guest). A call that runs past it

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "hl/metrics.hpp"
 #include "server.hpp"
 
 namespace web {
@@ -19,8 +20,9 @@ class connection;
 /// atomic, the open connections are behind a mutex, and the rest is set before start(). The last
 /// reference may go on a worker, so it holds nothing of `ex`'s context (the acceptor is apart).
 struct server_state {
-    server_state(asio::any_io_executor ex, hl::runtime& rt, hl::sandbox_pool p, server_options o)
-        : ex(std::move(ex)), rt(rt), pool(std::move(p)), options(std::move(o)) {}
+    server_state(asio::any_io_executor ex, hl::runtime& rt, hl::sandbox_pool p, server_options o,
+                 std::shared_ptr<hl::metrics> m)
+        : ex(std::move(ex)), rt(rt), pool(std::move(p)), options(std::move(o)), metrics(std::move(m)) {}
 
     server_stats stats() const {
         return {counters.connections, counters.rejected_connections, counters.requests, counters.status_2xx,
@@ -60,6 +62,7 @@ struct server_state {
     hl::runtime& rt;           // connections run on its workers, in turn
     hl::sandbox_pool pool;
     server_options options;
+    std::shared_ptr<hl::metrics> metrics;  // the pool's sandboxes record into it
     counters counters;
     std::atomic<bool> stopped{false};
     std::atomic<bool> accepting{false};  // the accept loop is running: shutdown() waits for it too

@@ -2,10 +2,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "hl/call_limits.hpp"
 
 namespace hl {
+
+class metrics;
 
 /// The sizes of a sandbox's memory regions, in bytes. Each is rounded up to whole 4 KiB pages; the
 /// layout is computed and validated when a sandbox is created (errc::invalid_config names the field).
@@ -32,6 +35,10 @@ struct sandbox_config {
     /// Measure the CPU time of every call for multi_use_sandbox::usage(), not only of calls with a CPU
     /// budget: two reads of the thread's CPU clock per run of a call, about 1 us here.
     bool measure_cpu_time = false;
+    /// Where the sandbox records its calls and restores (hl::metrics), shared with the sandboxes
+    /// made from its snapshots; null (the default) records nothing. One metrics object may serve
+    /// any number of sandboxes.
+    std::shared_ptr<hl::metrics> metrics;
 
     sandbox_config& set_heap_size(std::uint64_t bytes) { heap_size = bytes; return *this; }
     sandbox_config& set_stack_size(std::uint64_t bytes) { stack_size = bytes; return *this; }
@@ -40,6 +47,7 @@ struct sandbox_config {
     sandbox_config& set_interrupt_signal_offset(int offset) { interrupt_signal_offset = offset; return *this; }
     sandbox_config& set_call_limits(hl::call_limits limits) { call_limits = limits; return *this; }
     sandbox_config& set_measure_cpu_time(bool on) { measure_cpu_time = on; return *this; }
+    sandbox_config& set_metrics(std::shared_ptr<hl::metrics> m) { metrics = std::move(m); return *this; }
 };
 
 }  // namespace hl

@@ -8,6 +8,7 @@
 #include "hl/host_function.hpp"
 #include "hl/interrupt.hpp"
 #include "hl/log.hpp"
+#include "hl/metrics.hpp"
 #include "hl/sandbox.hpp"
 #include "hl/snapshot.hpp"
 #include "hl/value.hpp"

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "hl/abi/hl_abi.h"
+#include "hl/metrics.hpp"
 #include "protocol/codec.hpp"
 #include "sandbox/sandbox_core.hpp"
 #include "util/strfmt.hpp"
@@ -72,6 +73,7 @@ void sandbox_core::start(call_state& c, std::string_view name, value_type return
                                  util::name_for_message(name).c_str(), open_call_->name.c_str()));
     }
     if (poisoned()) {
+        if (image_->metrics) image_->metrics->record_refused(make_error_code(errc::poisoned));
         throw error(errc::poisoned, util::strfmt("cannot call '%s': the sandbox is poisoned (%s); restore it first",
                                                  util::name_for_message(name).c_str(), poison_reason_.c_str()));
     }
@@ -80,7 +82,12 @@ void sandbox_core::start(call_state& c, std::string_view name, value_type return
                                                     "means no limit)",
                                                     util::name_for_message(name).c_str()));
     }
-    buffers_.write_call(name, return_type, args);
+    try {
+        buffers_.write_call(name, return_type, args);
+    } catch (const error& e) {  // argument_too_large: a call refused, counted as one
+        if (image_->metrics) image_->metrics->record_refused(e.code());
+        throw;
+    }
     begin(c, HL_OP_DISPATCH, name, return_type, limits, how);
     c.used.calls = 1;
     ++usage_.calls;
@@ -95,6 +102,7 @@ void sandbox_core::begin(call_state& c, std::uint64_t op, std::string_view name,
     c.limits = op == HL_OP_INIT ? limits : limits.or_else(default_limits_);
     c.deadline = c.limits.timeout.count() > 0 ? monotonic_ns() + c.limits.timeout.count() : 0;
     c.measure_cpu = image_->measure_cpu_time || c.limits.cpu_time.count() > 0;
+    c.started_at = image_->metrics && op != HL_OP_INIT ? monotonic_ns() : 0;
     c.how = how;
     c.thread = std::this_thread::get_id();
     c.core = this;
@@ -115,6 +123,27 @@ void sandbox_core::begin(call_state& c, std::uint64_t op, std::string_view name,
 }
 
 guest_call::status sandbox_core::run(call_state& c, std::chrono::nanoseconds slice) {
+    if (c.started_at == 0) return run_unrecorded(c, slice);
+    guest_call::status s;
+    try {
+        s = run_unrecorded(c, slice);
+    } catch (const std::system_error& e) {  // hl::error too
+        if (c.at.load() == call_state::phase::failed) record(c, e.code());
+        throw;
+    } catch (const std::bad_alloc&) {
+        if (c.at.load() == call_state::phase::failed) record(c, std::make_error_code(std::errc::not_enough_memory));
+        throw;
+    }
+    if (s == guest_call::status::finished) record(c, {});
+    if (s == guest_call::status::failed) record(c, c.failure);
+    return s;
+}
+
+void sandbox_core::record(const call_state& c, std::error_code outcome) noexcept {
+    image_->metrics->record_call(outcome, std::chrono::nanoseconds(monotonic_ns() - c.started_at), c.used);
+}
+
+guest_call::status sandbox_core::run_unrecorded(call_state& c, std::chrono::nanoseconds slice) {
     std::optional<run_frame> frame;
     // At least 1: a call whose budget is gone ends at the first look (see drive()).
     const std::int64_t budget = c.limits.cpu_time.count();

@@ -146,6 +146,10 @@ private:
     guest_call::status drive(call_state& c, run_frame& frame);
     /// Marks `c` over.
     void end(call_state& c, call_state::phase how) noexcept;
+    /// run() without the metrics.
+    guest_call::status run_unrecorded(call_state& c, std::chrono::nanoseconds slice);
+    /// `c` is over with `outcome`: into the image's metrics.
+    void record(const call_state& c, std::error_code outcome) noexcept;
     /// Adds what `frame` measured to the call's and the sandbox's CPU time.
     void account(call_state& c, const run_frame& frame) noexcept;
     /// Ends `c` by its kill or deadline, without an exception: it is how calls end under a

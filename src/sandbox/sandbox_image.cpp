@@ -121,7 +121,7 @@ sandbox_image::built sandbox_image::build(std::vector<std::byte> elf, const sand
                                                                 entry, image.kind(),
                                                                 layout.stack_top(), layout.stack_top(), setup,
                                                                 guest_hash, signal, config.call_limits,
-                                                                config.measure_cpu_time});
+                                                                config.measure_cpu_time, config.metrics});
     if (linux_program) {
         const auto stack = write_start_stack(memory, layout, image);
         shared->start_stack = stack.argc;

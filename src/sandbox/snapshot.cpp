@@ -10,6 +10,7 @@
 #include <cstring>
 #include <system_error>
 
+#include "hl/metrics.hpp"
 #include "sandbox/sandbox_core.hpp"
 #include "sandbox/snapshot_state.hpp"
 #include "util/strfmt.hpp"
@@ -118,7 +119,9 @@ void sandbox_core::restore(const std::shared_ptr<const snapshot>& snap) {
     poison_reason_ = "restore failed";  // short enough not to allocate, so it cannot itself fail
     kvm_dirty_log log(*vm_);
     const auto plan = dirty_.plan_restore(log, memory_, snap.get(), s.populated);
+    std::uint64_t pages = 0;
     plan.for_each_run([&](std::uint64_t first, std::uint64_t count) {
+        pages += count;
         // Split the run where the snapshot switches between stored pages and zero pages.
         std::uint64_t start = first;
         const std::uint64_t end = first + count;
@@ -141,6 +144,7 @@ void sandbox_core::restore(const std::shared_ptr<const snapshot>& snap) {
     apply_log_level();  // the log level is the host's, not the snapshot's
     poison_reason_.clear();
     dirty_.now_equals(snap);
+    if (image_->metrics) image_->metrics->record_restore(pages);
 }
 
 std::unique_ptr<sandbox_core> sandbox_core::create_from(std::shared_ptr<const snapshot> snap) {

@@ -45,6 +45,23 @@ TEST_F(ServerTest, GuestFunctionsOverHttp) {
     EXPECT_NE(r.body.find("\"restores\":"), std::string::npos) << r.body;
 }
 
+TEST_F(ServerTest, MetricsCountTheGuestCallsByOutcomeInPrometheusText) {
+    HL_REQUIRE_KVM();
+    start();
+    client c(endpoint_);
+    EXPECT_EQ(c.call("/call/Sha256", "abc").status, 200);
+    EXPECT_EQ(c.call("/call/Sha256", "abd").status, 200);
+    EXPECT_EQ(c.call("/call/ValidateJson", "[1,").status, 422);
+    auto r = c.call("/metrics", "", "GET");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_NE(r.body.find("hyperlight_calls_total{outcome=\"ok\"} 2\n"), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find("hyperlight_calls_total{outcome=\"guest_error\"} 1\n"), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find("# TYPE hyperlight_call_duration_seconds histogram"), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find("hyperlight_pool_size "), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find("server_requests_total "), std::string::npos) << r.body;
+    EXPECT_EQ(c.call("/metrics", "x", "POST").status, 405);
+}
+
 TEST_F(ServerTest, GuestErrorsAre422WithTheGuestsMessage) {
     HL_REQUIRE_KVM();
     start();
