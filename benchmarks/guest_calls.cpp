@@ -14,6 +14,39 @@ void call(benchmark::State& state, size_case s) {
     for (auto _ : state) benchmark::DoNotOptimize(sb.call<std::string>("Echo", hello));
 }
 
+// The same call with what issue 21 adds switched on: `what` is "metrics" (an hl::metrics attached),
+// "cpu_accounting" (sandbox_config::measure_cpu_time) or "cpu_budget" (a budget of 1 s, never hit).
+void call_observed(benchmark::State& state, std::string what) {
+    auto config = hl::bench::config_for(hl::bench::sizes[0]);
+    if (what == "metrics") config.set_metrics(std::make_shared<hl::metrics>());
+    if (what == "cpu_accounting") config.set_measure_cpu_time(true);
+    if (what == "cpu_budget") config.set_call_limits({.cpu_time = std::chrono::seconds(1)});
+    auto sb = hl::uninitialized_sandbox::from_file(HL_SIMPLEGUEST, config).evolve();
+    for (auto _ : state) benchmark::DoNotOptimize(sb.call<std::string>("Echo", hello));
+}
+
+// How far past its CPU-time budget a spinning call has run when it ends: the CPU time the sandbox
+// accounts to it, less the budget. Reported as the iteration's time.
+void cpu_budget_overshoot(benchmark::State& state, std::chrono::milliseconds budget) {
+    auto sb = hl::bench::make(hl::bench::sizes[0]);
+    const auto snap = sb.snapshot();
+    for (auto _ : state) {
+        const auto before = sb.usage().cpu_time;
+        std::error_code ec;
+        sb.restore(snap);
+        try {
+            sb.call_for<void>(hl::call_limits{.cpu_time = budget}, "Spin");
+        } catch (const hl::error& e) {
+            ec = e.code();
+        }
+        const auto over = sb.usage().cpu_time - before - budget;
+        state.SetIterationTime(std::max(0.0, std::chrono::duration<double>(over).count()));
+        hl::bench::latency_outcome(state, ec == hl::errc::cpu_budget_exceeded
+                                              ? ""
+                                              : "cpu_budget_overshoot: Spin ended with " + ec.message());
+    }
+}
+
 // The same call on a Linux program: simpleguest on glibc, c_simpleguest on musl.
 void call_linux(benchmark::State& state, const char* guest) {
     auto sb = hl::bench::make(hl::bench::glibc_size, guest);
@@ -91,6 +124,14 @@ const int registered = [] {
     hl::bench::add("guest_calls/call/default_musl", call_linux, HL_C_SIMPLEGUEST_MUSL);
 #endif
     hl::bench::add("guest_calls/syscall", syscall_call);
+    for (const char* what : {"metrics", "cpu_accounting", "cpu_budget"}) {
+        hl::bench::add(std::string("guest_calls/call_with_") + what + "/default", call_observed, std::string(what));
+    }
+    for (const int ms : {1, 10, 100}) {
+        hl::bench::latency(hl::bench::add_manual("guest_calls/cpu_budget_overshoot/" + std::to_string(ms) + "ms",
+                                                 cpu_budget_overshoot, std::chrono::milliseconds(ms)),
+                           ms == 100 ? 10 : 40);
+    }
     for (const auto& s : hl::bench::sizes) {
         hl::bench::add(std::string("guest_calls/call_with_restore/") + s.name, call_with_restore, s);
     }

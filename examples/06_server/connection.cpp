@@ -64,6 +64,8 @@ response call_failed(std::error_code ec, std::string_view function, std::string_
     case hl::errc::return_type_mismatch:
         return text(400, std::string(function) + " does not take and return a string, so it cannot be called over HTTP");
     case hl::errc::argument_too_large: return text(413, "the body does not fit the sandbox's input buffer");
+    case hl::errc::cpu_budget_exceeded:
+    case hl::errc::timed_out: return text(504, std::string(function) + " was stopped: " + message);
     case hl::errc::guest_aborted:
     case hl::errc::guest_fault:
     case hl::errc::stack_overflow:

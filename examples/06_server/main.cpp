@@ -32,6 +32,9 @@ struct settings {
     std::size_t pool_size = 16;
     std::size_t workers = 0;
     std::uint64_t deadline_ms = 100;
+    // Each guest call's CPU-time budget (pool_options::call_limits): a runaway is stopped once it has
+    // used this much of its worker, well before the request's deadline. 0: none.
+    std::uint64_t cpu_budget_ms = 20;
     std::uint64_t runaway_every = web::load_options{}.runaway_every;
     // A runaway guest gets a quarter of a busy worker, not most of it (runtime_options::sliced_share).
     double sliced_share = 0.25;
@@ -59,7 +62,9 @@ void print_summary(const web::load_report& r, const web::load_report& floor, con
     std::printf("  (404, 422 and 504 are expected: unknown functions, invalid JSON, runaway guests)\n");
     std::printf("latency    p50 %.2f ms, p99 %.2f ms, max %.2f ms (HTTP only: p50 %.2f ms, p99 %.2f ms)\n", r.p50_ms, r.p99_ms,
                 r.max_ms, floor.p50_ms, floor.p99_ms);
-    std::printf("guests     %llu stopped by the deadline, %llu by a client leaving\n",
+    const auto m = server.guest_metrics();
+    std::printf("guests     %llu stopped by their CPU budget, %llu by the deadline, %llu by a client leaving\n",
+                static_cast<unsigned long long>(m.calls_with(hl::errc::cpu_budget_exceeded)),
                 static_cast<unsigned long long>(s.deadline_cancels), static_cast<unsigned long long>(s.disconnect_cancels));
     std::printf("pool       %zu sandboxes, %llu restores, %llu replaced\n", pool_size, static_cast<unsigned long long>(p.restores),
                 static_cast<unsigned long long>(p.replacements));
@@ -87,10 +92,18 @@ asio::awaitable<int> run(settings cfg, hl::runtime& rt) {
     web::server_options options;
     options.endpoint.port(cfg.serve ? cfg.port : 0);
     options.deadline = std::chrono::milliseconds(cfg.deadline_ms);
-    auto server = co_await web::http_server::create(HL_WEBGUEST, options, {.min_size = cfg.pool_size, .max_size = cfg.pool_size, .max_waiters = 256, .runtime = &rt});
+    const hl::call_limits limits{.cpu_time = std::chrono::milliseconds(cfg.cpu_budget_ms)};
+    auto server = co_await web::http_server::create(HL_WEBGUEST, options,
+                                                    {.min_size = cfg.pool_size,
+                                                     .max_size = cfg.pool_size,
+                                                     .max_waiters = 256,
+                                                     .runtime = &rt,
+                                                     .call_limits = limits});
     server.start();
-    std::printf("== listening on http://127.0.0.1:%u (%zu workers, pool of %zu sandboxes, deadline %llu ms)\n", server.port(),
-                server.workers(), cfg.pool_size, static_cast<unsigned long long>(cfg.deadline_ms));
+    std::printf("== listening on http://127.0.0.1:%u (%zu workers, pool of %zu sandboxes, deadline %llu ms, CPU budget %llu "
+                "ms)\n",
+                server.port(), server.workers(), cfg.pool_size, static_cast<unsigned long long>(cfg.deadline_ms),
+                static_cast<unsigned long long>(cfg.cpu_budget_ms));
     std::fflush(stdout);
     if (cfg.serve) {
         asio::signal_set signals(ex, SIGINT, SIGTERM);
@@ -139,6 +152,9 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::Range(0, 64));
     app.add_option("--deadline-ms", cfg.deadline_ms, "per-call deadline")->capture_default_str()->check(CLI::Range(1, 600000));
+    app.add_option("--cpu-budget-ms", cfg.cpu_budget_ms, "per-call CPU-time budget; 0: none")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 600000));
     app.add_option("--runaway-every", cfg.runaway_every,
                    "demo: every Nth request calls a guest that spins until the deadline; 0: none")
         ->capture_default_str();

@@ -125,6 +125,7 @@ std::uint16_t http_server::port() const { return acceptor_->local_endpoint().por
 std::size_t http_server::workers() const { return state_->rt.size(); }
 server_stats http_server::stats() const { return state_->stats(); }
 hl::pool_stats http_server::pool_stats() const { return state_->pool.stats(); }
+hl::metrics::values http_server::guest_metrics() const { return state_->metrics->read(); }
 const server_options& http_server::options() const { return state_->options; }
 
 }  // namespace web

@@ -24,6 +24,7 @@
 #include <memory>
 
 #include "http.hpp"
+#include "hl/metrics.hpp"
 #include "hl/runtime/sandbox_pool.hpp"
 
 namespace web {
@@ -77,6 +78,8 @@ public:
     std::size_t workers() const;
     server_stats stats() const;
     hl::pool_stats pool_stats() const;
+    /// What the pool's sandboxes recorded (hl::metrics): calls by outcome, durations, CPU time.
+    hl::metrics::values guest_metrics() const;
     const server_options& options() const;
 
 private:
