@@ -70,6 +70,7 @@ void call_base::start(sandbox_state& state) {
     } catch (...) {
         return fail(std::current_exception());
     }
+    call_.trace_queued(queued_at_);
     step();
 }
 

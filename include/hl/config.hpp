@@ -9,6 +9,7 @@
 namespace hl {
 
 class metrics;
+class trace_recorder;
 
 /// The sizes of a sandbox's memory regions, in bytes. Each is rounded up to whole 4 KiB pages; the
 /// layout is computed and validated when a sandbox is created (errc::invalid_config names the field).
@@ -39,6 +40,9 @@ struct sandbox_config {
     /// made from its snapshots; null (the default) records nothing. One metrics object may serve
     /// any number of sandboxes.
     std::shared_ptr<hl::metrics> metrics;
+    /// Where the sandbox records trace events while the recorder records (hl::trace_recorder),
+    /// shared with the sandboxes made from its snapshots; null (the default): none.
+    std::shared_ptr<hl::trace_recorder> trace;
 
     sandbox_config& set_heap_size(std::uint64_t bytes) { heap_size = bytes; return *this; }
     sandbox_config& set_stack_size(std::uint64_t bytes) { stack_size = bytes; return *this; }
@@ -48,6 +52,7 @@ struct sandbox_config {
     sandbox_config& set_call_limits(hl::call_limits limits) { call_limits = limits; return *this; }
     sandbox_config& set_measure_cpu_time(bool on) { measure_cpu_time = on; return *this; }
     sandbox_config& set_metrics(std::shared_ptr<hl::metrics> m) { metrics = std::move(m); return *this; }
+    sandbox_config& set_trace(std::shared_ptr<hl::trace_recorder> t) { trace = std::move(t); return *this; }
 };
 
 }  // namespace hl

@@ -110,6 +110,10 @@ public:
     call_usage usage() const;
     /// The call's limits: its own, merged with the sandbox's defaults.
     hl::call_limits limits() const;
+    /// For schedulers: records in the sandbox's trace (sandbox_config::trace) that the call waited
+    /// from `since` until it started (start_call()). Nothing when the trace was not recording
+    /// as the call started, or on an empty call.
+    void trace_queued(std::chrono::steady_clock::time_point since) const noexcept;
     /// When the call must end by, if it has a deadline.
     std::optional<std::chrono::steady_clock::time_point> deadline() const noexcept;
 

@@ -11,4 +11,5 @@
 #include "hl/metrics.hpp"
 #include "hl/sandbox.hpp"
 #include "hl/snapshot.hpp"
+#include "hl/trace.hpp"
 #include "hl/value.hpp"

@@ -102,7 +102,8 @@ void sandbox_core::begin(call_state& c, std::uint64_t op, std::string_view name,
     c.limits = op == HL_OP_INIT ? limits : limits.or_else(default_limits_);
     c.deadline = c.limits.timeout.count() > 0 ? monotonic_ns() + c.limits.timeout.count() : 0;
     c.measure_cpu = image_->measure_cpu_time || c.limits.cpu_time.count() > 0;
-    c.started_at = image_->metrics && op != HL_OP_INIT ? monotonic_ns() : 0;
+    c.traced = op != HL_OP_INIT && tracing();
+    c.started_at = (image_->metrics || c.traced) && op != HL_OP_INIT ? monotonic_ns() : 0;
     c.how = how;
     c.thread = std::this_thread::get_id();
     c.core = this;
@@ -140,10 +141,20 @@ guest_call::status sandbox_core::run(call_state& c, std::chrono::nanoseconds sli
 }
 
 void sandbox_core::record(const call_state& c, std::error_code outcome) noexcept {
-    image_->metrics->record_call(outcome, std::chrono::nanoseconds(monotonic_ns() - c.started_at), c.used);
+    if (image_->metrics) {
+        image_->metrics->record_call(outcome, std::chrono::nanoseconds(monotonic_ns() - c.started_at), c.used);
+    }
+    if (c.traced) {
+        const bool ours = outcome.category() == error_category() && outcome.value() > 0;
+        const std::size_t index = !outcome ? 0
+                                  : ours   ? static_cast<std::size_t>(outcome.value())
+                                           : metrics::outcomes - 1;
+        trace("call", c.name, metrics::outcome_name(index), c.started_at, true);
+    }
 }
 
 guest_call::status sandbox_core::run_unrecorded(call_state& c, std::chrono::nanoseconds slice) {
+    const std::int64_t run_start = c.traced ? monotonic_ns() : 0;
     std::optional<run_frame> frame;
     // At least 1: a call whose budget is gone ends at the first look (see drive()).
     const std::int64_t budget = c.limits.cpu_time.count();
@@ -161,12 +172,14 @@ guest_call::status sandbox_core::run_unrecorded(call_state& c, std::chrono::nano
         sandbox_core& core;
         call_state& c;
         run_frame& frame;
+        std::int64_t run_start;
         bool armed = true;
         ~end_on_failure() {
             core.account(c, frame);
+            if (run_start != 0) core.trace("run", {}, {}, run_start);
             if (armed) core.end(c, call_state::phase::failed);
         }
-    } failure{*this, c, *frame};
+    } failure{*this, c, *frame, run_start};
     const guest_call::status s = drive(c, *frame);
     if (s == guest_call::status::finished) {
         if (c.op == HL_OP_DISPATCH) c.result = read_result(c.name, c.return_type);
@@ -225,7 +238,10 @@ guest_call::status sandbox_core::interrupted(call_state& c, errc why) {
 error sandbox_core::failure_of(const call_state& c) { return error(c.failure, c.failure_reason); }
 
 guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
-    if (c.at.load() == call_state::phase::host_call) answer_host_call(c);
+    if (c.at.load() == call_state::phase::host_call) {
+        if (c.traced) trace("host_call", c.pending.name, "asynchronous", c.host_call_at);
+        answer_host_call(c);
+    }
     // Between slices, or while a host call waited, the deadline may have passed.
     if (c.deadline != 0 && monotonic_ns() >= c.deadline) return interrupted(c, errc::timed_out);
     // A slice may end just past the budget, before its check came round.
@@ -271,7 +287,12 @@ guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
             if (exit.port == HL_PORT_HOST_CALL) {
                 ++c.used.host_calls;
                 ++usage_.host_calls;
-                if (!serve_host_call(c)) continue;
+                const std::int64_t host_start = c.traced ? monotonic_ns() : 0;
+                if (!serve_host_call(c)) {
+                    if (host_start != 0) trace("host_call", {}, {}, host_start);
+                    continue;
+                }
+                c.host_call_at = host_start;
                 // A kill that came while the guest ran is honoured now; one that comes later calls
                 // the listener, as the call is outside the guest.
                 switch (frame.stop_reason()) {

@@ -36,7 +36,9 @@ struct call_state : recycled {
     std::int64_t deadline = 0;  // monotonic_ns(); 0: none
     bool measure_cpu = false;   // read the thread's CPU clock around each run (a budget, or the config asks)
     call_usage used;            // this call's, so far (calls is 1 for a call, 0 for initialisation)
-    std::int64_t started_at = 0;  // monotonic_ns() at the start, for metrics; 0: not recorded
+    std::int64_t started_at = 0;  // monotonic_ns() at the start, for metrics and traces; 0: neither
+    bool traced = false;          // the sandbox's trace recorder was recording when the call started
+    std::int64_t host_call_at = 0;  // monotonic_ns() when the guest stopped for an async host call (traced)
     mode how = mode::to_the_end;
     std::atomic<phase> at{phase::ready};
     std::thread::id thread;  // the one that started it, and runs it

@@ -194,6 +194,13 @@ call_usage guest_call::usage() const { return usable("read its usage").used; }
 
 hl::call_limits guest_call::limits() const { return usable("read its limits").limits; }
 
+void guest_call::trace_queued(std::chrono::steady_clock::time_point since) const noexcept {
+    if (!state_ || !state_->traced || is_over(*state_)) return;
+    // steady_clock is CLOCK_MONOTONIC, the trace's clock.
+    const auto start = std::chrono::duration_cast<std::chrono::nanoseconds>(since.time_since_epoch()).count();
+    state_->core->trace("queued", state_->name, {}, start, false, state_->started_at);
+}
+
 void guest_call::set_interrupt_listener(std::function<void()> f) {
     if (!state_ || is_over(*state_)) return;
     state_->core->interrupt()->set_listener(std::move(f));

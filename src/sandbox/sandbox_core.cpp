@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "sandbox/sandbox_core.hpp"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <string>
 #include <thread>
 #include <utility>
 
 #include "hl/abi/hl_abi.h"
+#include "hl/trace.hpp"
 #include "sandbox/fault.hpp"
 #include "util/strfmt.hpp"
 
@@ -18,6 +23,27 @@ constexpr std::size_t max_abort_message = 4096;
 
 sandbox_core::sandbox_core(std::shared_ptr<const sandbox_image> image, mem::guest_memory memory)
     : image_(std::move(image)), layout_(image_->layout), memory_(std::move(memory)) {}
+
+std::uint64_t sandbox_core::next_id() noexcept {
+    static std::atomic<std::uint64_t> last{0};
+    return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+bool sandbox_core::tracing() const noexcept { return image_->trace && image_->trace->recording(); }
+
+void sandbox_core::trace(std::string_view name, std::string_view more, std::string_view detail, std::int64_t start,
+                         bool ends_call, std::int64_t end) noexcept {
+    if (!tracing()) return;
+    static thread_local const auto thread = static_cast<std::uint64_t>(::syscall(SYS_gettid));
+    try {
+        std::string full(name);
+        if (!more.empty()) full.append(" ").append(more);
+        const std::int64_t until = end != 0 ? end : monotonic_ns();
+        image_->trace->record({std::move(full), std::string(detail), start, until - start, id_, thread}, ends_call);
+    } catch (const std::exception&) {
+        // Out of memory for one more event: the trace misses it, the call goes on.
+    }
+}
 
 std::unique_ptr<sandbox_core> sandbox_core::create(std::vector<std::byte> elf, const sandbox_config& config) {
     auto built = sandbox_image::build(std::move(elf), config);

@@ -127,8 +127,16 @@ public:
     /// Sets the host's log level and writes it into the PEB, for the guest to filter by.
     void set_log_level(log_level level);
 
+    /// Records a trace event `name` (and `more` after it, with a space) from `start` (monotonic_ns())
+    /// to `end` (0: now), if the image's recorder records. An event that memory cannot be had for is
+    /// left out.
+    void trace(std::string_view name, std::string_view more, std::string_view detail, std::int64_t start,
+               bool ends_call = false, std::int64_t end = 0) noexcept;
+    bool tracing() const noexcept;
+
 private:
     class kvm_dirty_log;
+    static std::uint64_t next_id() noexcept;
 
     sandbox_core(std::shared_ptr<const sandbox_image> image, mem::guest_memory memory);
 
@@ -146,6 +154,7 @@ private:
     guest_call::status drive(call_state& c, run_frame& frame);
     /// Marks `c` over.
     void end(call_state& c, call_state::phase how) noexcept;
+
     /// run() without the metrics.
     guest_call::status run_unrecorded(call_state& c, std::chrono::nanoseconds slice);
     /// `c` is over with `outcome`: into the image's metrics.
@@ -196,6 +205,7 @@ private:
     std::string poison_reason_;
     call_limits default_limits_ = image_->call_limits;
     call_usage usage_;
+    const std::uint64_t id_ = next_id();  // process-wide, for traces
     bool vcpu_unusable_ = false;  // KVM kept a half-done instruction: no restore may reuse this vCPU
     // Set by a restore, which leaves the extended registers (x87, SSE, AVX) to the guest: the snapshot
     // whose registers are still to be loaded. Calls enter through the entry stub, which loads them

@@ -121,7 +121,8 @@ sandbox_image::built sandbox_image::build(std::vector<std::byte> elf, const sand
                                                                 entry, image.kind(),
                                                                 layout.stack_top(), layout.stack_top(), setup,
                                                                 guest_hash, signal, config.call_limits,
-                                                                config.measure_cpu_time, config.metrics});
+                                                                config.measure_cpu_time, config.metrics,
+                                                                config.trace});
     if (linux_program) {
         const auto stack = write_start_stack(memory, layout, image);
         shared->start_stack = stack.argc;

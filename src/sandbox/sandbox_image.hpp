@@ -45,6 +45,7 @@ struct sandbox_image {
     hl::call_limits call_limits;  // sandbox_config's: the defaults of every call
     bool measure_cpu_time = false;
     std::shared_ptr<hl::metrics> metrics;  // null: none
+    std::shared_ptr<hl::trace_recorder> trace;  // null: none
 
     /// True when a snapshot of `other` can be restored into a sandbox of this image.
     bool compatible_with(const sandbox_image& other) const noexcept {

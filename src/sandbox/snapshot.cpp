@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <system_error>
 
@@ -113,6 +114,7 @@ void sandbox_core::restore(const std::shared_ptr<const snapshot>& snap) {
     }
     // Before anything is copied: finishing an instruction writes guest memory, and KVM's dirty log
     // must see that write for the copy below to undo it.
+    const std::int64_t traced_from = tracing() ? monotonic_ns() : 0;
     settle_vcpu();
     // A restore that fails part way leaves memory neither the old nor the snapshot's: refuse calls
     // (which could read what is left of the last caller's data) until a restore succeeds.
@@ -145,6 +147,11 @@ void sandbox_core::restore(const std::shared_ptr<const snapshot>& snap) {
     poison_reason_.clear();
     dirty_.now_equals(snap);
     if (image_->metrics) image_->metrics->record_restore(pages);
+    if (traced_from != 0) {
+        char detail[32];
+        std::snprintf(detail, sizeof detail, "%llu pages", static_cast<unsigned long long>(pages));
+        trace("restore", {}, detail, traced_from);
+    }
 }
 
 std::unique_ptr<sandbox_core> sandbox_core::create_from(std::shared_ptr<const snapshot> snap) {

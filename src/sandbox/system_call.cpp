@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The slow path of a Linux program: a system call stops the vCPU (see vmm::syscall_entry), the
 // emulated kernel serves it against the sandbox's memory, and the guest goes on after its `syscall`.
+#include <cstdio>
 #include <ctime>
 #include <string>
 
@@ -35,6 +36,18 @@ bool sandbox_core::serve_system_call(call_state& c) {
         poison_and_throw(errc::vm_error, std::string("the guest stopped and its state could not be read: ") + e.what());
     }
     if (!site) return false;
+    const std::int64_t traced_from = c.traced ? monotonic_ns() : 0;
+    struct trace_on_exit {
+        sandbox_core& core;
+        std::int64_t from;
+        std::uint64_t number;
+        ~trace_on_exit() {
+            if (from == 0) return;
+            char text[24];
+            std::snprintf(text, sizeof text, "%llu", static_cast<unsigned long long>(number));
+            core.trace("system_call", text, {}, from);
+        }
+    } traced{*this, traced_from, cpu.rax};
     ++c.used.system_calls;
     ++usage_.system_calls;
 

@@ -10,6 +10,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 #include "async_support.hpp"
 #include "guest_paths.hpp"
@@ -17,6 +19,7 @@
 #include "hl/runtime/async_sandbox.hpp"
 #include "hl/runtime/runtime.hpp"
 #include "hl/runtime/sandbox_pool.hpp"
+#include "hl/trace.hpp"
 
 namespace {
 
@@ -100,6 +103,38 @@ TEST_F(AsyncLimits, APoolsDefaultsComeBeforeTheRuntimesAndACallsOwnBeforeBoth) {
         EXPECT_GE(stats.usage.cpu_time, 10ms + 25ms);
         EXPECT_GE(stats.usage.vm_exits, 3u);
     });
+}
+
+TEST_F(AsyncLimits, AnAsyncCallsTraceShowsItsWaitItsRunsAndItsAsyncHostCall) {
+    hl::runtime rt({.workers = 1});
+    auto trace = std::make_shared<hl::trace_recorder>();
+    hl::test::run_coroutine(io, [&]() -> awaitable<void> {
+        auto ex = io.get_executor();
+        auto sb = co_await hl::async_sandbox::async_create(
+            rt.get_executor(0), hl::test::simpleguest(), hl::sandbox_config{}.set_trace(trace),
+            [&](hl::uninitialized_sandbox& u) {
+                hl::register_async_host_function(u, "HostSleep", ex, hl::timer_host_function(ex));
+            },
+            asio::bind_executor(io, use_awaitable));
+        trace->start();
+        EXPECT_EQ(co_await sb.async_call<std::uint32_t>("SleepOnHost", 20u, asio::bind_executor(io, use_awaitable)),
+                  20u);
+    });
+    trace->stop();
+    std::vector<hl::trace_recorder::event> queued, calls, hosts, runs;
+    for (const auto& e : trace->events()) {
+        if (e.name == "queued SleepOnHost") queued.push_back(e);
+        if (e.name == "call SleepOnHost") calls.push_back(e);
+        if (e.name == "host_call HostSleep") hosts.push_back(e);
+        if (e.name == "run") runs.push_back(e);
+    }
+    ASSERT_EQ(queued.size(), 1u);
+    ASSERT_EQ(calls.size(), 1u);
+    ASSERT_EQ(hosts.size(), 1u);
+    EXPECT_EQ(hosts[0].detail, "asynchronous");
+    EXPECT_GE(hosts[0].duration_ns, 20'000'000) << "from the guest's stop to the timer's answer";
+    EXPECT_EQ(queued[0].start_ns + queued[0].duration_ns, calls[0].start_ns) << "the wait ends where the call starts";
+    EXPECT_GE(runs.size(), 2u) << "one run up to the host call, one after its answer";
 }
 
 TEST_F(AsyncLimits, NegativeDefaultsAreRefusedWhereTheyAreGiven) {

@@ -41,7 +41,7 @@ public:
 
 protected:
     call_base(std::string_view name, value_type type, const call_limits& limits, std::uint64_t epoch)
-        : name_(name), type_(type), limits_(limits), epoch_(epoch) {
+        : name_(name), type_(type), limits_(limits), epoch_(epoch), queued_at_(std::chrono::steady_clock::now()) {
         cancellable = true;
     }
     /// Completes the handler and frees the operation.
@@ -64,6 +64,7 @@ private:
     value_type type_;
     call_limits limits_;
     std::uint64_t epoch_;  // whose last_error() a failure goes to
+    std::chrono::steady_clock::time_point queued_at_;  // the initiation, for traces
     std::shared_ptr<sandbox_state> state_;  // from start() on
     guest_call call_;
     std::shared_ptr<host_wait> wait_;  // while an async host function runs
