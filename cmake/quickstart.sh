@@ -13,9 +13,10 @@ mode=${1:-demo}
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${HL_BUILD_DIR:-$top/build}
 
+# gdb: the crash-dump tests read the core files with it (they skip without it).
 packages=(cmake ninja-build g++ pkg-config flatbuffers-compiler flatbuffers-compiler-dev libflatbuffers-dev
           libgtest-dev libbenchmark-dev libcapstone-dev libasio-dev liburing-dev libcli11-dev libhttp-parser-dev
-          musl-dev musl-tools)
+          musl-dev musl-tools gdb)
 # shellcheck disable=SC2206 # HL_EXTRA_PACKAGES is a list of names
 packages+=(${HL_EXTRA_PACKAGES:-})
 missing=()

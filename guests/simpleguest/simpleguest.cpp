@@ -272,6 +272,14 @@ void write_null() { *static_cast<volatile std::int32_t*>(nullptr) = 1; }
 
 void invalid_opcode() { __asm__ volatile("ud2"); }
 
+// A null write one call down, in functions a debugger must name from a core file (noipa: neither
+// inlined nor specialised for the null argument; the empty asm keeps the call from becoming a jump).
+[[gnu::noipa]] void write_through(volatile std::int32_t* p) { *p = 1; }
+[[gnu::noipa]] void fault_in_callee() {
+    write_through(nullptr);
+    __asm__ volatile("");
+}
+
 std::int32_t divide_by_zero(std::int32_t a, std::int32_t b) {
     std::int32_t result;
     __asm__ volatile("cltd\n\tidivl %2" : "=a"(result) : "a"(a), "r"(b) : "rdx", "cc");
@@ -349,6 +357,7 @@ extern "C" void hl_guest_init() {
     register_function<read_null>("ReadNull");
     register_function<write_null>("WriteNull");
     register_function<invalid_opcode>("InvalidOpcode");
+    register_function<fault_in_callee>("FaultInCallee");
     register_function<divide_by_zero>("DivideByZero");
     register_function<stack_overflow>("StackOverflow");
     register_function<write_to_code>("WriteToCode");

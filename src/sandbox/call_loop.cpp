@@ -4,6 +4,7 @@
 // guest_call), on the same loop. Between two run()s nothing of the call is on the thread: its state
 // is the call_state and the stopped vCPU.
 #include <algorithm>
+#include <csignal>
 #include <new>
 #include <optional>
 #include <thread>
@@ -279,8 +280,9 @@ guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
         case vmm::vm_exit::kind::io_out:
             if (exit.port == HL_PORT_DONE) {
                 if (exit.value != HL_STATUS_OK) {
-                    poison_and_throw(errc::guest_aborted,
-                                     util::strfmt("the guest reported failure status %u", exit.value));
+                    poison_and_throw(
+                        errc::guest_aborted,
+                        util::strfmt("the guest reported failure status %u", exit.value) + crash_dump(SIGABRT));
                 }
                 return guest_call::status::finished;
             }
@@ -321,7 +323,8 @@ guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
         case vmm::vm_exit::kind::mmio:
             settle_vcpu();
             poison_and_throw(errc::guest_fault, util::strfmt("the guest accessed unbacked physical address 0x%llx",
-                                                             static_cast<unsigned long long>(exit.address)));
+                                                             static_cast<unsigned long long>(exit.address)) +
+                                                    crash_dump(SIGBUS));
         case vmm::vm_exit::kind::internal_error:
             poison_and_throw(errc::vm_error, util::strfmt("KVM internal error (suberror %u) at rip 0x%llx", exit.detail,
                                                           static_cast<unsigned long long>(vm_->regs().rip)));

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <string>
 #include <thread>
 #include <utility>
@@ -18,6 +19,17 @@ namespace hl::detail {
 namespace {
 
 constexpr std::size_t max_abort_message = 4096;
+
+// The signal a Linux process would have died of, for the core file's notes.
+int signal_for(const fault_report& report) {
+    const auto is = [&](const char* prefix) { return report.kind.starts_with(prefix); };
+    if (is("invalid opcode") || is("undecodable")) return SIGILL;
+    if (is("divide error")) return SIGFPE;
+    if (is("breakpoint") || is("single-step") || is("debug trap")) return SIGTRAP;
+    if (is("alignment check")) return SIGBUS;
+    if (is("system call")) return SIGSYS;
+    return SIGSEGV;  // page faults, general protection, stack overflow
+}
 
 }  // namespace
 
@@ -138,10 +150,42 @@ void sandbox_core::poison_and_throw(const poisoning& failure) {
     poison_and_throw(failure.failure(), failure.reason());
 }
 
+std::string sandbox_core::crash_dump(const vmm::cpu_state& cpu, int signal,
+                                     std::optional<std::uint64_t> fault_address) noexcept {
+    if (image_->core_dumps.directory.empty()) return {};
+    const auto request = [&] {
+        core_thread thread{cpu, std::nullopt, signal, static_cast<int>(::getpid())};
+        try {
+            thread.fx_state = vm_->read_fx_state();
+        } catch (const std::exception&) {
+            // the core goes without them (no NT_FPREGSET)
+        }
+        return image_->core_view(memory_, thread, fault_address);
+    };
+    try {
+        const std::string outcome = dump_core(image_->core_dumps, request);
+        return outcome.empty() ? outcome : "; " + outcome;
+    } catch (const std::exception&) {
+        return {};  // out of memory for the message: the failure is reported without it
+    }
+}
+
+std::string sandbox_core::crash_dump(int signal) noexcept {
+    if (image_->core_dumps.directory.empty()) return {};
+    vmm::cpu_state cpu = vm_->regs();
+    try {
+        cpu = vm_->read_cpu_state();  // the FS and GS bases too
+    } catch (const std::exception&) {
+        // the general registers alone
+    }
+    return crash_dump(cpu, signal);
+}
+
 void sandbox_core::throw_abort(std::uint32_t code) {
     const auto text = buffers_.message_prefix(max_abort_message);
     std::string message(reinterpret_cast<const char*>(text.data()), text.size());
-    poison_and_throw(errc::guest_aborted, util::strfmt("the guest aborted with code 0x%x: %s", code, message.c_str()));
+    poison_and_throw(errc::guest_aborted,
+                     util::strfmt("the guest aborted with code 0x%x: %s", code, message.c_str()) + crash_dump(SIGABRT));
 }
 
 void sandbox_core::throw_fault() {
@@ -154,11 +198,20 @@ void sandbox_core::throw_fault() {
     fault_report report;
     try {
         report = classify_fault(image_->fault_view(memory_, cpu));
+    } catch (const std::exception& e) {
+        poison_and_throw(errc::vm_error, std::string("the guest faulted and its state could not be read: ") + e.what());
+    }
+    // The core shows the instruction the report names: a trap or a system call stops the CPU
+    // elsewhere.
+    vmm::cpu_state shown = cpu;
+    shown.rip = report.rip;
+    const std::string dumped = crash_dump(shown, signal_for(report), report.address);
+    try {
         vm_->reset_cpu();
     } catch (const std::exception& e) {
         poison_and_throw(errc::vm_error, std::string("the guest faulted and its state could not be read: ") + e.what());
     }
-    poison_and_throw(report.code, report.message);
+    poison_and_throw(report.code, report.message + dumped);
 }
 
 void sandbox_core::set_log_level(log_level level) {

@@ -189,6 +189,15 @@ private:
 
     [[noreturn]] void poison_and_throw(errc code, const std::string& message);
     [[noreturn]] void poison_and_throw(const poisoning& failure);
+    /// For what the guest did to itself (errc::guest_fault, stack_overflow, guest_aborted): when the
+    /// configuration asks for crash dumps, writes a core file of the guest as `cpu` left it (RIP at
+    /// the instruction to show) and returns how the failure's message ends ("; core written to
+    /// ...", or "; no core written: ..."); "" when dumps are off. Never throws. Call it before the
+    /// vCPU is reset (which clears the x87/SSE registers).
+    std::string crash_dump(const vmm::cpu_state& cpu, int signal,
+                           std::optional<std::uint64_t> fault_address = std::nullopt) noexcept;
+    /// As above, with the registers the vCPU holds now (read only when a core is to be written).
+    std::string crash_dump(int signal) noexcept;
     [[noreturn]] void throw_fault();
     /// For a Linux program stopped by a system call: serves it and readies the vCPU to go on. False
     /// when the stop was not a system call (a fault). Throws (poisoning) when the program exited.

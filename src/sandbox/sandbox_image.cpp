@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "sandbox/sandbox_image.hpp"
 
+#include <elf.h>
+
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -95,6 +97,7 @@ sandbox_image::built sandbox_image::build(std::vector<std::byte> elf, const sand
                                  static_cast<unsigned long long>(min_linux_heap)));
     }
     auto layout = mem::layout::compute(config, image.image_size());  // validates the heap size first
+    auto core_dumps = core_dump_settings::from(config);
     if (linux_program) {
         layout = mem::layout::compute(config, image.image_size(), linux_kernel::state_bytes_for(layout.heap_size()));
     }
@@ -117,12 +120,11 @@ sandbox_image::built sandbox_image::build(std::vector<std::byte> elf, const sand
     write_initial_register_image(memory, layout.register_image());
 
     const int signal = install_interrupt_signal(config.interrupt_signal_offset);
-    auto shared = std::make_shared<sandbox_image>(sandbox_image{layout, std::move(regions),
-                                                                entry, image.kind(),
-                                                                layout.stack_top(), layout.stack_top(), setup,
-                                                                guest_hash, signal, config.call_limits,
-                                                                config.measure_cpu_time, config.metrics,
-                                                                config.trace});
+    const mem::gpa program_headers = image.phdr_offset() != 0 ? layout.image() + image.phdr_offset() : mem::gpa{};
+    auto shared = std::make_shared<sandbox_image>(
+        sandbox_image{layout, std::move(regions), entry, image.kind(), layout.stack_top(), layout.stack_top(), setup,
+                      guest_hash, signal, program_headers, image.phdr_count(), std::move(core_dumps),
+                      config.call_limits, config.measure_cpu_time, config.metrics, config.trace});
     if (linux_program) {
         const auto stack = write_start_stack(memory, layout, image);
         shared->start_stack = stack.argc;
@@ -183,6 +185,27 @@ fault_context sandbox_image::fault_view(const mem::guest_memory& memory, const c
     ctx.io_ports_begin = HL_PORT_FIRST;
     ctx.io_ports_end = HL_PORT_LAST + 1;
     return ctx;
+}
+
+core_request sandbox_image::core_view(const mem::guest_memory& memory, const core_thread& thread,
+                                      std::optional<std::uint64_t> fault_address) const {
+    core_request r{thread, memory, regions, {}, {}};
+    const std::uint64_t stack_begin = layout.stack().value, stack_top = layout.stack_top().value;
+    const std::uint64_t rsp = thread.cpu.rsp;
+    if (rsp >= stack_begin && rsp < stack_top) r.wanted.push_back({rsp, stack_top});
+    r.wanted.push_back({thread.cpu.rip, thread.cpu.rip + 1});
+    if (fault_address) r.wanted.push_back({*fault_address, *fault_address + 1});
+    r.wanted.push_back({layout.image().value, layout.image().value + layout.image_size()});
+    r.wanted.push_back({stack_begin, stack_top});
+    for (const mem::region& region : regions) r.wanted.push_back({region.begin.value, region.end().value});
+    // AT_ENTRY tells a debugger where the position-independent guest was loaded; AT_PHDR lets it
+    // check that against the program headers in memory.
+    r.auxv = {{AT_PHDR, program_headers.value},
+              {AT_PHENT, sizeof(Elf64_Phdr)},
+              {AT_PHNUM, program_header_count},
+              {AT_PAGESZ, mem::page_size},
+              {AT_ENTRY, entry.value}};
+    return r;
 }
 
 }  // namespace hl::detail

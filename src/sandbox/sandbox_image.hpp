@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "mem/guest_memory.hpp"
 #include "loader/elf_image.hpp"
 #include "mem/layout.hpp"
+#include "sandbox/core_dump.hpp"
 #include "sandbox/fault.hpp"
 #include "vmm/cpu_state.hpp"
 
@@ -42,6 +44,11 @@ struct sandbox_image {
     vmm::cpu_setup setup;
     std::uint64_t guest_hash = 0;  // of the guest ELF file: tells snapshots of other guests apart
     int interrupt_signal = 0;
+    /// Where the guest ELF's program headers are in guest memory (0 when no PT_LOAD holds them) and
+    /// how many there are: for a core file's auxv, from which a debugger finds the loaded guest.
+    mem::gpa program_headers;
+    std::uint64_t program_header_count = 0;
+    core_dump_settings core_dumps;
     hl::call_limits call_limits;  // sandbox_config's: the defaults of every call
     bool measure_cpu_time = false;
     std::shared_ptr<hl::metrics> metrics;  // null: none
@@ -61,6 +68,13 @@ struct sandbox_image {
     /// What the fault classifier may look at for a guest that faulted with `cpu` in `memory`: the
     /// guest's view of its pages, and reads of them. Refers to this image and `memory`.
     fault_context fault_view(const mem::guest_memory& memory, const cpu_state& cpu) const;
+
+    /// What a core file of a guest that failed as `thread` says holds: the memory it can read, the
+    /// stack from RSP up first, then the pages at RIP and at `fault_address` (if any), the image, the
+    /// rest of the stack, and every other region (sandbox_config::core_dump_max_bytes). Refers to
+    /// this image and `memory`.
+    core_request core_view(const mem::guest_memory& memory, const core_thread& thread,
+                           std::optional<std::uint64_t> fault_address) const;
 };
 
 struct sandbox_image::built {

@@ -70,18 +70,24 @@ bool sandbox_core::serve_system_call(call_state& c) {
                                                       static_cast<unsigned long long>(request.number), e.what()));
     }
     if (result.what == syscall_result::kind::exited) {
+        // The core shows the program in its exit call, as Linux would: RIP after the `syscall`.
+        vmm::cpu_state shown = cpu;
+        shown.rip = site->return_rip;
+        const std::string dumped = crash_dump(shown, 0);
         try {
             vm_->reset_cpu();
         } catch (const std::exception&) {
             // poisoned below either way; restore() puts the vCPU back
         }
-        poison_and_throw(errc::guest_aborted,
-                         c.op == HL_OP_INIT
-                             ? util::strfmt("the guest exited with status %lld during initialisation (its main "
-                                            "returned, or it called exit)",
-                                            static_cast<long long>(result.value))
-                             : util::strfmt("the guest exited with status %lld during the call to '%s'",
-                                            static_cast<long long>(result.value), c.name.c_str()));
+        const std::string message =
+            c.op == HL_OP_INIT
+                ? util::strfmt(
+                      "the guest exited with status %lld during initialisation (its main returned, or it "
+                      "called exit)",
+                      static_cast<long long>(result.value))
+                : util::strfmt("the guest exited with status %lld during the call to '%s'",
+                               static_cast<long long>(result.value), c.name.c_str());
+        poison_and_throw(errc::guest_aborted, message + dumped);
     }
     cpu.rax = static_cast<std::uint64_t>(result.value);
     cpu.rip = site->return_rip;

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 
 #include "mem/guest_memory.hpp"
@@ -67,6 +69,8 @@ public:
 
     /// The vCPU's state, for a snapshot (two ioctls).
     saved_cpu save_cpu() const;
+    /// The x87 and SSE registers in FXSAVE's 512-byte format (one ioctl: for crash dumps only).
+    std::array<std::byte, 512> read_fx_state() const;
 
     /// How restore_cpu() puts back the extended registers (x87, SSE with MXCSR, AVX, AVX-512).
     enum class fpu_restore {

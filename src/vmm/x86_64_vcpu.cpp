@@ -4,6 +4,7 @@
 #include <cpuid.h>
 #include <sys/ioctl.h>
 
+#include <array>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -188,6 +189,15 @@ saved_cpu vm::save_cpu() const {
     }
     checked_ioctl(vcpu_fd_.get(), KVM_GET_XSAVE, state.xsave, "KVM_GET_XSAVE");
     return state;
+}
+
+std::array<std::byte, 512> vm::read_fx_state() const {
+    kvm_xsave xsave{};
+    checked_ioctl(vcpu_fd_.get(), KVM_GET_XSAVE, &xsave, "KVM_GET_XSAVE");
+    // The XSAVE area starts with the legacy region, which is FXSAVE's image.
+    std::array<std::byte, 512> fx{};
+    std::memcpy(fx.data(), xsave.region, fx.size());
+    return fx;
 }
 
 void vm::restore_cpu(const saved_cpu& state, fpu_restore fpu) {

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "core_support.hpp"
 #include "guest_paths.hpp"
 #include "hl/hl.hpp"
 
@@ -407,6 +408,29 @@ TEST_P(LinuxGuestAttack, ExitEndsTheCallWithAClearErrorAndRestoreBringsItBack) {
     EXPECT_TRUE(sb.poisoned());
     sb.restore(snap);
     expect_healthy(sb);
+}
+
+TEST_F(LinuxGuest, AnExitWritesACoreThatShowsTheProgramInItsExitCall) {
+    hl::test::temp_dir dir;
+    auto sb = hl::uninitialized_sandbox::from_file(HL_LINUXGUEST, linux_config().set_core_dump_directory(dir.path()))
+                  .evolve();
+    try {
+        sb.call<std::int64_t>("RawSyscall", std::int64_t{231}, std::int64_t{3}, std::int64_t{0}, std::int64_t{0},
+                              std::int64_t{0});
+        FAIL() << "exit_group returned";
+    } catch (const hl::error& e) {
+        EXPECT_EQ(e.code(), make_error_code(errc::guest_aborted));
+        EXPECT_TRUE(hl::test::contains(e.what(),
+                                       "exited with status 3 during the call to 'RawSyscall'; core written "
+                                       "to "))
+            << e.what();
+    }
+    const auto files = hl::test::files_in(dir.path());
+    ASSERT_EQ(files.size(), 1u);
+
+    HL_REQUIRE_GDB(gdb);
+    const std::string bt = hl::test::gdb_backtrace(gdb, HL_LINUXGUEST, files[0]);
+    EXPECT_TRUE(hl::test::contains(bt, "raw_syscall")) << bt;
 }
 
 TEST_P(LinuxGuestAttack, MmapUntilExhaustionIsEnomemAndRestoreGivesTheHeapBack) {
