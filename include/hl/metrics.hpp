@@ -24,8 +24,8 @@ namespace hl {
 /// VM exits, host calls and system calls they made, and restores with the pages each copied.
 class metrics {
 public:
-    /// Histogram bucket i counts values in [2^i, 2^(i+1)) microseconds (bucket 0 also holds
-    /// everything below 1 us; the last, everything above).
+    /// Histogram bucket i counts values in (2^i, 2^(i+1)] microseconds, as Prometheus's `le`
+    /// bounds read them (bucket 0 also holds everything up to 1 us; the last, everything above).
     static constexpr std::size_t buckets = 28;
     /// Outcome 0 is success; outcome n > 0 is hl::errc n; the last counts errors of other
     /// categories (std::bad_alloc's, the system's).
@@ -67,6 +67,8 @@ public:
     /// errc's name), `<prefix>_call_duration_seconds` and `<prefix>_call_cpu_seconds`
     /// (histograms), `<prefix>_vm_exits_total`, `<prefix>_host_calls_total`,
     /// `<prefix>_system_calls_total`, `<prefix>_restores_total`, `<prefix>_restored_pages_total`.
+    /// Throws hl::error (errc::usage_error) for a prefix that is not 1 to 64 characters of a
+    /// Prometheus metric name.
     std::string prometheus_text(std::string_view prefix = "hyperlight") const;
 
     /// The name an outcome has in prometheus_text(): "ok", "timed_out", ..., "other".

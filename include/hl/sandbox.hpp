@@ -174,9 +174,12 @@ public:
     /// (merged with the defaults). A positive `timeout` is the call's deadline.
     return_value call_dynamic(std::string_view name, value_type return_type, std::span<const argument> args,
                               const hl::call_limits& limits = {});
+    /// (A template, so that `{}` as the last argument still means "no limits".)
+    template <class Rep, class Period>
     return_value call_dynamic(std::string_view name, value_type return_type, std::span<const argument> args,
-                              std::chrono::nanoseconds timeout) {
-        return call_dynamic(name, return_type, args, hl::call_limits{timeout, {}});
+                              std::chrono::duration<Rep, Period> timeout) {
+        return call_dynamic(name, return_type, args,
+                            hl::call_limits{std::chrono::duration_cast<std::chrono::nanoseconds>(timeout), {}});
     }
     return_value call_dynamic(std::error_code& ec, std::string_view name, value_type return_type,
                               std::span<const argument> args) noexcept;
@@ -191,9 +194,11 @@ public:
     /// the call from now on: its deadline counts from now, its CPU time only while a run() runs it.
     guest_call start_call(std::string_view name, value_type return_type, std::span<const argument> args,
                           const hl::call_limits& limits = {});
+    template <class Rep, class Period>
     guest_call start_call(std::string_view name, value_type return_type, std::span<const argument> args,
-                          std::chrono::nanoseconds timeout) {
-        return start_call(name, return_type, args, hl::call_limits{timeout, {}});
+                          std::chrono::duration<Rep, Period> timeout) {
+        return start_call(name, return_type, args,
+                          hl::call_limits{std::chrono::duration_cast<std::chrono::nanoseconds>(timeout), {}});
     }
 
     /// The limits of calls that set none of their own: sandbox_config::call_limits until replaced.

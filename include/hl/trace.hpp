@@ -19,13 +19,13 @@ namespace hl {
 /// - "queued": an async call from its initiation to its start on the sandbox's worker;
 /// - "call <name>": a guest call from its start to its end, with its outcome;
 /// - "run": each stretch the vCPU thread runs the call (a slice, or the whole call);
-/// - "host_call <name>": a host function the guest called (an asynchronous one from the guest's
-///   stop to the answer);
+/// - "host_call <name>": a host function the guest called; an asynchronous one from the end of the
+///   run that stopped for it to the start of the run that answers it;
 /// - "system_call <number>": a Linux system call served for the guest;
 /// - "restore": a snapshot restore, with the pages it copied.
 ///
-/// Thread-safe. Recording takes a lock and allocates a little per event; it stops by itself once
-/// `max_events` are held (the rest are counted in dropped()).
+/// Thread-safe. Recording takes a lock and allocates a little per event; it stops by itself at the
+/// first event past `max_events` (dropped() then says 1: events were lost from there on).
 class trace_recorder {
 public:
     struct event {

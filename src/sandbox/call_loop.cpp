@@ -18,6 +18,13 @@
 namespace hl::detail {
 namespace {
 
+// A limit beyond 2^62 ns (146 years) is no limit in practice; bounded so, a deadline or a CPU
+// clock value plus it cannot overflow.
+call_limits clamped(call_limits limits) noexcept {
+    constexpr std::chrono::nanoseconds most(std::int64_t{1} << 62);
+    return {std::min(limits.timeout, most), std::min(limits.cpu_time, most)};
+}
+
 errc errc_for(protocol::guest_error_kind kind) {
     switch (kind) {
     case protocol::guest_error_kind::user: return errc::guest_error;
@@ -100,7 +107,7 @@ void sandbox_core::begin(call_state& c, std::uint64_t op, std::string_view name,
     c.name = util::name_for_message(name);
     c.return_type = return_type;
     // The defaults are the calls'; initialisation has no limits but its own (none).
-    c.limits = op == HL_OP_INIT ? limits : limits.or_else(default_limits_);
+    c.limits = clamped(op == HL_OP_INIT ? limits : limits.or_else(default_limits_));
     c.deadline = c.limits.timeout.count() > 0 ? monotonic_ns() + c.limits.timeout.count() : 0;
     c.measure_cpu = image_->measure_cpu_time || c.limits.cpu_time.count() > 0;
     c.traced = op != HL_OP_INIT && tracing();
@@ -135,6 +142,9 @@ guest_call::status sandbox_core::run(call_state& c, std::chrono::nanoseconds sli
     } catch (const std::bad_alloc&) {
         if (c.at.load() == call_state::phase::failed) record(c, std::make_error_code(std::errc::not_enough_memory));
         throw;
+    } catch (...) {
+        if (c.at.load() == call_state::phase::failed) record(c, make_error_code(errc::vm_error));
+        throw;
     }
     if (s == guest_call::status::finished) record(c, {});
     if (s == guest_call::status::failed) record(c, c.failure);
@@ -156,6 +166,11 @@ void sandbox_core::record(const call_state& c, std::error_code outcome) noexcept
 
 guest_call::status sandbox_core::run_unrecorded(call_state& c, std::chrono::nanoseconds slice) {
     const std::int64_t run_start = c.traced ? monotonic_ns() : 0;
+    // The wait for an asynchronous host function, between the run that stopped for it and this one
+    // (so that the events on the sandbox's track nest).
+    if (run_start != 0 && c.host_call_at != 0 && c.at.load() == call_state::phase::host_call) {
+        trace("host_call", c.pending.name, "asynchronous", c.host_call_at, false, run_start);
+    }
     std::optional<run_frame> frame;
     // At least 1: a call whose budget is gone ends at the first look (see drive()).
     const std::int64_t budget = c.limits.cpu_time.count();
@@ -177,7 +192,10 @@ guest_call::status sandbox_core::run_unrecorded(call_state& c, std::chrono::nano
         bool armed = true;
         ~end_on_failure() {
             core.account(c, frame);
-            if (run_start != 0) core.trace("run", {}, {}, run_start);
+            if (run_start != 0) {
+                core.trace("run", {}, {}, run_start);
+                c.host_call_at = c.at.load() == call_state::phase::host_call ? monotonic_ns() : 0;
+            }
             if (armed) core.end(c, call_state::phase::failed);
         }
     } failure{*this, c, *frame, run_start};
@@ -201,6 +219,7 @@ void sandbox_core::abandon(call_state& c) noexcept {
         poison_reason_ = "abandoned";  // short enough not to allocate
     }
     end(c, call_state::phase::failed);
+    if (c.started_at != 0) record(c, make_error_code(errc::cancelled));
 }
 
 void sandbox_core::end(call_state& c, call_state::phase how) noexcept {
@@ -240,13 +259,12 @@ error sandbox_core::failure_of(const call_state& c) { return error(c.failure, c.
 
 guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
     if (c.at.load() == call_state::phase::host_call) {
-        if (c.traced) trace("host_call", c.pending.name, "asynchronous", c.host_call_at);
         answer_host_call(c);
     }
     // Between slices, or while a host call waited, the deadline may have passed.
     if (c.deadline != 0 && monotonic_ns() >= c.deadline) return interrupted(c, errc::timed_out);
     // A slice may end just past the budget, before its check came round.
-    if (c.limits.cpu_time.count() > 0 && c.used.cpu_time >= c.limits.cpu_time) {
+    if (c.limits.cpu_time.count() > 0 && c.used.cpu_time >= c.limits.cpu_time && !interrupt_->cancel.load()) {
         return interrupted(c, errc::cpu_budget_exceeded);
     }
     for (;;) {
@@ -290,11 +308,11 @@ guest_call::status sandbox_core::drive(call_state& c, run_frame& frame) {
                 ++c.used.host_calls;
                 ++usage_.host_calls;
                 const std::int64_t host_start = c.traced ? monotonic_ns() : 0;
+                const std::string host_name = c.traced ? host_call_name() : std::string();
                 if (!serve_host_call(c)) {
-                    if (host_start != 0) trace("host_call", {}, {}, host_start);
+                    if (host_start != 0) trace("host_call", host_name, {}, host_start);
                     continue;
                 }
-                c.host_call_at = host_start;
                 // A kill that came while the guest ran is honoured now; one that comes later calls
                 // the listener, as the call is outside the guest.
                 switch (frame.stop_reason()) {

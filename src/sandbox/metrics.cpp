@@ -10,9 +10,21 @@ namespace {
 
 constexpr auto relaxed = std::memory_order_relaxed;
 
+// The first bucket whose upper bound, 2^(i+1) us, the value does not exceed (Prometheus's `le`).
 std::size_t bucket_of(std::chrono::nanoseconds value) noexcept {
-    const auto us = static_cast<std::uint64_t>(std::max<std::int64_t>(1, value.count() / 1000));
-    return std::min<std::size_t>(std::bit_width(us) - 1, metrics::buckets - 1);
+    const auto us = static_cast<std::uint64_t>(std::max<std::int64_t>(1, (value.count() + 999) / 1000));
+    const std::size_t i = us <= 2 ? 0 : std::bit_width(us - 1) - 1;
+    return std::min<std::size_t>(i, metrics::buckets - 1);
+}
+
+bool valid_prefix(std::string_view p) noexcept {
+    if (p.empty() || p.size() > 64) return false;
+    for (std::size_t i = 0; i < p.size(); ++i) {
+        const char c = p[i];
+        const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
+        if (!letter && !(i > 0 && c >= '0' && c <= '9')) return false;
+    }
+    return true;
 }
 
 std::size_t outcome_of(std::error_code code) noexcept {
@@ -134,6 +146,9 @@ std::string_view metrics::outcome_name(std::size_t outcome) noexcept {
 }
 
 std::string metrics::prometheus_text(std::string_view prefix) const {
+    if (!valid_prefix(prefix)) {
+        throw error(errc::usage_error, "a metrics prefix is 1 to 64 characters of [a-zA-Z_:], then also digits");
+    }
     const values v = read();
     const std::string p(prefix);
     std::string out;

@@ -237,6 +237,14 @@ bool sandbox_core::serve_host_call(call_state& c) {
 
 void sandbox_core::answer_host_call(call_state& c) { services_.answer(buffers_, c); }
 
+std::string sandbox_core::host_call_name() const noexcept {
+    try {
+        return util::name_for_message(protocol::decode_call(buffers_.message("host call")).function_name);
+    } catch (...) {
+        return {};  // the guest's call was malformed (it failed), or no memory for the name
+    }
+}
+
 void sandbox_core::deliver_output(std::uint32_t kind) {
     try {
         services_.deliver_output(buffers_, kind);

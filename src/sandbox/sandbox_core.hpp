@@ -184,6 +184,8 @@ private:
     /// The exit loop's ways into the host services; they poison on what the services report
     /// (detail::poisoning).
     bool serve_host_call(call_state& c);
+    /// For traces: the host function the guest's call in the output buffer names (empty if unreadable).
+    std::string host_call_name() const noexcept;
     void answer_host_call(call_state& c);
     void deliver_output(std::uint32_t kind);
 

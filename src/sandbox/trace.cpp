@@ -8,19 +8,49 @@
 namespace hl {
 namespace {
 
-// JSON string contents: quotes, backslashes and control characters escaped.
+// The length of the well-formed UTF-8 sequence at the start of `s`, 0 if it is not one (RFC 3629:
+// no overlong forms, no surrogates, nothing past U+10FFFF).
+std::size_t utf8_length(std::string_view s) noexcept {
+    const auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+    const auto cont = [&](std::size_t i) { return i < s.size() && (b(i) & 0xC0) == 0x80; };
+    const unsigned char c = b(0);
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (!cont(1) || !cont(2)) return 0;
+        if ((c == 0xE0 && b(1) < 0xA0) || (c == 0xED && b(1) > 0x9F)) return 0;
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (!cont(1) || !cont(2) || !cont(3)) return 0;
+        if ((c == 0xF0 && b(1) < 0x90) || (c == 0xF4 && b(1) > 0x8F)) return 0;
+        return 4;
+    }
+    return 0;
+}
+
+// JSON string contents: quotes, backslashes and control characters escaped, and every byte that is
+// not part of well-formed UTF-8 (a guest's name, or one cut in the middle of a character) replaced
+// by U+FFFD, so that the document stays valid JSON.
 void append_escaped(std::string& out, std::string_view s) {
-    for (const char ch : s) {
-        const auto c = static_cast<unsigned char>(ch);
-        if (c == '"' || c == '\\') {
+    std::size_t i = 0;
+    while (i < s.size()) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        const std::size_t n = utf8_length(s.substr(i));
+        if (n == 0) {
+            out += "\\ufffd";
+            ++i;
+        } else if (c == '"' || c == '\\') {
             out += '\\';
-            out += ch;
-        } else if (c < 0x20) {
+            out += s[i++];
+        } else if (c < 0x20 || c == 0x7F) {
             char code[8];
             std::snprintf(code, sizeof code, "\\u%04x", c);
             out += code;
+            ++i;
         } else {
-            out += ch;
+            out.append(s.substr(i, n));
+            i += n;
         }
     }
 }

@@ -142,6 +142,19 @@ TEST_F(CallLimits, InitialisationIsNotBoundByTheCallsDefaults) {
     EXPECT_EQ(error_of([&] { sb.call<std::int32_t>("AddLocal", 1, 2); }), errc::cpu_budget_exceeded);
 }
 
+TEST_F(CallLimits, TheLargestLimitsMeanNoLimitAndOverflowNothing) {
+    auto sb = make();
+    constexpr auto most = std::chrono::nanoseconds::max();
+    EXPECT_EQ(sb.call_for<std::int32_t>(hl::call_limits{.timeout = most, .cpu_time = most}, "AddLocal", 1, 2), 3);
+    EXPECT_EQ(sb.call_for<std::int32_t>(hl::call_limits{.cpu_time = most - 1h}, "AddLocal", 1, 2), 3);
+    EXPECT_LT(sb.usage().vm_exits, 20u) << "the guest was not kicked again and again";
+    auto call = sb.start_call("LoopFor", value_type::uint64, std::vector<hl::argument>{std::uint64_t{100'000}},
+                              hl::call_limits{.cpu_time = most});
+    status s = status::sliced;
+    for (int i = 0; i < 1000 && s == status::sliced; ++i) s = call.run(1ms);
+    EXPECT_EQ(s, status::finished);
+}
+
 TEST_F(CallLimits, NegativeLimitsAreRefusedAndChangeNothing) {
     EXPECT_EQ(error_of([] { make(hl::sandbox_config{}.set_call_limits({.timeout = -1ms})); }), errc::invalid_config);
     auto sb = make();

@@ -109,6 +109,31 @@ TEST_F(Metrics, ThePrometheusTextCarriesTheSameValues) {
     }
 }
 
+TEST_F(Metrics, AnAbandonedCallCountsAsCancelledAndABadPrefixIsRefused) {
+    auto sb = make();
+    {
+        auto spin = sb.start_call("Spin", value_type::void_type, {});
+        EXPECT_EQ(spin.run(1ms), hl::guest_call::status::sliced);
+    }  // destroyed unfinished
+    EXPECT_EQ(m->read().calls_with(errc::cancelled), 1u);
+    EXPECT_EQ(m->read().calls_total(), sb.usage().calls);
+    EXPECT_EQ(error_of([&] { m->prometheus_text(std::string(300, 'x')); }), errc::usage_error);
+    EXPECT_EQ(error_of([&] { m->prometheus_text("9lives"); }), errc::usage_error);
+    EXPECT_EQ(error_of([&] { m->prometheus_text("has space"); }), errc::usage_error);
+}
+
+TEST_F(Metrics, HistogramBucketsFollowPrometheusUpperBounds) {
+    hl::metrics local;
+    local.record_call({}, std::chrono::microseconds(2), {});   // le 2 us: bucket 0
+    local.record_call({}, std::chrono::nanoseconds(2001), {});  // past 2 us: bucket 1 (le 4 us)
+    local.record_call({}, std::chrono::microseconds(4), {});   // bucket 1
+    local.record_call({}, std::chrono::microseconds(5), {});   // bucket 2 (le 8 us)
+    const auto h = local.read().duration;
+    EXPECT_EQ(h.counts[0], 1u);
+    EXPECT_EQ(h.counts[1], 2u);
+    EXPECT_EQ(h.counts[2], 1u);
+}
+
 TEST_F(Metrics, ManyThreadsRecordIntoOneObjectWithoutLosingCounts) {
     constexpr int threads = 4, calls = 50;
     std::vector<std::thread> pool;

@@ -69,6 +69,7 @@ TEST_F(Trace, AKnownCallHasItsEventsInOrderAndNested) {
     EXPECT_TRUE(inside(runs[0], calls[0]));
     const auto hosts = named("host_call");
     ASSERT_EQ(hosts.size(), 2u);
+    EXPECT_EQ(hosts[0].name, "host_call HostAdd");
     EXPECT_TRUE(inside(hosts[0], runs[0]));
     EXPECT_TRUE(inside(hosts[1], runs[0]));
     EXPECT_LE(hosts[0].start_ns + hosts[0].duration_ns, hosts[1].start_ns) << "the first host call ends first";
@@ -113,6 +114,18 @@ TEST_F(Trace, ALimitOnCallsStopsTheRecorderAndMaxEventsBoundsIt) {
     EXPECT_EQ(small->events().size(), 3u);
     EXPECT_EQ(small->dropped(), 1u) << "the first event past the bound stops the recorder";
     EXPECT_FALSE(small->recording());
+}
+
+TEST_F(Trace, TheChromeJsonIsValidUtf8WhateverTheNames) {
+    auto sb = make();
+    t->start();
+    EXPECT_EQ(error_of([&] { sb.call<void>(std::string("\xff\xfe\"\\\x01")); }), errc::unknown_function);
+    EXPECT_EQ(error_of([&] { sb.call<void>(std::string(255, 'a') + "\xc3\xa9"); }), errc::unknown_function);
+    const std::string json = t->chrome_json();
+    EXPECT_NE(json.find("call \\ufffd\\ufffd\\\"\\\\\\u0001"), std::string::npos) << json;
+    // Every byte is ASCII or part of a well-formed sequence: here, none is above 0x7F at all, as the
+    // only non-ASCII bytes were invalid or cut.
+    EXPECT_TRUE(std::all_of(json.begin(), json.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; }));
 }
 
 TEST_F(Trace, TheChromeJsonHasEveryEventAndATrackPerSandbox) {
