@@ -15,14 +15,25 @@ void call(benchmark::State& state, size_case s) {
 }
 
 // The same call with what issue 21 adds switched on: `what` is "metrics" (an hl::metrics attached),
-// "cpu_accounting" (sandbox_config::measure_cpu_time) or "cpu_budget" (a budget of 1 s, never hit).
+// "cpu_accounting" (sandbox_config::measure_cpu_time), "cpu_budget" (a budget of 1 s, never hit),
+// "trace_off" (a trace recorder attached, not recording) or "trace_on" (recording).
 void call_observed(benchmark::State& state, std::string what) {
     auto config = hl::bench::config_for(hl::bench::sizes[0]);
     if (what == "metrics") config.set_metrics(std::make_shared<hl::metrics>());
     if (what == "cpu_accounting") config.set_measure_cpu_time(true);
     if (what == "cpu_budget") config.set_call_limits({.cpu_time = std::chrono::seconds(1)});
+    const auto trace = std::make_shared<hl::trace_recorder>(1 << 16);
+    if (what.starts_with("trace")) config.set_trace(trace);
     auto sb = hl::uninitialized_sandbox::from_file(HL_SIMPLEGUEST, config).evolve();
-    for (auto _ : state) benchmark::DoNotOptimize(sb.call<std::string>("Echo", hello));
+    if (what == "trace_on") trace->start();
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(sb.call<std::string>("Echo", hello));
+        if (what == "trace_on" && !trace->recording()) {  // full: 2 events a call; start again
+            state.PauseTiming();
+            trace->start();
+            state.ResumeTiming();
+        }
+    }
 }
 
 // How far past its CPU-time budget a spinning call has run when it ends: the CPU time the sandbox
@@ -124,7 +135,7 @@ const int registered = [] {
     hl::bench::add("guest_calls/call/default_musl", call_linux, HL_C_SIMPLEGUEST_MUSL);
 #endif
     hl::bench::add("guest_calls/syscall", syscall_call);
-    for (const char* what : {"metrics", "cpu_accounting", "cpu_budget"}) {
+    for (const char* what : {"metrics", "cpu_accounting", "cpu_budget", "trace_off", "trace_on"}) {
         hl::bench::add(std::string("guest_calls/call_with_") + what + "/default", call_observed, std::string(what));
     }
     for (const int ms : {1, 10, 100}) {

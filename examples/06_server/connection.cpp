@@ -212,6 +212,14 @@ private:
             if (!valid_function_name(function)) co_return text(404, "not a guest function name: " + std::string(function));
             co_return co_await call_guest(std::string(function), std::move(request.body));
         }
+        if (path == "/trace") {
+            if (request.method == "POST") co_return start_trace(request.target);
+            if (request.method != "GET" && request.method != "HEAD") {
+                co_return text(405, "GET the trace, or POST /trace?calls=N to record the next N calls",
+                               "Allow: GET, HEAD, POST\r\n");
+            }
+            co_return response{200, state_->trace->chrome_json(), {}, "application/json"};
+        }
         if (path == "/metrics") {
             if (request.method != "GET" && request.method != "HEAD") co_return text(405, "use GET here", "Allow: GET, HEAD\r\n");
             co_return metrics_text();
@@ -222,7 +230,8 @@ private:
                 co_return text(200, "POST /call/<Function> with the argument as the body: Sha256, Render, ValidateJson, "
                                     "Profile (an async host function), Runaway (stopped by the deadline), Crash\n"
                                     "GET /stats: counters\n"
-                                    "GET /metrics: the same and the guests', in Prometheus's text format");
+                                    "GET /metrics: the same and the guests', in Prometheus's text format\n"
+                                    "POST /trace?calls=N, then GET /trace: the next N guest calls as Chrome trace JSON");
             }
             co_return stats_json();
         }
@@ -280,6 +289,23 @@ private:
             if (ec) co_return;
             pending_.append(chunk, n);
         }
+    }
+
+    // POST /trace?calls=N: drops the last trace and records the next N guest calls (default 100,
+    // at most 100,000) with hl::trace_recorder; GET /trace then gives them as Chrome trace JSON.
+    response start_trace(std::string_view target) {
+        std::uint64_t calls = 100;
+        if (const auto q = target.find("?calls="); q != std::string_view::npos) {
+            const std::string_view digits = target.substr(q + 7);
+            calls = 0;
+            for (const char ch : digits) {
+                if (ch < '0' || ch > '9' || calls > 100'000) return text(400, "calls must be a number from 1 to 100000");
+                calls = calls * 10 + static_cast<std::uint64_t>(ch - '0');
+            }
+            if (calls == 0 || calls > 100'000) return text(400, "calls must be a number from 1 to 100000");
+        }
+        state_->trace->start(calls);
+        return text(200, "recording the next " + std::to_string(calls) + " guest calls; GET /trace for them\n");
     }
 
     // The sandboxes' metrics (hl::metrics), then the pool's and the server's counters, in the

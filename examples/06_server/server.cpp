@@ -71,6 +71,8 @@ awaitable<http_server> http_server::create(std::filesystem::path guest, server_o
     const auto latency = options.lookup_latency;
     if (!config.metrics) config.metrics = std::make_shared<hl::metrics>();
     auto metrics = config.metrics;
+    if (!config.trace) config.trace = std::make_shared<hl::trace_recorder>();
+    auto trace = config.trace;
     auto pool = co_await hl::sandbox_pool::async_create(
         ex, std::move(guest), config,
         [&rt, latency](hl::multi_use_sandbox& sb) {
@@ -85,7 +87,8 @@ awaitable<http_server> http_server::create(std::filesystem::path guest, server_o
             });
         },
         pool_options);
-    auto state = std::make_shared<server_state>(ex, rt, std::move(pool), std::move(options), std::move(metrics));
+    auto state = std::make_shared<server_state>(ex, rt, std::move(pool), std::move(options), std::move(metrics),
+                                                std::move(trace));
     co_return http_server(state, std::make_shared<asio::ip::tcp::acceptor>(ex, state->options.endpoint));
 }
 

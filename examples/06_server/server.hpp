@@ -4,6 +4,8 @@
 //   POST /call/<Function>   calls the guest's <Function> with the body; 200 with its result
 //   GET  /stats             server and pool counters, and the worker serving this connection, as JSON
 //   GET  /metrics           the guests' calls (hl::metrics), the pool's and the server's counters, as Prometheus text
+//   POST /trace?calls=N     records the next N guest calls (hl::trace_recorder; default 100)
+//   GET  /trace             what was recorded, as Chrome trace-event JSON (Perfetto, chrome://tracing)
 //   GET  /                  what the server offers
 //
 // Each call has a deadline (waiting for a sandbox plus running the guest). A call that runs past it

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "hl/metrics.hpp"
+#include "hl/trace.hpp"
 #include "server.hpp"
 
 namespace web {
@@ -21,8 +22,13 @@ class connection;
 /// reference may go on a worker, so it holds nothing of `ex`'s context (the acceptor is apart).
 struct server_state {
     server_state(asio::any_io_executor ex, hl::runtime& rt, hl::sandbox_pool p, server_options o,
-                 std::shared_ptr<hl::metrics> m)
-        : ex(std::move(ex)), rt(rt), pool(std::move(p)), options(std::move(o)), metrics(std::move(m)) {}
+                 std::shared_ptr<hl::metrics> m, std::shared_ptr<hl::trace_recorder> t)
+        : ex(std::move(ex)),
+          rt(rt),
+          pool(std::move(p)),
+          options(std::move(o)),
+          metrics(std::move(m)),
+          trace(std::move(t)) {}
 
     server_stats stats() const {
         return {counters.connections, counters.rejected_connections, counters.requests, counters.status_2xx,
@@ -63,6 +69,7 @@ struct server_state {
     hl::sandbox_pool pool;
     server_options options;
     std::shared_ptr<hl::metrics> metrics;  // the pool's sandboxes record into it
+    std::shared_ptr<hl::trace_recorder> trace;  // and trace into this, once POST /trace starts it
     counters counters;
     std::atomic<bool> stopped{false};
     std::atomic<bool> accepting{false};  // the accept loop is running: shutdown() waits for it too

@@ -62,6 +62,28 @@ TEST_F(ServerTest, MetricsCountTheGuestCallsByOutcomeInPrometheusText) {
     EXPECT_EQ(c.call("/metrics", "x", "POST").status, 405);
 }
 
+TEST_F(ServerTest, ATraceRecordsTheNextCallsOnRequest) {
+    HL_REQUIRE_KVM();
+    start();
+    client c(endpoint_);
+    EXPECT_EQ(c.call("/trace", "", "GET").body.find("call Sha256"), std::string::npos) << "nothing before POST";
+    EXPECT_EQ(c.call("/trace?calls=2", "", "POST").status, 200);
+    EXPECT_EQ(c.call("/call/Sha256", "abc").status, 200);
+    EXPECT_EQ(c.call("/call/Profile", "ada").status, 200);
+    EXPECT_EQ(c.call("/call/Sha256", "abd").status, 200);  // the third: not recorded
+    auto r = c.call("/trace", "", "GET");
+    EXPECT_EQ(r.status, 200);
+    std::size_t calls = 0;
+    const std::string needle = "\"name\":\"call ";
+    for (auto at = r.body.find(needle); at != std::string::npos; at = r.body.find(needle, at + 1)) ++calls;
+    EXPECT_EQ(calls, 2u) << r.body;
+    EXPECT_NE(r.body.find("\"name\":\"host_call LookupUser\""), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find("\"name\":\"queued Profile\""), std::string::npos) << r.body;
+    EXPECT_EQ(c.call("/trace?calls=0", "", "POST").status, 400);
+    EXPECT_EQ(c.call("/trace?calls=x1", "", "POST").status, 400);
+    EXPECT_EQ(c.call("/trace", "", "PUT").status, 405);
+}
+
 TEST_F(ServerTest, GuestErrorsAre422WithTheGuestsMessage) {
     HL_REQUIRE_KVM();
     start();
