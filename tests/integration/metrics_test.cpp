@@ -104,7 +104,9 @@ TEST_F(Metrics, ThePrometheusTextCarriesTheSameValues) {
         const std::size_t end = text.find('\n', start);
         ASSERT_NE(end, std::string::npos) << "the text ends with a newline";
         const std::string line = text.substr(start, end - start);
-        if (line[0] != '#') EXPECT_NE(line.find(' '), std::string::npos) << line;
+        if (line[0] != '#') {
+            EXPECT_NE(line.find(' '), std::string::npos) << line;
+        }
         start = end + 1;
     }
 }
