@@ -272,11 +272,14 @@ void write_null() { *static_cast<volatile std::int32_t*>(nullptr) = 1; }
 
 void invalid_opcode() { __asm__ volatile("ud2"); }
 
-// A null write one call down, in functions a debugger must name from a core file (noipa: neither
-// inlined nor specialised for the null argument; the empty asm keeps the call from becoming a jump).
-[[gnu::noipa]] void write_through(volatile std::int32_t* p) { *p = 1; }
-[[gnu::noipa]] void fault_in_callee() {
-    write_through(nullptr);
+// A null write one call down, in functions a debugger must name from a core file: not inlined, and
+// the pointer passes through an empty asm so that no compiler sees it is null (GCC and clang would
+// otherwise specialise or replace the store); the asm after the call keeps it from becoming a jump.
+[[gnu::noinline]] void write_through(volatile std::int32_t* p) { *p = 1; }
+[[gnu::noinline]] void fault_in_callee() {
+    volatile std::int32_t* p = nullptr;
+    __asm__ volatile("" : "+r"(p));
+    write_through(p);
     __asm__ volatile("");
 }
 
