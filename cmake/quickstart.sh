@@ -13,10 +13,11 @@ mode=${1:-demo}
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${HL_BUILD_DIR:-$top/build}
 
-# gdb: the crash-dump tests read the core files with it (they skip without it).
+# gdb: the crash-dump tests read the core files with it (they skip without it). duktape-dev: the
+# JavaScript guest is compiled from its source.
 packages=(cmake ninja-build g++ pkg-config flatbuffers-compiler flatbuffers-compiler-dev libflatbuffers-dev
           libgtest-dev libbenchmark-dev libcapstone-dev libasio-dev liburing-dev libcli11-dev libhttp-parser-dev
-          musl-dev musl-tools gdb)
+          musl-dev musl-tools gdb duktape-dev)
 # shellcheck disable=SC2206 # HL_EXTRA_PACKAGES is a list of names
 packages+=(${HL_EXTRA_PACKAGES:-})
 missing=()

@@ -202,6 +202,18 @@ private:
         co_return !ec;
     }
 
+    // /js/<function> and /lua/<function>: the handler scripts' pool, and the function.
+    struct script_route {
+        hl::script_pool* scripts;
+        const char* language;
+        std::string_view function;
+    };
+    std::optional<script_route> script_route_of(std::string_view path) {
+        if (path.starts_with("/js/")) return script_route{&state_->javascript, "JavaScript", path.substr(4)};
+        if (path.starts_with("/lua/")) return script_route{&state_->lua, "Lua", path.substr(5)};
+        return std::nullopt;
+    }
+
     awaitable<std::optional<response>> route(http_message& request) {
         std::string_view path = request.target;
         path = path.substr(0, path.find('?'));
@@ -210,7 +222,13 @@ private:
             if (request.method != "POST") co_return text(405, "use POST to call a guest function", "Allow: POST\r\n");
             const std::string_view function = path.substr(call_prefix.size());
             if (!valid_function_name(function)) co_return text(404, "not a guest function name: " + std::string(function));
-            co_return co_await call_guest(std::string(function), std::move(request.body));
+            co_return co_await call_guest(state_->pool, std::string(function), std::move(request.body), false);
+        }
+        if (const auto route = script_route_of(path)) {
+            if (!*route->scripts) co_return text(404, std::string("no ") + route->language + " handlers are loaded on this server");
+            if (request.method != "POST") co_return text(405, "use POST to call a handler", "Allow: POST\r\n");
+            if (!valid_function_name(route->function)) co_return text(404, "not a handler name: " + std::string(route->function));
+            co_return co_await call_guest(route->scripts->pool(), std::string(route->function), std::move(request.body), true);
         }
         if (path == "/trace") {
             if (request.method == "POST") co_return start_trace(request.target);
@@ -229,6 +247,8 @@ private:
             if (path == "/") {
                 co_return text(200, "POST /call/<Function> with the argument as the body: Sha256, Render, ValidateJson, "
                                     "Profile (an async host function), Runaway (stopped by the deadline), Crash\n"
+                                    "POST /js/<function> (/lua/<function>) with a JSON body: the handler scripts given with --js "
+                                    "(--lua), JSON back\n"
                                     "GET /stats: counters\n"
                                     "GET /metrics: the same and the guests', in Prometheus's text format\n"
                                     "POST /trace?calls=N, then GET /trace: the next N guest calls as Chrome trace JSON");
@@ -241,11 +261,15 @@ private:
     // Runs `function` in a pooled sandbox, racing the deadline and the client's departure: whichever
     // finishes first cancels the others, and a cancelled call interrupts its guest. The timer's wait
     // completes as a tuple: cancelled, as it is on nearly every request, it would throw otherwise.
-    awaitable<std::optional<response>> call_guest(std::string function, std::string body) {
+    // A handler script's function (`script`) is called through its engine's Call, with the body as its
+    // JSON argument, and answers JSON.
+    awaitable<std::optional<response>> call_guest(hl::sandbox_pool& pool, std::string function, std::string body,
+                                                  bool script) {
         using namespace asio::experimental::awaitable_operators;
         asio::steady_timer deadline(socket_.get_executor(), state_->options.deadline);
         in_guest_ = false;
-        auto outcome = co_await (invoke(function, std::move(body)) || deadline.async_wait(as_tuple) || client_gone());
+        auto outcome =
+            co_await (invoke(pool, function, std::move(body), script) || deadline.async_wait(as_tuple) || client_gone());
         switch (outcome.index()) {
         case 0: co_return std::move(std::get<0>(outcome));
         case 1:
@@ -257,9 +281,9 @@ private:
         }
     }
 
-    awaitable<response> invoke(const std::string& function, std::string body) {
+    awaitable<response> invoke(hl::sandbox_pool& pool, const std::string& function, std::string body, bool script) {
         hl::diagnostics why;
-        auto [ec, lease] = co_await state_->pool.async_acquire(hl::with_diagnostics(why, as_tuple));
+        auto [ec, lease] = co_await pool.async_acquire(hl::with_diagnostics(why, as_tuple));
         if (ec == hl::errc::pool_busy || ec == hl::errc::timed_out) {
             co_return text(503, "all sandboxes are busy and the queue is full; try again", "Retry-After: 1\r\n");
         }
@@ -267,6 +291,12 @@ private:
         // The deadline may have fired while this completion was on its way: then the guest never ran.
         if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none) co_return response{};
         in_guest_ = true;
+        if (script) {
+            auto [call_ec, result] = co_await lease.async_call<std::string>("Call", function, std::move(body),
+                                                                            hl::with_diagnostics(why, as_tuple));
+            if (call_ec) co_return call_failed(call_ec, function, why.message);
+            co_return response{200, std::move(result), {}, "application/json"};
+        }
         auto [call_ec, result] = co_await lease.async_call<std::string>(function, std::move(body), hl::with_diagnostics(why, as_tuple));
         if (call_ec) co_return call_failed(call_ec, function, why.message);
         co_return response{200, std::move(result), {}};

@@ -45,7 +45,30 @@ std::string words(std::uint64_t seed, std::size_t count) {
     return out;
 }
 
-planned plan(std::uint64_t i, std::uint64_t runaway_every) {
+// A request for the demo's handler scripts (handlers/handlers.js, handlers/handlers.lua): an order
+// to total, a profile page through the async host function, now and then a body that is not JSON.
+planned script_request(const char* prefix, bool exact, std::uint64_t i, std::uint64_t r) {
+    const std::string base = prefix;
+    if (i % 7 == 3) return {base + "order", "{\"id\": 1, \"items\": [", 422, {}};
+    if (i % 2 == 0) {
+        return {base + "profile", "{\"user\": \"grace\"}", 200,
+                exact ? "{\"html\":\"<h1>grace</h1><p>Grace made the first compiler &amp; found the first bug (a "
+                        "moth).</p>\"}"
+                      : ""};
+    }
+    const std::uint64_t qty = 1 + r % 5, price = 2 + r % 7;
+    const std::string sku = words(r, 1);
+    return {base + "order",
+            "{\"id\": " + std::to_string(i) + ", \"items\": [{\"sku\": \"" + sku + "\", \"price\": " +
+                std::to_string(price) + ", \"qty\": " + std::to_string(qty) + "}, {\"sku\": \"ring\", \"price\": 3, \"qty\": 1}]}",
+            200,
+            exact ? "{\"id\":" + std::to_string(i) + ",\"total\":" + std::to_string(price * qty + 3) + ",\"lines\":[\"" +
+                        std::to_string(qty) + " x " + sku + "\",\"1 x ring\"]}"
+                  : ""};
+}
+
+planned plan(std::uint64_t i, const load_options& options) {
+    const std::uint64_t runaway_every = options.runaway_every;
     if (runaway_every && i % runaway_every == runaway_every - 1) return {"/call/Runaway", "spin", 504, {}};
     if (i % 100 == 37) return {"/call/NoSuchFunction", "x", 404, {}};
     if (i % 100 == 73) return {"/call/ValidateJson", "{\"open\": [1, 2", 422, {}};
@@ -61,9 +84,13 @@ planned plan(std::uint64_t i, std::uint64_t runaway_every) {
         return {"/call/Render", "name=" + who + "\nn=" + std::to_string(i) + "\n\n<p>Hello {{name}}, you are visitor {{n}}.</p>", 200,
                 "<p>Hello " + who + ", you are visitor " + std::to_string(i) + ".</p>"};
     }
+    case 8:
+        // Lua's JSON encoder orders an object's keys as its table does: any body will do.
+        if (options.javascript && (!options.lua || i % 20 < 10)) return script_request("/js/", true, i / 10, r);
+        if (options.lua) return script_request("/lua/", false, i / 10, r);
+        [[fallthrough]];
     case 6:
-    case 7:
-    case 8: {
+    case 7: {
         std::string doc = "{\"id\": " + std::to_string(i) + ", \"tags\": [";
         for (std::uint64_t k = 0; k < 4 + r % 16; ++k) doc += (k ? ", \"" : "\"") + words(r + k, 1) + "\"";
         doc += "], \"nested\": {\"ok\": true, \"ratio\": -1.5e3, \"none\": null}}";
@@ -97,7 +124,7 @@ awaitable<void> client(run_state& st) {
     std::string pending;
     while (st.next < st.options.requests) {
         const std::uint64_t i = st.next++;
-        const planned p = st.options.http_only ? planned{"/", "", 200, {}} : plan(i, st.options.runaway_every);
+        const planned p = st.options.http_only ? planned{"/", "", 200, {}} : plan(i, st.options);
         if (!socket.is_open()) {
             pending.clear();
             auto [ec] = co_await socket.async_connect(st.options.target, as_tuple);

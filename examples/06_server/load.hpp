@@ -25,6 +25,8 @@ struct load_options {
     std::size_t connections = 16;
     std::uint64_t runaway_every = 1000;  ///< every Nth request calls Runaway (expects 504); 0: never
     bool http_only = false;  ///< every request is GET / (no guest): the HTTP floor to compare with
+    bool javascript = false;  ///< the demo's handlers.js is served: the mix includes /js/ requests
+    bool lua = false;         ///< the demo's handlers.lua is served: the mix includes /lua/ requests
     std::chrono::milliseconds progress_interval{500};
     std::function<void(const load_progress&)> on_progress;  ///< called on the generator's thread
 };

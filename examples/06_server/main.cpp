@@ -5,6 +5,12 @@
 //                             generator, print progress and a summary, stop
 //   06_server --serve         serve on --port until SIGINT or SIGTERM, e.g.
 //                             curl --data-binary abc localhost:8080/call/Sha256
+//   06_server --serve --js handlers.js
+//                             serve handlers.js's functions too, e.g.
+//                             curl --data '{"user": "ada"}' localhost:8080/js/profile
+//
+// The demo serves the handler scripts in handlers/ (--js, --lua replace them) and its load mix
+// includes their requests.
 #include <CLI/CLI.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -15,12 +21,23 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "load.hpp"
 #include "server.hpp"
 
 namespace {
+
+#ifdef HL_LUAGUEST
+constexpr const char* hl_lua_guest = HL_LUAGUEST;
+#else
+constexpr const char* hl_lua_guest = nullptr;
+#endif
 
 struct settings {
     bool serve = false;
@@ -38,7 +55,19 @@ struct settings {
     std::uint64_t runaway_every = web::load_options{}.runaway_every;
     // A runaway guest gets a quarter of a busy worker, not most of it (runtime_options::sliced_share).
     double sliced_share = 0.25;
+    std::string js;   // handler scripts: empty for none (the demo: its own, unless --no-scripts)
+    std::string lua;
+    bool no_scripts = false;
 };
+
+// The handlers in `path` for the engine `guest`; throws if the file cannot be read.
+web::script_handlers read_handlers(const std::string& path, const char* guest) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) throw std::runtime_error("cannot read the handler script " + path);
+    return {guest, std::filesystem::path(path).filename().string(), text.str()};
+}
 
 double rate(const web::load_report& r) {
     return static_cast<double>(r.requests) / std::chrono::duration<double>(r.elapsed).count();
@@ -92,6 +121,18 @@ asio::awaitable<int> run(settings cfg, hl::runtime& rt) {
     web::server_options options;
     options.endpoint.port(cfg.serve ? cfg.port : 0);
     options.deadline = std::chrono::milliseconds(cfg.deadline_ms);
+    // The demo's own handlers, whose answers its load generator knows.
+    const bool demo_js = !cfg.serve && !cfg.no_scripts && cfg.js.empty();
+    const bool demo_lua = !cfg.serve && !cfg.no_scripts && cfg.lua.empty() && hl_lua_guest != nullptr;
+    if (demo_js) cfg.js = HL_DEMO_HANDLERS_JS;
+#ifdef HL_DEMO_HANDLERS_LUA
+    if (demo_lua) cfg.lua = HL_DEMO_HANDLERS_LUA;
+#endif
+    if (!cfg.js.empty()) options.javascript = read_handlers(cfg.js, HL_JSGUEST);
+    if (!cfg.lua.empty()) {
+        if (hl_lua_guest == nullptr) throw std::runtime_error("this build has no Lua guest (liblua5.4-dev, lua-cjson-dev)");
+        options.lua = read_handlers(cfg.lua, hl_lua_guest);
+    }
     const hl::call_limits limits{.cpu_time = std::chrono::milliseconds(cfg.cpu_budget_ms)};
     auto server = co_await web::http_server::create(HL_WEBGUEST, options,
                                                     {.min_size = cfg.pool_size,
@@ -104,6 +145,8 @@ asio::awaitable<int> run(settings cfg, hl::runtime& rt) {
                 "ms)\n",
                 server.port(), server.workers(), cfg.pool_size, static_cast<unsigned long long>(cfg.deadline_ms),
                 static_cast<unsigned long long>(cfg.cpu_budget_ms));
+    if (!cfg.js.empty()) std::printf("== /js/<function>: %s, loaded once and snapshotted\n", cfg.js.c_str());
+    if (!cfg.lua.empty()) std::printf("== /lua/<function>: %s, loaded once and snapshotted\n", cfg.lua.c_str());
     std::fflush(stdout);
     if (cfg.serve) {
         asio::signal_set signals(ex, SIGINT, SIGTERM);
@@ -115,6 +158,8 @@ asio::awaitable<int> run(settings cfg, hl::runtime& rt) {
         load.requests = cfg.requests;
         load.connections = cfg.connections;
         load.runaway_every = cfg.runaway_every;
+        load.javascript = demo_js;
+        load.lua = demo_lua;
         load.on_progress = [](const web::load_progress& p) {
             std::printf("  [%5.1f s] %llu/%llu requests, %llu errors\n", std::chrono::duration<double>(p.elapsed).count(),
                         static_cast<unsigned long long>(p.done), static_cast<unsigned long long>(p.total),
@@ -162,6 +207,9 @@ int main(int argc, char** argv) {
                    "the share of a busy worker a guest call past its slice gets (runtime_options::sliced_share)")
         ->capture_default_str()
         ->check(CLI::Range(0.001, 1.0));
+    app.add_option("--js", cfg.js, "JavaScript handlers to serve at POST /js/<function> (the demo: handlers/handlers.js)");
+    app.add_option("--lua", cfg.lua, "Lua handlers to serve at POST /lua/<function> (the demo: handlers/handlers.lua)");
+    app.add_flag("--no-scripts", cfg.no_scripts, "demo: serve no handler scripts");
     CLI11_PARSE(app, argc, argv);
 
     // The runtime outlives the io_context: the server's last references may go on its workers.

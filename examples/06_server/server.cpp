@@ -9,7 +9,11 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
+#include <cstdio>
 #include <map>
+#include <stdexcept>
+#include <string_view>
+#include <system_error>
 
 #include "hl/runtime/async_host_function.hpp"
 #include "server_state.hpp"
@@ -30,6 +34,66 @@ const std::map<std::string, std::string, std::less<>> users = {
     {"linus", "Linus <torvalds> started a kernel as a hobby."},
     {"barbara", "Barbara designed CLU and the substitution principle."},
 };
+
+// `text` as a JSON string.
+std::string json_string(std::string_view text) {
+    std::string out = "\"";
+    for (const char ch : text) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (ch == '"' || ch == '\\') {
+            out += '\\';
+            out += ch;
+        } else if (c < 0x20) {
+            char escaped[8];
+            std::snprintf(escaped, sizeof escaped, "\\u%04x", c);
+            out += escaped;
+        } else {
+            out += ch;
+        }
+    }
+    return out + "\"";
+}
+
+// fetchUser for the handler scripts: a JSON string naming a user in, the user as a JSON object (or
+// null) out. The script's argument is JSON text the host must read as carefully as any request:
+// only a plain quoted name is looked up.
+std::string fetch_user(std::string_view json) {
+    if (json.size() < 2 || json.front() != '"' || json.back() != '"') {
+        throw std::invalid_argument("fetchUser takes a user name (a JSON string)");
+    }
+    const std::string_view name = json.substr(1, json.size() - 2);
+    const auto it = users.find(name);
+    if (name.find_first_of("\\\"") != std::string_view::npos || it == users.end()) return "null";
+    return "{\"name\":" + json_string(it->first) + ",\"about\":" + json_string(it->second) + "}";
+}
+
+// A script pool for `handlers`, as large as the main pool, whose scripts reach fetchUser: an async
+// host function with the simulated database's latency.
+awaitable<hl::script_pool> make_script_pool(const script_handlers& handlers, hl::runtime& rt,
+                                            std::chrono::milliseconds latency, hl::pool_options pool_options,
+                                            const hl::sandbox_config& config) {
+    hl::script_options script;
+    script.guest = handlers.guest;
+    script.name = handlers.name;
+    script.source = handlers.source;
+    script.config.metrics = config.metrics;
+    script.config.trace = config.trace;
+    script.config.call_limits = config.call_limits;
+    hl::diagnostics why;
+    auto [ec, pool] = co_await hl::script_pool::async_create(
+        co_await asio::this_coro::executor, std::move(script),
+        [&rt, latency](hl::multi_use_sandbox& sb) {
+            auto ex = rt.get_executor();
+            hl::register_async_host_function(sb, "fetchUser", ex, [ex, latency](std::string json) -> awaitable<std::string> {
+                asio::steady_timer database(ex, latency);
+                co_await database.async_wait(use_awaitable);
+                co_return fetch_user(json);
+            });
+        },
+        pool_options, hl::with_diagnostics(why, as_tuple));
+    if (ec) throw std::system_error(ec, handlers.name + ": " + why.message);
+    co_return std::move(pool);
+}
 
 // Accepts on the server's executor; each socket is made on the next worker's io_context, and its
 // connection runs there.
@@ -89,6 +153,12 @@ awaitable<http_server> http_server::create(std::filesystem::path guest, server_o
         pool_options);
     auto state = std::make_shared<server_state>(ex, rt, std::move(pool), std::move(options), std::move(metrics),
                                                 std::move(trace));
+    if (state->options.javascript) {
+        state->javascript = co_await make_script_pool(*state->options.javascript, rt, latency, pool_options, config);
+    }
+    if (state->options.lua) {
+        state->lua = co_await make_script_pool(*state->options.lua, rt, latency, pool_options, config);
+    }
     co_return http_server(state, std::make_shared<asio::ip::tcp::acceptor>(ex, state->options.endpoint));
 }
 
@@ -99,6 +169,8 @@ http_server::~http_server() {
     acceptor_->close(ignored);
     state_->close_all();
     state_->pool.close();
+    state_->javascript.close();
+    state_->lua.close();
 }
 
 void http_server::start() {
@@ -119,9 +191,12 @@ awaitable<void> http_server::shutdown() {
         asio::steady_timer tick(state->ex, 1ms);
         co_await tick.async_wait(use_awaitable);
     }
-    co_await state->pool.async_drain();  // the last tasks' restores run
-    state->pool.close();
-    co_await state->pool.async_drain();
+    for (hl::sandbox_pool* pool : {&state->pool, &state->javascript.pool(), &state->lua.pool()}) {
+        if (!*pool) continue;
+        co_await pool->async_drain();  // the last tasks' restores run
+        pool->close();
+        co_await pool->async_drain();
+    }
 }
 
 std::uint16_t http_server::port() const { return acceptor_->local_endpoint().port(); }

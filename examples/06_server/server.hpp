@@ -2,6 +2,8 @@
 // An HTTP/1.1 server whose requests run guest functions in pooled sandboxes:
 //
 //   POST /call/<Function>   calls the guest's <Function> with the body; 200 with its result
+//   POST /js/<function>     calls <function> of the JavaScript handlers (--js) with the body as JSON;
+//                           200 with its result as JSON (and /lua/<function> for the Lua handlers)
 //   GET  /stats             server and pool counters, and the worker serving this connection, as JSON
 //   GET  /metrics           the guests' calls (hl::metrics), the pool's and the server's counters, as Prometheus text
 //   POST /trace?calls=N     records the next N guest calls (hl::trace_recorder; default 100)
@@ -24,12 +26,22 @@
 #include <chrono>
 #include <filesystem>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "http.hpp"
 #include "hl/metrics.hpp"
 #include "hl/runtime/sandbox_pool.hpp"
+#include "hl/runtime/script_pool.hpp"
 
 namespace web {
+
+/// A handler script served at /js/<function> or /lua/<function> (hl::script_pool).
+struct script_handlers {
+    std::filesystem::path guest;  ///< the engine: jsguest.elf or luaguest.elf
+    std::string name;             ///< the script's name in errors
+    std::string source;
+};
 
 struct server_options {
     asio::ip::tcp::endpoint endpoint{asio::ip::address_v4::loopback(), 8080};  ///< port 0: any free port
@@ -39,6 +51,8 @@ struct server_options {
     std::chrono::milliseconds lookup_latency{1};      ///< the simulated database behind LookupUser
     std::size_t max_connections = 1024;               ///< beyond this, new connections get 503
     http_limits limits;
+    std::optional<script_handlers> javascript;  ///< served at /js/<function>
+    std::optional<script_handlers> lua;         ///< served at /lua/<function>
 };
 
 /// Counters, readable from any thread.
@@ -59,8 +73,10 @@ struct server_state;
 /// and runs there. Keep that runtime alive until shutdown() has completed.
 class http_server {
 public:
-    /// Creates the pool (guest `guest`, with the host function LookupUser) on the runtime and binds
-    /// the listening socket. Throws std::system_error if either fails.
+    /// Creates the pool (guest `guest`, with the host function LookupUser) on the runtime, a script
+    /// pool of the same size for each handler script (whose scripts reach the host function
+    /// fetchUser(name), JSON in and out), and binds the listening socket. Throws std::system_error
+    /// if any of it fails; a script that does not load, with the engine's message.
     static asio::awaitable<http_server> create(std::filesystem::path guest, server_options options,
                                                hl::pool_options pool_options, hl::sandbox_config config = {});
     http_server() = default;  ///< empty; only assign to it

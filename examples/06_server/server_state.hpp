@@ -67,6 +67,8 @@ struct server_state {
     asio::any_io_executor ex;  // accepts here
     hl::runtime& rt;           // connections run on its workers, in turn
     hl::sandbox_pool pool;
+    hl::script_pool javascript;  // empty unless options.javascript
+    hl::script_pool lua;         // empty unless options.lua
     server_options options;
     std::shared_ptr<hl::metrics> metrics;  // the pool's sandboxes record into it
     std::shared_ptr<hl::trace_recorder> trace;  // and trace into this, once POST /trace starts it

@@ -121,6 +121,14 @@ public:
     static auto async_create(executor_type ex, std::filesystem::path guest, sandbox_config config,
                              std::function<void(multi_use_sandbox&)> bind, pool_options options, Token&& token = {});
 
+    /// Starts a pool whose sandboxes are created from `clean` (copy-on-write, no guest initialisation)
+    /// and restored to it between tasks: for a state prepared beforehand, such as a script loaded
+    /// into an engine (see script_pool). `bind` and the rest are as above. A null `clean` completes
+    /// with errc::usage_error. Completes with void(std::error_code, sandbox_pool).
+    template <class Token = asio::use_awaitable_t<>>
+    static auto async_create(executor_type ex, std::shared_ptr<const snapshot> clean,
+                             std::function<void(multi_use_sandbox&)> bind, pool_options options, Token&& token = {});
+
     /// Waits for a sandbox. Completes with void(std::error_code, pool_lease).
     template <class Token = asio::use_awaitable_t<>>
     auto async_acquire(Token&& token = {});

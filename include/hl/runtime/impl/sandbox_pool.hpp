@@ -255,6 +255,33 @@ auto sandbox_pool::async_create(executor_type ex, std::filesystem::path guest, s
 }
 
 template <class Token>
+auto sandbox_pool::async_create(executor_type ex, std::shared_ptr<const snapshot> clean,
+                                std::function<void(multi_use_sandbox&)> bind, pool_options options, Token&& token) {
+    auto [diag, inner] = detail::split_diagnostics(std::forward<Token>(token));
+    return asio::async_initiate<decltype(inner), void(std::error_code, sandbox_pool)>(
+        [diag = diag](auto handler, executor_type ex, std::shared_ptr<const snapshot> clean,
+                      std::function<void(multi_use_sandbox&)> bind, pool_options options) {
+            const char* refused = nullptr;
+            if (options.call_limits.timeout.count() < 0 || options.call_limits.cpu_time.count() < 0) {
+                refused = "pool_options::call_limits holds a negative duration; 0 means no limit";
+            } else if (clean == nullptr) {
+                refused = "sandbox_pool::async_create was given a null snapshot";
+            }
+            if (refused != nullptr) {
+                bind = nullptr;
+                return detail::complete_usage_error(std::move(handler), ex, diag, refused, sandbox_pool(ex));
+            }
+            // As the template's last step above, on the initiating thread: a cover of `ex` taken
+            // here (where it is known to run, if anywhere) covers the first creations.
+            detail::completion<decltype(handler)> done(std::move(handler), ex, diag);
+            auto core = std::make_shared<detail::pool_core>(ex, std::move(clean), std::move(bind), options);
+            core->start(detail::cover::of(ex));
+            done.complete({}, {}, sandbox_pool(std::move(core)));
+        },
+        inner, std::move(ex), std::move(clean), std::move(bind), options);
+}
+
+template <class Token>
 auto sandbox_pool::async_acquire(Token&& token) {
     auto [diag, inner] = detail::split_diagnostics(std::forward<Token>(token));
     return asio::async_initiate<decltype(inner), void(std::error_code, pool_lease)>(
