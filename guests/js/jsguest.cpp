@@ -27,7 +27,7 @@ namespace {
 enum script_error : std::int32_t {
     compile_error = 1,  ///< a syntax error in Load or Eval
     thrown = 2,         ///< an uncaught error (its message and stack)
-    no_function = 3,    ///< Call named something that is not a function
+    no_function = 3,    ///< Call named something that is not a function (errc::unknown_function)
     bad_argument = 4,   ///< Call's argument is not valid JSON
     bad_result = 5,     ///< the result cannot be encoded as JSON
 };
@@ -272,7 +272,9 @@ hl::guest::result<std::string> call(std::string_view function, std::string_view 
     if (!duk_is_function(ctx, -1)) {
         std::string type = duk_is_undefined(ctx, -1) ? "undefined" : duk_is_null(ctx, -1) ? "null" : "not a function";
         duk_pop(ctx);
-        return hl::guest::error{no_function, "no function '" + fn + "' in the script (it is " + type + ")"};
+        // The host's "no such function", which callers already tell apart (an HTTP server's 404).
+        return hl::guest::error{no_function, "no function '" + fn + "' in the script (it is " + type + ")",
+                                HL_ERROR_FUNCTION_NOT_FOUND};
     }
     duk_push_lstring(ctx, json.data(), json.size());
     if (duk_safe_call(ctx, decode_unsafe, nullptr, 1, 1) != DUK_EXEC_SUCCESS) {

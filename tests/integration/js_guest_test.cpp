@@ -140,9 +140,10 @@ TEST_F(JsGuest, NonErrorThrowsAreDescribed) {
 TEST_F(JsGuest, MissingFunctionsAndBadArgumentsAreClear) {
     load("var notAFunction = 3; function f(x) { return x; }");
     auto f = failure_of([&] { call("nope"); });
-    EXPECT_EQ(f.code, errc::guest_error);
+    EXPECT_EQ(f.code, errc::unknown_function);
     EXPECT_NE(f.message.find("no function 'nope' in the script (it is undefined)"), std::string::npos) << f.message;
     f = failure_of([&] { call("notAFunction"); });
+    EXPECT_EQ(f.code, errc::unknown_function);
     EXPECT_NE(f.message.find("no function 'notAFunction'"), std::string::npos) << f.message;
     f = failure_of([&] { call("f", "{oops"); });
     EXPECT_EQ(f.code, errc::guest_error);

@@ -119,7 +119,7 @@ TEST_F(ScriptPool, ScriptErrorsComeBackWithTheirMessage) {
         EXPECT_NE(d.message.find("Error: boom"), std::string::npos) << d.message;
         EXPECT_NE(d.message.find("handlers.js"), std::string::npos) << d.message;
         co_await pool.async_call("nope", "null", hl::with_diagnostics(d, asio::redirect_error(asio::use_awaitable, ec)));
-        EXPECT_EQ(ec, errc::guest_error);
+        EXPECT_EQ(ec, errc::unknown_function);
         EXPECT_NE(d.message.find("no function 'nope'"), std::string::npos) << d.message;
         EXPECT_EQ(co_await pool.async_call("handle", R"({"n":1})"),
                   R"({"requests":1,"doubled":2,"config":{"mode":"test"}})");

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <fstream>
 #include <future>
+#include <sstream>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -249,6 +251,72 @@ TEST_F(ServerTest, ShutdownInterruptsCallsInFlightOnEveryWorker) {
     stop();
     EXPECT_TRUE(a.closed_by_server());
     EXPECT_TRUE(b.closed_by_server());
+}
+
+}  // namespace
+
+namespace {
+
+// The demo's handler scripts at POST /js/<function>: JSON in and out, from a script pool.
+web::server_options with_javascript() {
+    web::server_options o;
+    std::ifstream in(HL_DEMO_HANDLERS_JS);
+    std::stringstream text;
+    text << in.rdbuf();
+    o.javascript = web::script_handlers{HL_JSGUEST, "handlers.js", text.str()};
+    return o;
+}
+
+TEST_F(ServerTest, HandlerScriptsAnswerJson) {
+    HL_REQUIRE_KVM();
+    start(with_javascript());
+    client c(endpoint_);
+    auto r = c.call("/js/order", R"({"id": 9, "items": [{"sku": "page", "price": 4, "qty": 2}]})");
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.body, R"({"id":9,"total":8,"lines":["2 x page"]})");
+    r = c.call("/js/profile", R"({"user": "ada"})");  // through the async host function fetchUser
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.body, R"({"html":"<h1>ada</h1><p>Ada wrote the first program, for an engine that was never built.</p>"})");
+    r = c.call("/js/profile", R"({"user": "linus"})");  // escaped by the script
+    EXPECT_EQ(r.body, R"({"html":"<h1>linus</h1><p>Linus &lt;torvalds&gt; started a kernel as a hobby.</p>"})");
+}
+
+TEST_F(ServerTest, HandlerScriptFailuresAreClientErrors) {
+    HL_REQUIRE_KVM();
+    start(with_javascript());
+    client c(endpoint_);
+    auto r = c.call("/js/order", R"({"id": 1, "items": [)");
+    EXPECT_EQ(r.status, 422);
+    EXPECT_NE(r.body.find("not valid JSON"), std::string::npos) << r.body;
+    r = c.call("/js/profile", R"({"user": "nobody"})");
+    EXPECT_EQ(r.status, 422);
+    EXPECT_NE(r.body.find("no such user: nobody"), std::string::npos) << r.body;
+    r = c.call("/js/profile", R"({"user": 42})");  // fetchUser refuses what is not a name
+    EXPECT_EQ(r.status, 422);
+    EXPECT_NE(r.body.find("fetchUser takes a user name"), std::string::npos) << r.body;
+    EXPECT_EQ(c.call("/js/nothing", "null").status, 404);
+    EXPECT_EQ(c.call("/js/escapeHtml", "null").status, 200);  // any global function of the script
+    EXPECT_EQ(c.call("/js/../call/Sha256", "abc").status, 404);
+    EXPECT_EQ(c.call("/js/order", "", "GET").status, 405);
+    EXPECT_EQ(c.call("/lua/order", "{}").status, 404);  // no Lua handlers were given
+    EXPECT_EQ(c.call("/js/order", R"({"id": 2, "items": []})").body, R"({"id":2,"total":0,"lines":[]})");
+}
+
+TEST_F(ServerTest, AScriptThatDoesNotLoadStopsTheServersCreation) {
+    HL_REQUIRE_KVM();
+    web::server_options o;
+    o.javascript = web::script_handlers{HL_JSGUEST, "broken.js", "function ("};
+    auto created = asio::co_spawn(io_, web::http_server::create(HL_WEBGUEST, o, {.min_size = 1, .max_size = 1}),
+                                  asio::use_future);
+    thread_ = std::thread([this] { io_.run(); });
+    try {
+        created.get();
+        ADD_FAILURE() << "the server started with a script that does not compile";
+    } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code(), hl::errc::guest_error);
+        EXPECT_NE(std::string(e.what()).find("broken.js"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("SyntaxError"), std::string::npos) << e.what();
+    }
 }
 
 }  // namespace
