@@ -19,9 +19,18 @@ if(TARGET hl_guest_sdk_musl)
   install(TARGETS hl_guest_sdk_musl EXPORT hyperlight_cppTargets ARCHIVE DESTINATION ${HL_GUEST_LIB_INSTALL_DIR})
 endif()
 install(EXPORT hyperlight_cppTargets NAMESPACE hl:: DESTINATION ${HL_CMAKE_INSTALL_DIR})
+# The script engine guests (hl::script_pool) are programs the host loads, not libraries: libexec.
+# The CMake package names them (hyperlight_cpp_JSGUEST, hyperlight_cpp_LUAGUEST).
+set(HL_ENGINE_GUEST_INSTALL_DIR ${CMAKE_INSTALL_LIBEXECDIR}/${HL_PC_GUEST_SUBDIR})
+foreach(engine jsguest luaguest)
+  if(TARGET ${engine})
+    install(PROGRAMS $<TARGET_FILE:${engine}> DESTINATION ${HL_ENGINE_GUEST_INSTALL_DIR})
+  endif()
+endforeach()
 
 configure_package_config_file(${CMAKE_CURRENT_LIST_DIR}/hyperlight_cppConfig.cmake.in
-  ${PROJECT_BINARY_DIR}/hyperlight_cppConfig.cmake INSTALL_DESTINATION ${HL_CMAKE_INSTALL_DIR})
+  ${PROJECT_BINARY_DIR}/hyperlight_cppConfig.cmake INSTALL_DESTINATION ${HL_CMAKE_INSTALL_DIR}
+  PATH_VARS HL_ENGINE_GUEST_INSTALL_DIR)
 # 0.x: a new minor version may change the API.
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/hyperlight_cppConfigVersion.cmake
   COMPATIBILITY SameMinorVersion)
@@ -63,7 +72,7 @@ set(CPACK_PACKAGE_CONTACT "hyperlight-cpp maintainers <hyperlight-cpp@localhost>
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "KVM micro-VM sandboxes for untrusted guests, for C++20 applications")
 set(CPACK_PACKAGE_DESCRIPTION "hyperlight-cpp runs small untrusted guest binaries in KVM micro-VMs (one vCPU, \
 no guest OS) and calls their functions by name. This package holds the host libraries (hyperlight, \
-hyperlight_runtime), their headers, the guest SDK, the CMake package (find_package(hyperlight_cpp), \
+hyperlight_runtime), their headers, the guest SDK, the script engine guests (JavaScript on Duktape, Lua),  the CMake package (find_package(hyperlight_cpp), \
 hl_add_guest) and pkg-config files.")
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)

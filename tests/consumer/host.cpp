@@ -10,6 +10,7 @@
 
 #include <hl/hl.hpp>
 #include <hl/runtime/async_sandbox.hpp>
+#include <hl/runtime/script_pool.hpp>
 
 #ifndef CONSUMER_HOST_OPTION
 #error "the consuming project's add_compile_options() did not reach its host code"
@@ -48,6 +49,33 @@ int run(const std::string& guest) {
     return greeting == "hello, consumer" && sum == 42 ? 0 : 1;
 }
 
+#ifdef CONSUMER_JSGUEST
+// A script pool on the JavaScript guest the package installed (or the checkout built).
+asio::awaitable<std::string> script_call(asio::any_io_executor ex) {
+    hl::script_options o;
+    o.guest = CONSUMER_JSGUEST;
+    o.source = "function add(p) { return p.a + p.b; }";
+    auto scripts = co_await hl::script_pool::async_create(ex, std::move(o), {}, {}, asio::use_awaitable);
+    auto sum = co_await scripts.async_call("add", R"({"a": 40, "b": 2})", asio::use_awaitable);
+    scripts.close();
+    co_return sum;
+}
+
+int run_script() {
+    asio::io_context io;
+    std::string sum;
+    std::exception_ptr failure;
+    asio::co_spawn(io, script_call(io.get_executor()), [&](std::exception_ptr e, std::string r) {
+        failure = e;
+        sum = std::move(r);
+    });
+    io.run();
+    if (failure) std::rethrow_exception(failure);
+    std::printf("%s\nscript: add({a: 40, b: 2}) -> %s\n", CONSUMER_JSGUEST, sum.c_str());
+    return sum == "42" ? 0 : 1;
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -62,6 +90,9 @@ int main(int argc, char** argv) {
         for (const auto& guest : guests) {
             if (run(guest) != 0) return 1;
         }
+#ifdef CONSUMER_JSGUEST
+        if (argc == 1 && run_script() != 0) return 1;
+#endif
         return 0;
     } catch (const std::system_error& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
